@@ -1,0 +1,328 @@
+"""Artifacts: a folder holding model file(s) plus ``artifact.json``, written atomically.
+
+Every step (export, quantize, compile) reads an :class:`Artifact` and writes a *new* one with
+:class:`ArtifactWriter`: files go into a temporary folder beside the destination, the manifest is
+written last with the sha256 of every file, and the folder is renamed into place. A reader verifies
+the hashes, so a half-copied or edited artifact is detected instead of silently run.
+
+The manifest is also embedded in ONNX ``metadata_props`` (minus the file hashes, which cannot include
+the file itself), so a bare ``.onnx`` still loads with the right preprocessing and labels.
+
+Example::
+
+    with ArtifactWriter(out_dir, overwrite=False, inputs=[src.path]) as w:
+        onnx.save(proto, w.dir / "model.onnx")
+        artifact = w.commit(manifest)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError, ModelFileError, OutputExistsError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "artifact.json"
+ONNX_METADATA_KEY = "edgeformer.manifest"
+_TOOLS = (
+    "edgeformer",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnxslim",
+    "openvino",
+    "coremltools",
+    "tensorrt",
+    "nncf",
+    "numpy",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorSpec:
+    """A model input or output: dims are ints or symbolic names (``"batch"``)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """What an artifact is, where it came from, and how to feed it."""
+
+    format: str  # "onnx" | "tensorrt" | "coreml" | "openvino" | "ort"
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8" | "mixed"
+    model_name: str
+    main_file: str  # path relative to the artifact folder
+    task: str = "image-classification"
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    preprocessing: dict[str, Any] | None = None  # ImageInput / AudioInput as a dict (torch-free)
+    labels: tuple[str, ...] | None = None
+    step: str = "export"
+    step_config: dict[str, Any] = field(default_factory=dict)
+    parent_sha: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # step-specific facts (parity, engine GPU, ...)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=_jsonable)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "manifest") -> Manifest:
+        if not isinstance(d, Mapping):
+            raise ModelFileError(f"{source}: manifest is not a JSON object.")
+        if d.get("schema_version", 0) > SCHEMA_VERSION:
+            raise ModelFileError(
+                f"{source}: manifest schema {d.get('schema_version')} is newer than this edgeformer understands "
+                f"({SCHEMA_VERSION}); upgrade edgeformer."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        try:
+            kw["inputs"] = tuple(TensorSpec.from_dict(t) for t in d.get("inputs", ()))
+            kw["outputs"] = tuple(TensorSpec.from_dict(t) for t in d.get("outputs", ()))
+            if kw.get("labels") is not None:
+                kw["labels"] = tuple(kw["labels"])
+            return cls(**kw)
+        except (KeyError, TypeError) as e:
+            raise ModelFileError(f"{source}: malformed manifest ({e}); re-export the artifact.") from e
+
+    @property
+    def sha(self) -> str | None:
+        return self.files.get(self.main_file)
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    return str(obj)
+
+
+def tool_versions(names: Iterable[str] = _TOOLS) -> dict[str, str]:
+    """Installed versions of the tools that shape an artifact, read without importing them."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded artifact: its folder and manifest. Use :meth:`load`; steps create new ones."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.main_file
+
+    @property
+    def sha(self) -> str | None:
+        return self.manifest.sha
+
+    @property
+    def format(self) -> str:
+        return self.manifest.format
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
+
+    def size_bytes(self) -> int:
+        return sum((self.path / f).stat().st_size for f in self.manifest.files) or self.model_path.stat().st_size
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Artifact:
+        """Load an artifact folder (verifying hashes) or a bare model file.
+
+        A bare ``.onnx`` uses the manifest embedded in its metadata, or, for ONNX files from elsewhere,
+        a minimal one read from the graph (no preprocessing known).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise ModelFileError(f"{path}: no such file or folder.")
+        if path.is_dir():
+            mpath = path / MANIFEST_NAME
+            if not mpath.is_file():
+                raise ModelFileError(
+                    f"{path}: folder has no {MANIFEST_NAME}; it is not an edgeformer artifact (or a write was "
+                    "interrupted). Pass the model file itself, or re-run the step that made it."
+                )
+            try:
+                data = json.loads(mpath.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ModelFileError(f"{mpath}: corrupt manifest ({e}); re-run the step that made it.") from e
+            artifact = cls(path, Manifest.from_dict(data, source=str(mpath)))
+            if verify:
+                artifact.verify()
+            return artifact
+        from .modelfile import manifest_for_bare_file  # sniffs content; handles ONNX and others
+
+        return cls(path.parent, manifest_for_bare_file(path))
+
+    def verify(self) -> None:
+        """Check every file against its recorded sha256."""
+        for rel, digest in self.manifest.files.items():
+            f = _inside(self.path, rel)
+            if not f.is_file():
+                raise ModelFileError(f"{self.path}: file {rel} listed in the manifest is missing; re-run the step.")
+            if sha256_file(f) != digest:
+                raise ModelFileError(
+                    f"{f}: sha256 does not match the manifest (file changed or truncated); "
+                    "re-run the step that made it."
+                )
+
+    def summary(self) -> str:
+        m = self.manifest
+        size = self.size_bytes() / 1e6
+        return f"{m.model_name} · {m.format}/{m.precision} · {size:.1f} MB · {self.model_path}"
+
+
+def _inside(root: Path, rel: str) -> Path:
+    p = (root / rel).resolve()
+    if root.resolve() not in p.parents and p != root.resolve():
+        raise InvalidInputError(f"{root}: manifest names {rel!r}, which lies outside the artifact folder.")
+    return p
+
+
+def check_output_path(dest: Path, inputs: Iterable[Path] = (), overwrite: bool = False) -> None:
+    """Refuse an output that is (or contains, or is inside) an input, or that exists without overwrite."""
+    dest_r = dest.resolve()
+    for src in inputs:
+        src_r = Path(src).resolve()
+        if dest_r == src_r or dest_r in src_r.parents or src_r in dest_r.parents:
+            raise OutputExistsError(f"output {dest} overlaps the input {src}; choose another --out.")
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(f"output {dest} exists; pass --overwrite to replace it, or choose another --out.")
+
+
+class ArtifactWriter:
+    """Build an artifact in a temp folder beside ``dest`` and rename it into place on :meth:`commit`.
+
+    If the block raises (or the process dies), ``dest`` keeps its previous content: an existing
+    artifact is only moved aside after the new one is complete, then deleted.
+    """
+
+    def __init__(self, dest: str | Path, *, overwrite: bool = False, inputs: Iterable[Path] = ()) -> None:
+        self.dest = Path(dest)
+        check_output_path(self.dest, inputs, overwrite)
+        self.overwrite = overwrite
+        self.dir: Path = Path()
+        self._committed = False
+
+    def __enter__(self) -> ArtifactWriter:
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        return self
+
+    def commit(self, manifest: Manifest) -> Artifact:
+        files = {
+            p.relative_to(self.dir).as_posix(): sha256_file(p)
+            for p in sorted(self.dir.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_NAME
+        }
+        if manifest.main_file not in files:
+            raise ModelFileError(f"internal: {manifest.main_file} was not written to {self.dir}")
+        manifest = dataclasses.replace(
+            manifest,
+            files=files,
+            created=manifest.created or now_iso(),
+            tool_versions=manifest.tool_versions or tool_versions(),
+        )
+        for p in self.dir.rglob("*"):  # data must be on disk before the manifest that vouches for it
+            if p.is_file():
+                _fsync(p)
+        _write_text_atomic(self.dir / MANIFEST_NAME, manifest.to_json())
+        old = None
+        if self.dest.exists():
+            if not self.overwrite:
+                raise OutputExistsError(f"output {self.dest} appeared while writing; pass --overwrite.")
+            old = self.dest.parent / f".{self.dest.name}.old-{os.getpid()}"
+            os.replace(self.dest, old)
+        os.replace(self.dir, self.dest)
+        self._committed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.dest.parent)
+        return Artifact(self.dest, manifest)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._committed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # some filesystems refuse fsync on directories; the rename is still atomic
+    with contextlib.suppress(OSError):
+        _fsync(path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON via temp + rename, so readers never see a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))

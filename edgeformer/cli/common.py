@@ -1,0 +1,108 @@
+"""Shared CLI plumbing: option aliases (the same flag means the same thing everywhere), output, errors.
+
+Errors: every command is wrapped by :func:`command`, which turns an ``EdgeformerError`` into one line on
+stderr and its documented exit code (FAULTS.md), Ctrl-C into 130, and anything else into a traceback
+with exit 1 (a bug). With ``--json`` the error is also printed as a JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import EdgeformerError
+
+# tables are wide; when stdout is not a terminal rich would assume 80 columns and fold every cell
+_WIDTH = max(140, shutil.get_terminal_size((140, 40)).columns)
+console = Console(highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# --- shared options --------------------------------------------------------------------------------
+ModelArg = Annotated[str, typer.Argument(help="A zoo model name (see `edgeformer models list`).", show_default=False)]
+ArtifactArg = Annotated[
+    Path, typer.Argument(help="An artifact folder (with artifact.json) or a bare .onnx file.", show_default=False)
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: derived from the input).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output folder if it exists.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", "-t", min=1, help="Intra-op threads (default: all cores).")
+]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size of the exported/profiled input.")]
+ResolutionOpt = Annotated[
+    int | None, typer.Option("--resolution", "-r", min=16, help="Image side in pixels (default: the spec's).")
+]
+BackendOpt = Annotated[str, typer.Option("--backend", help="Runtime: ort, openvino, tensorrt, coreml.")]
+CheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="Weights: official .pth/.pt, timm state dict, or .safetensors.")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what each step does.")]
+
+
+def command(fn: F) -> F:
+    """Wrap a command: one-line errors with documented exit codes, 130 on Ctrl-C."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("json_out") or kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except EdgeformerError as e:
+            fail(e, as_json)
+        except KeyboardInterrupt:
+            err_console.print("[red]interrupted[/red]: nothing was written for the unfinished step.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(e: EdgeformerError, as_json: bool = False) -> None:
+    first, _, details = str(e).partition("\n")
+    if as_json:
+        print(json.dumps({"error": {"type": type(e).__name__, "message": str(e), "exit_code": e.exit_code}}))
+    # one line a script can grep; a table of details (e.g. expected vs given inputs) may follow it
+    err_console.print(f"error ({type(e).__name__}): {first}", style="bold red", markup=False, emoji=False)
+    if details:
+        err_console.print(details, markup=False, emoji=False)
+    raise typer.Exit(e.exit_code)
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` (or ``obj.to_dict()``) as JSON on stdout, nothing else."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    t = Table(title=title, header_style="bold", title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="ellipsis", max_width=40)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    return t
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def fmt_ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"

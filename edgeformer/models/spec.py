@@ -1,0 +1,150 @@
+"""ModelSpec: the single place a variant's name and settings live.
+
+Input specs (:class:`ImageInput`, :class:`AudioInput`) are plain data with no torch dependency: they
+are copied into every artifact's manifest so that the runtime can preprocess without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import InvalidArchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInput:
+    """How an image becomes the model's NCHW float tensor (resize shorter side, center crop, normalize)."""
+
+    resolution: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_pct: float = 0.95
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    kind: Literal["image"] = "image"
+
+    def shape(self, batch: int = 1, resolution: int | None = None) -> tuple[int, ...]:
+        r = resolution or self.resolution
+        return (batch, self.channels, r, r)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioInput:
+    """Waveform in, log-mel computed by the front-end: inside the exported graph or on the host.
+
+    ``frontend="graph"``: the model input is the mono waveform ``(batch, samples)`` at ``sample_rate``.
+    ``frontend="host"``: the model input is the log-mel ``(batch, 1, n_mels, frames)`` and the runtime
+    computes it with the numpy reference (``edgeformer.data.audio``).
+    """
+
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 20.0
+    f_max: float = 8000.0
+    log_offset: float = 1e-6
+    frontend: Literal["graph", "host"] = "graph"
+    kind: Literal["audio"] = "audio"
+
+    @property
+    def num_samples(self) -> int:
+        return round(self.sample_rate * self.clip_seconds)
+
+    @property
+    def num_frames(self) -> int:
+        # centred STFT with reflect padding: one frame per hop plus the last
+        return self.num_samples // self.hop_length + 1
+
+    def shape(self, batch: int = 1, resolution: int | None = None) -> tuple[int, ...]:
+        if self.frontend == "graph":
+            return (batch, self.num_samples)
+        return (batch, 1, self.n_mels, self.num_frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+InputSpec = ImageInput | AudioInput
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportHints:
+    """Per-architecture export settings, declared as data (optimum's lesson)."""
+
+    opset: int = 18
+    min_opset: int = 17
+    atol: float = 1e-4  # max abs error relative to the output scale (max |torch output|)
+    min_cosine: float = 0.99999
+    dynamic_batch: bool = True
+    dynamo: bool = True  # torch.export-based exporter; False = TorchScript exporter
+
+
+class ArchBase:
+    """Mixin for a family's frozen architecture dataclass.
+
+    Subclasses implement :meth:`problems` returning one ``"field: what is wrong"`` string per
+    offending field; :meth:`validate` raises :class:`InvalidArchError` listing all of them.
+    """
+
+    def problems(self) -> list[str]:
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise InvalidArchError(problems, arch_name=type(self).__name__)
+
+    def replace(self, **overrides: Any):
+        """A copy with ``overrides`` applied; unknown field names raise, never silently dropped."""
+        from ..errors import ConfigError
+
+        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown architecture override(s) {', '.join(unknown)} for {type(self).__name__}; "
+                f"valid fields: {', '.join(sorted(names))}."
+            )
+        return dataclasses.replace(self, **overrides)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """One registered variant.
+
+    ``params_m``/``macs_g`` are the published figures at ``input.resolution``; ``counts_distillation_head``
+    says whether the paper's parameter count includes the distillation head.
+    """
+
+    name: str
+    family: str
+    task: Literal["image-classification", "audio-classification"]
+    build: Callable[[Any], Any]  # arch -> nn.Module
+    arch: ArchBase
+    input: InputSpec
+    num_classes: int
+    export: ExportHints = field(default_factory=ExportHints)
+    remap: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None  # official/timm keys -> ours
+    labels: str | None = None  # "imagenet" or a label-set name known to edgeformer.data.labels
+    paper: str = ""
+    repo: str = ""
+    license: str = ""
+    params_m: float | None = None
+    macs_g: float | None = None
+    counts_distillation_head: bool = False
+    notes: str = ""

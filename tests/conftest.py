@@ -1,0 +1,22 @@
+"""Shared fixtures. Tests never download anything; models are random-init or trained by our own scripts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# 2-core CI machine: keep every native runtime from oversubscribing the cores under pytest-xdist
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    try:
+        import torch
+    except ImportError:  # the torch-free runtime tests run without it
+        yield
+        return
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    yield
