@@ -41,8 +41,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name in self._lazy:
-            module, _, attr = self._lazy.pop(name).partition(":")
+            module, _, attr = self._lazy[name].partition(":")
+            # a failed import leaves the entry lazy, so the next lookup fails the same way, not as "unknown"
             self._items[name] = getattr(importlib.import_module(module), attr)
+            del self._lazy[name]
         if name not in self._items:
             if self._on_unknown is not None:
                 raise self._on_unknown(name, self.names())

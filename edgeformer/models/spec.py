@@ -36,6 +36,10 @@ class ImageInput:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ImageInput:
+        return _from_dict(cls, d)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AudioInput:
@@ -75,8 +79,30 @@ class AudioInput:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AudioInput:
+        return _from_dict(cls, d)
+
 
 InputSpec = ImageInput | AudioInput
+
+
+def _from_dict(cls, d: Mapping[str, Any]):
+    """Rebuild an input spec from its JSON form (lists back to tuples); unknown keys are an error."""
+    from ..errors import ModelFileError
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown or d.get("kind", cls.kind) != cls.kind:
+        raise ModelFileError(
+            f"preprocessing record has unknown fields {unknown} or kind {d.get('kind')!r} for {cls.__name__}"
+        )
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def input_spec_from_dict(d: Mapping[str, Any]) -> InputSpec:
+    """ImageInput or AudioInput from a manifest's ``preprocessing`` record."""
+    return (AudioInput if d.get("kind") == "audio" else ImageInput).from_dict(d)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,1 @@
+"""Preprocessing and sample sources: images, audio (wav, log-mel), npy."""
