@@ -55,7 +55,7 @@ def create_model(name: str, checkpoint: str | Path | None = None, **arch_overrid
     Example::
 
         model = create_model("efficientformer_l1", checkpoint="efficientformer_l1_300d.pth")
-        tiny = create_model("shvit_s1", num_classes=10, depths=(1, 2, 2))
+        head10 = create_model("shvit_s1", num_classes=10)  # per-block fields must follow a new depth
     """
     spec = get_spec(name)
     arch = spec.arch.replace(**arch_overrides) if arch_overrides else spec.arch
