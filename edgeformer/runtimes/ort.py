@@ -50,7 +50,7 @@ _ORT_DTYPES = {
     "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
 }  # fmt: skip
 # SessionOptions.extra keys this backend understands, with their types; anything else is refused
-_EXTRA_KEYS: dict[str, type] = {"optimized_model_filepath": str, "log_severity_level": int}
+_EXTRA_KEYS: dict[str, type] = {"optimized_model_filepath": str, "log_severity_level": int, "allow_spinning": bool}
 
 
 def _ort():
@@ -187,7 +187,12 @@ def _ort_options(ort: Any, options: SessionOptions) -> Any:
             )
         if not isinstance(value, _EXTRA_KEYS[key]):
             raise ConfigError(f"ORT session option {key!r} must be {_EXTRA_KEYS[key].__name__}, got {value!r}.")
-        setattr(so, key, value)
+        if key == "allow_spinning":
+            # worker threads busy-wait between ops by default; on a shared or oversubscribed CPU that spinning
+            # steals the cores the other worker needs and latency collapses (measured here: 2 threads slower than 1)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if value else "0")
+        else:
+            setattr(so, key, value)
     return so
 
 

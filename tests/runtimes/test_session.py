@@ -314,3 +314,16 @@ def test_session_and_predict_work_with_torch_blocked(color_artifact, tmp_path):
     assert result["shape"] == [2, 5]
     assert result["top"][0]["label"] == "red"
     assert result["torch_loaded"] is False
+
+
+def test_allow_spinning_is_an_accepted_ort_option():
+    import onnxruntime as ort
+
+    from edgeformer.errors import ConfigError
+    from edgeformer.runtimes.base import SessionOptions
+    from edgeformer.runtimes.ort import _ort_options
+
+    so = _ort_options(ort, SessionOptions(threads=2, extra=(("allow_spinning", False),)))
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ConfigError, match="must be bool"):
+        _ort_options(ort, SessionOptions(extra=(("allow_spinning", "no"),)))
