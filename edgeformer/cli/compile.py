@@ -1,0 +1,67 @@
+"""``edgeformer compile``: an ONNX artifact to a target runtime (TensorRT, CoreML, OpenVINO, ORT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import ArtifactArg, JsonOpt, OutOpt, OverwriteOpt, VerboseOpt, command, console, print_json, setup_logging
+from .export import parse_overrides
+
+
+def _target_help() -> str:
+    try:
+        from ..exporters.compile import targets_help
+
+        return "Target runtime. " + "; ".join(targets_help().splitlines())
+    except Exception:  # --help must render even if a target module is broken
+        return "Target runtime: tensorrt, coreml, openvino, ort."
+
+
+@command
+def compile_cmd(
+    artifact: ArtifactArg,
+    target: Annotated[str, typer.Option("--target", help=_target_help(), show_default=False)],
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16, bf16 or int8 (target-dependent).")] = None,
+    out: OutOpt = None,
+    min_batch: Annotated[int | None, typer.Option(help="TensorRT profile: smallest batch.")] = None,
+    opt_batch: Annotated[int | None, typer.Option(help="TensorRT profile: batch to tune for.")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="TensorRT profile: largest batch.")] = None,
+    workspace_mb: Annotated[int | None, typer.Option(help="TensorRT builder workspace limit (MiB).")] = None,
+    timing_cache: Annotated[Path | None, typer.Option(help="TensorRT timing cache file (reused, updated).")] = None,
+    nncf: Annotated[bool | None, typer.Option("--nncf/--no-nncf", help="OpenVINO int8 through NNCF.")] = None,
+    calib: Annotated[str | None, typer.Option(help="Calibration data for NNCF int8 (folder, .npz, synthetic).")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--set", help="Any other field of the target's config, KEY=VALUE (repeatable).")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compile an artifact for a target; fidelity vs the parent is checked wherever the target runs here.
+
+    \b
+    Examples:
+      edgeformer compile build/l1 --target openvino --precision bf16
+      edgeformer compile build/l1-int8 --target tensorrt --precision int8 --max-batch 8
+      edgeformer compile build/l1 --target coreml --precision fp16
+    """
+    from ..exporters.compile import compile as compile_artifact
+
+    setup_logging(verbose)
+    given: dict[str, Any] = {
+        "min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch, "workspace_mb": workspace_mb,
+        "timing_cache": timing_cache, "nncf": nncf, "calib": calib,
+    }  # fmt: skip
+    options = {k: v for k, v in given.items() if v is not None} | parse_overrides(option)
+    with console.status(f"compiling for {target}…", spinner="dots"):
+        result = compile_artifact(artifact, target=target, precision=precision, out=out, overwrite=overwrite, **options)
+    if json_out:
+        print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
+        return
+    console.print(f"[green]✓[/green] {result.summary()}")
+    fidelity = result.manifest.extra.get("fidelity")
+    if fidelity:
+        console.print(f"fidelity vs parent: {fidelity}")

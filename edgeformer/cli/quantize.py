@@ -1,0 +1,84 @@
+"""``edgeformer quantize``: calibrated INT8 that is checked for fidelity and speed on the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    ArtifactArg,
+    JsonOpt,
+    OutOpt,
+    OverwriteOpt,
+    VerboseOpt,
+    command,
+    console,
+    print_json,
+    setup_logging,
+    table,
+)
+
+
+@command
+def quantize_cmd(
+    artifact: ArtifactArg,
+    calib: Annotated[
+        str,
+        typer.Option(help="Calibration data: image or wav folder, .npy/.npz, or 'synthetic' (pipeline checks only)."),
+    ],
+    method: Annotated[str, typer.Option(help="Range method: minmax, entropy or percentile.")] = "minmax",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales.")] = True,
+    target: Annotated[str, typer.Option(help="Runtime preset: ort-cpu, tensorrt, openvino.")] = ("ort-cpu"),
+    calib_size: Annotated[int, typer.Option(min=1, help="Calibration samples drawn (seeded).")] = 128,
+    on_bad_sample: Annotated[str, typer.Option(help="Unreadable calibration sample: fail or skip (counted).")] = "fail",
+    eval_data: Annotated[
+        str | None, typer.Option("--eval", help="Labelled data (class folders or .npz x/y) for the accuracy budget.")
+    ] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Accepted top-1 drop in points (needs --eval).")] = None,
+    search: Annotated[
+        bool, typer.Option("--search/--no-search", help="Keep in float the node groups that are not faster quantized.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of calibration sampling.")] = 0,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Quantize an FP32 ONNX artifact to INT8 (QDQ), keeping in float what costs accuracy or speed.
+
+    \b
+    Examples:
+      edgeformer quantize build/l1 --calib images/ --out build/l1-int8
+      edgeformer quantize build/kws --calib wavs/ --eval heldout.npz --max-drop 0.5
+      edgeformer quantize build/l1 --calib images/ --target tensorrt   # symmetric, for TensorRT
+    """
+    from ..errors import ConfigError
+    from ..quant.config import QuantConfig
+
+    setup_logging(verbose)
+    if max_drop is not None and eval_data is None:
+        raise ConfigError("--max-drop needs --eval (labelled data to measure the drop on).")
+    config = QuantConfig.for_target(
+        target, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample, seed=seed
+    )
+    out = out or Path(f"{str(artifact).rstrip('/')}-int8")
+    with console.status("calibrating and quantizing…", spinner="dots"):
+        from ..quant.placement import SearchConfig, quantize_search
+
+        result = quantize_search(
+            artifact, config, calib=calib, out=out, overwrite=overwrite, eval_data=eval_data, max_drop=max_drop,
+            search=SearchConfig(enabled=search),
+        )  # fmt: skip
+    if json_out:
+        print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
+        return
+    console.print(f"[green]✓[/green] {result.summary()}")
+    extra = result.manifest.extra
+    rows = [(k, v) for k, v in (extra.get("fidelity") or {}).items() if not isinstance(v, (dict, list))]
+    if rows:
+        console.print(table("fidelity vs FP32", ("metric", "value"), rows))
+    report = result.path / "quant_report.md"
+    if report.is_file():
+        console.print(f"report: {report}")

@@ -1,0 +1,306 @@
+"""Export: torch (zoo name or your ``nn.Module``) to a deployable artifact, one format per entry of :data:`FORMATS`.
+
+One table drives dispatch and validation (ultralytics' lesson): a target adds a row naming its function
+(imported lazily, so ``import edgeformer`` never imports torch or a vendor SDK), its file suffix and
+whether it starts from a torch module. Every exporter takes the same keyword arguments and returns the
+:class:`~edgeformer.artifact.Artifact` it wrote.
+
+Example::
+
+    import edgeformer
+    art = edgeformer.export("efficientformer_l1", out="build/l1")            # parity-checked ONNX
+    art = edgeformer.export(my_module, out="build/mine", example_inputs=(torch.randn(1, 3, 224, 224),))
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from ..artifact import Artifact
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportFormat:
+    """One export target: ``target`` is ``"module:function"`` with the signature of :func:`export`."""
+
+    name: str
+    target: str
+    suffix: str  # the main model file's suffix ("" for a folder such as an .mlpackage)
+    needs_torch: bool  # starts from a torch module (True) or from an ONNX artifact (False)
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(name="onnx", target="edgeformer.exporters.onnx:export_onnx", suffix=".onnx", needs_torch=True),
+    )
+}
+
+
+def get_format(fmt: str) -> ExportFormat:
+    """The :class:`ExportFormat` named ``fmt``; unknown names raise with close matches."""
+    fmt = str(getattr(fmt, "value", fmt)).lower()  # accept the CLI's str Enum as well as a plain string
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; known: {', '.join(FORMATS)} (--format)."
+        )
+    return FORMATS[fmt]
+
+
+def export(
+    model: Any,
+    *,
+    fmt: str = "onnx",
+    out: str | Path,
+    example_inputs: tuple[Any, ...] | None = None,
+    input_spec: Any = None,
+    config: Any = None,
+    checkpoint: str | Path | None = None,
+    overwrite: bool = False,
+    **arch_overrides: Any,
+) -> Artifact:
+    """Export a zoo model (by name) or an ``nn.Module`` to ``fmt`` and write the artifact folder ``out``.
+
+    Args:
+        model: a zoo name (``"efficientformer_l1"``) or a torch ``nn.Module``.
+        fmt: a key of :data:`FORMATS` (``"onnx"``).
+        out: the artifact folder to write (atomically); it must not exist unless ``overwrite``.
+        example_inputs: a tuple of tensors, required for an ``nn.Module``; zoo models make their own.
+        input_spec: for an ``nn.Module``, its ``ImageInput``/``AudioInput`` (recorded as preprocessing).
+        config: the format's config (``OnnxExportConfig`` for ONNX); ``None`` uses the model's hints.
+        checkpoint: weights for a zoo model (official, timm or safetensors).
+        overwrite: replace ``out`` if it exists.
+        **arch_overrides: architecture fields of a zoo model (``num_classes=10``, ``depths=...``).
+
+    Returns:
+        The written :class:`~edgeformer.artifact.Artifact`.
+
+    Raises:
+        ConfigError: unknown format, bad config or overrides; ``OutputExistsError`` for an existing ``out``.
+        ParityError: the exported model's outputs differ from torch beyond tolerance.
+    """
+    spec = get_format(fmt)
+    module, _, attr = spec.target.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    return fn(
+        model,
+        out=Path(out),
+        example_inputs=example_inputs,
+        input_spec=input_spec,
+        config=config,
+        checkpoint=checkpoint,
+        overwrite=overwrite,
+        **arch_overrides,
+    )
+
+
+# --- the torch side, shared by every exporter that starts from a module ---------------------------------
+@dataclass(frozen=True, kw_only=True)
+class SourceModel:
+    """A module ready to export: in eval mode, fused, with example inputs and the names the graph will use."""
+
+    module: Any  # torch.nn.Module
+    name: str
+    example_inputs: tuple[Any, ...]  # torch tensors, at the requested batch
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    input_spec: Any  # ImageInput | AudioInput | None, at the exported resolution
+    hints: Any  # ExportHints
+    task: str
+    labels: tuple[str, ...] | None = None
+    label_set: str | None = None
+    arch: dict[str, Any] | None = None
+    user_inputs: bool = False  # example_inputs came from the caller (and are worth checking parity on)
+
+    @property
+    def batch(self) -> int:
+        return int(self.example_inputs[0].shape[0]) if self.example_inputs[0].dim() else 1
+
+    @property
+    def resolution(self) -> int | None:
+        return getattr(self.input_spec, "resolution", None)
+
+    def export_inputs(self, dynamic: bool) -> tuple[Any, ...]:
+        """Inputs to trace with: batch >= 2 when dynamic, since torch.export specializes a size-1 dim to 1."""
+        if not dynamic or self.batch >= 2:
+            return self.example_inputs
+        return tuple(t.expand(2, *t.shape[1:]).clone() for t in self.example_inputs)
+
+    @staticmethod
+    def flatten_outputs(out: Any) -> tuple[Any, ...]:
+        if isinstance(out, Mapping):
+            return tuple(out.values())
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def prepare_source(
+    model: Any,
+    *,
+    example_inputs: tuple[Any, ...] | None,
+    input_spec: Any,
+    checkpoint: str | Path | None,
+    batch: int | None,
+    resolution: int | None,
+    seed: int,
+    arch_overrides: Mapping[str, Any],
+) -> SourceModel:
+    """Build a zoo model (or take the caller's module), put it in eval mode, fuse it, make example inputs.
+
+    A module passed in is deep-copied first, so fusing never changes the caller's object.
+    """
+    import torch
+    from torch import nn
+
+    from ..models import ExportHints, get_spec
+    from ..models.layers import ElasticModel
+
+    if isinstance(model, str):
+        return _zoo_source(
+            model,
+            get_spec(model),
+            example_inputs,
+            input_spec,
+            checkpoint,
+            batch,
+            resolution,
+            seed,
+            dict(arch_overrides),
+        )
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a zoo model name or a torch nn.Module, got {type(model).__name__}.")
+    name = type(model).__name__
+    if arch_overrides:
+        raise ConfigError(
+            f"architecture overrides ({', '.join(arch_overrides)}) apply to zoo models only; "
+            f"build your {name} with them instead."
+        )
+    if resolution is not None:
+        raise ConfigError(f"resolution applies to zoo models; for your {name} the example_inputs set the shape.")
+    if (
+        not isinstance(example_inputs, tuple)
+        or not example_inputs
+        or not all(isinstance(t, torch.Tensor) for t in example_inputs)
+    ):
+        raise ConfigError(
+            f"exporting your {name} needs example_inputs as a tuple of tensors, e.g. "
+            "example_inputs=(torch.randn(1, 3, 224, 224),)."
+        )
+    if batch is not None and any(t.dim() == 0 or t.shape[0] != batch for t in example_inputs):
+        raise ConfigError(
+            f"batch={batch} but example_inputs have batch {[tuple(t.shape)[:1] for t in example_inputs]};"
+            " make them agree (the example inputs set the exported shapes)."
+        )
+    module = copy.deepcopy(model).eval()
+    if checkpoint is not None:
+        from ..models.checkpoints import load_strict, read_state_dict
+
+        load_strict(module, read_state_dict(checkpoint), source=str(checkpoint))
+    if isinstance(module, ElasticModel):
+        module.fuse()
+    kind = getattr(input_spec, "kind", None)
+    if input_spec is not None and kind not in ("image", "audio"):
+        raise ConfigError(f"input_spec must be an ImageInput or AudioInput, got {type(input_spec).__name__}.")
+    inputs = tuple(t.detach() for t in example_inputs)
+    first = "waveform" if kind == "audio" and input_spec.frontend == "graph" else "input"
+    input_names = (first, *(f"input_{i}" for i in range(1, len(inputs))))
+    return SourceModel(
+        module=module,
+        name=name,
+        example_inputs=inputs,
+        input_names=input_names,
+        output_names=_output_names(module, inputs, name),
+        input_spec=input_spec,
+        hints=ExportHints(),
+        task=f"{kind}-classification" if kind else "unknown",
+        user_inputs=True,
+    )
+
+
+def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resolution, seed, overrides) -> SourceModel:
+    import torch
+
+    from ..models import create_model
+
+    if example_inputs is not None or input_spec is not None:
+        raise ConfigError(
+            f"{name} is a zoo model: it makes its own inputs and preprocessing; set batch and "
+            "resolution in the export config (--batch, --resolution) instead of example_inputs/input_spec."
+        )
+    in_spec = spec.input
+    if in_spec.kind == "image":
+        # an arch with a `resolution` field is sized for its input (bias tables, static reshapes): build it for r
+        sized = "resolution" in spec.arch.to_dict()
+        override = overrides.get("resolution") if sized else None
+        if resolution is not None and override is not None and override != resolution:
+            raise ConfigError(
+                f"resolution={resolution} conflicts with the architecture override resolution={override}; "
+                "pass one of them."
+            )
+        r = resolution or override or in_spec.resolution
+        if sized and r != spec.arch.resolution:
+            overrides["resolution"] = r
+        in_spec = dataclasses.replace(in_spec, resolution=r)
+    elif resolution is not None:
+        raise ConfigError(f"{name} takes {in_spec.kind}; --resolution applies to image models only.")
+    with torch.random.fork_rng(devices=[]):  # random-init weights are a function of the seed; caller's RNG untouched
+        torch.manual_seed(seed)
+        module = create_model(name, checkpoint=checkpoint, **overrides).eval().fuse()
+    generator = torch.Generator().manual_seed(seed)
+    shape = in_spec.shape(batch or 1)
+    if in_spec.kind == "audio" and in_spec.frontend == "graph":
+        example = torch.rand(shape, generator=generator) * 2 - 1
+    else:
+        example = torch.randn(shape, generator=generator)
+    first = "waveform" if in_spec.kind == "audio" and in_spec.frontend == "graph" else "input"
+    arch = spec.arch.replace(**overrides) if overrides else spec.arch
+    return SourceModel(
+        module=module,
+        name=name,
+        example_inputs=(example,),
+        input_names=(first,),
+        output_names=_output_names(module, (example,), name),
+        input_spec=in_spec,
+        hints=spec.export,
+        task=spec.task,
+        labels=_labels(spec, arch),
+        label_set=spec.labels,
+        arch=arch.to_dict(),
+    )
+
+
+def _output_names(module: Any, inputs: tuple[Any, ...], name: str) -> tuple[str, ...]:
+    """Run the module once: it must work on its example inputs, and we learn how many outputs to name."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            outs = SourceModel.flatten_outputs(module(*inputs))
+    except Exception as e:
+        if getattr(e, "exit_code", None):  # already an EdgeformerError that says what to do
+            raise
+        raise ConfigError(
+            f"{name} fails on its example inputs {[tuple(t.shape) for t in inputs]}: "
+            f"{type(e).__name__}: {e}; fix the inputs or the model before exporting."
+        ) from e
+    if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
+        raise ConfigError(f"{name} must return a tensor, or a tuple/list/dict of tensors, to be exported.")
+    return ("logits", *(f"output_{i}" for i in range(1, len(outs))))
+
+
+def _labels(spec: Any, arch: Any) -> tuple[str, ...] | None:
+    """The class names of the model's label set, if edgeformer ships it and the head still has that many classes."""
+    from ..data.labels import resolve_labels
+
+    return resolve_labels(spec.labels, getattr(arch, "num_classes", spec.num_classes))
+
+
+__all__ = ["FORMATS", "ExportFormat", "SourceModel", "export", "get_format", "prepare_source"]

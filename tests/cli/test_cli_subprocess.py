@@ -1,0 +1,138 @@
+"""Every CLI verb through a real subprocess: one success and one documented failure exit code each.
+
+The model is shvit_s1 narrowed to one block per stage at 64x64 so that the whole file stays fast;
+the code paths are the same as for the published variants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY = [
+    "--resolution", "64",
+    "--arch", "embed_dims=(32, 48, 64)", "--arch", "depths=(1, 1, 1)", "--arch", "partial_dims=(8, 12, 16)",
+    "--arch", "mlp_ratios=((2.0,), (2.0,), (2.0,))", "--arch", "attention=((False,), (True,), (True,))",
+    "--arch", "num_classes=10",
+]  # fmt: skip
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "edgeformer.cli.app", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error ("), proc.stderr
+    assert needle in proc.stderr.splitlines()[0]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "tiny model ü"  # spaces and unicode on purpose
+    proc = cli("export", "shvit_s1", *TINY, "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["manifest"]["model_name"] == "shvit_s1"
+    assert (out / "artifact.json").is_file() and (out / "model.onnx").is_file()
+    return out
+
+
+def test_models_list_and_info():
+    proc = cli("models", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    names = {m["name"] for m in json.loads(proc.stdout)}
+    assert {"efficientformer_l1", "efficientformerv2_s0", "shvit_s4", "audioformer_t"} <= names
+    info = cli("models", "info", "shvit_s1", "--json")
+    assert info.returncode == 0, info.stderr
+    assert abs(json.loads(info.stdout)["measured"]["params_m"] - 6.3) / 6.3 < 0.01
+
+
+def test_models_info_unknown_name_suggests_and_exits_2():
+    proc = cli("models", "info", "efficientformer_l2")
+    assert_one_line_error(proc, 2, "did you mean")
+    assert "efficientformer_l1" in proc.stderr
+
+
+def test_export_writes_artifact_with_parity(exported):
+    manifest = json.loads((exported / "artifact.json").read_text())
+    parity = manifest["extra"]["parity"]
+    assert parity["ok"] and all(o["cosine"] > 0.9999 for o in parity["outputs"])
+
+
+def test_export_refuses_existing_output_without_overwrite(exported):
+    before = (exported / "artifact.json").read_bytes()
+    proc = cli("export", "shvit_s1", *TINY, "--out", str(exported))
+    assert_one_line_error(proc, 2, "--overwrite")
+    assert (exported / "artifact.json").read_bytes() == before
+
+
+def test_export_bad_override_exits_2(tmp_path):
+    proc = cli("export", "shvit_s1", "--arch", "no_such_field=3", "--out", str(tmp_path / "x"))
+    assert_one_line_error(proc, 2, "no_such_field")
+    assert not (tmp_path / "x").exists()
+
+
+def test_profile_json(exported):
+    proc = cli("profile", str(exported), "--runs", "5", "--warmup", "1", "--threads", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["latency"]["runs"] == 5
+    assert result["latency"]["p50_ms"] > 0
+    assert "cpu_model" in result["device"]
+
+
+def test_profile_wrong_type_file_exits_3(tmp_path):
+    fake = tmp_path / "model.onnx"
+    Image.new("RGB", (8, 8)).save(fake, format="PNG")
+    proc = cli("profile", str(fake))
+    assert_one_line_error(proc, 3, "PNG")
+
+
+def test_predict_image(exported, tmp_path):
+    img = tmp_path / "pic.png"
+    Image.fromarray((np.random.default_rng(0).random((80, 90, 3)) * 255).astype(np.uint8)).save(img)
+    proc = cli("predict", str(exported), str(img), "--top-k", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    preds = json.loads(proc.stdout)[str(img)]
+    assert len(preds) == 3 and preds[0]["score"] >= preds[1]["score"] >= preds[2]["score"]
+
+
+def test_predict_truncated_image_exits_3(exported, tmp_path):
+    img = tmp_path / "broken.jpg"
+    Image.new("RGB", (64, 64), "red").save(img, format="JPEG")
+    img.write_bytes(img.read_bytes()[:100])
+    proc = cli("predict", str(exported), str(img))
+    assert_one_line_error(proc, 3, "broken.jpg")
+
+
+def test_bench_single_row(tmp_path):
+    out = tmp_path / "bench"
+    proc = cli("bench", "shvit_s1", *TINY[:2], "--rows", "onnx-fp32-ort", "--min-time", "0.2", "--warmup", "1",
+               "--threads", "1", "--out", str(out), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [r["status"] for r in report["rows"]] == ["ok"]
+    assert (out / "bench.md").is_file() and (out / "bench.json").is_file()
+
+
+def test_bench_unknown_model_exits_2(tmp_path):
+    proc = cli("bench", "shvit_s9", "--out", str(tmp_path / "b"))
+    assert_one_line_error(proc, 2, "shvit_s")
+
+
+def test_usage_error_exits_2():
+    proc = cli("profile", "--runs", "0", "x")
+    assert proc.returncode == 2
