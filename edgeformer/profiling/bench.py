@@ -168,6 +168,7 @@ class BenchContext:
     config: BenchConfig
     profile_config: ProfileConfig
     example_inputs: tuple[Any, ...] | None = None
+    calib: Any = None  # calibration data of the INT8 rows; None: synthetic (pipeline check, says so in the row)
     _made: dict[str, Artifact | BaseException] = field(default_factory=dict)
 
     @property
@@ -255,10 +256,73 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
     )
 
 
+def _onnx_int8_ort(ctx: BenchContext) -> BenchRow:
+    """edgeformer INT8: the transformer-aware plan refined by the latency-aware placement search, on ORT CPU."""
+    from ..quant.placement import SearchConfig, quantize_search
+
+    fp32 = ctx.onnx_fp32()
+    search = SearchConfig(threads=ctx.threads or 2, time_budget_s=60.0, max_candidates=12, max_sensitivity_groups=0)
+    art = ctx.artifact(
+        "onnx-int8",
+        lambda dest: quantize_search(fp32, calib=ctx.calib or "synthetic", out=dest, overwrite=True, search=search),
+    )
+    return _int8_row(ctx, art, "edgeformer placement")
+
+
+def _onnx_int8_ort_static_defaults(ctx: BenchContext) -> BenchRow:
+    """The peer: ``onnxruntime.quantization.quantize_static`` with its defaults, same calibration data."""
+    fp32 = ctx.onnx_fp32()
+    art = ctx.artifact("onnx-int8-static-defaults", lambda dest: quantize_static_defaults(fp32, ctx.calib, dest))
+    return _int8_row(ctx, art, "ORT quantize_static defaults")
+
+
+def _int8_row(ctx: BenchContext, art: Artifact, what: str) -> BenchRow:
+    row = ctx.profile_row(art, backend="ort")
+    fid = art.manifest.extra.get("fidelity", {})
+    calib = art.manifest.extra.get("calibration", {}).get("source", "?")
+    note = f"{what}; cosine vs ONNX FP32 on {fid.get('samples', '?')} {fid.get('on', 'samples')}; calib {calib}"
+    return dataclasses.replace(row, parity_cosine=fid.get("cosine_min"), reason=f"{note}. {row.reason}".strip(". "))
+
+
+def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact:
+    """Quantize ``fp32`` with ``quantize_static``'s defaults (QDQ, s8/s8, per-tensor, every op type) as an artifact.
+
+    The comparison point for edgeformer's recipe: what a user gets from ORT without tuning. Calibrated on
+    the same samples (``calib``, synthetic when ``None``) and checked against FP32 on the same held-out ones.
+    """
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import quantize_static
+
+    from ..artifact import ArtifactWriter
+    from ..quant import QuantConfig, open_calibration
+    from ..quant.fidelity import compare_outputs
+    from ..quant.ort_adapter import preprocess, run_model
+
+    config = QuantConfig()
+    data = open_calibration(calib or "synthetic", inputs=fp32.manifest.inputs,
+                            preprocessing=fp32.manifest.preprocessing, config=config)  # fmt: skip
+    with ArtifactWriter(dest, overwrite=True, inputs=[fp32.path]) as w, tempfile.TemporaryDirectory() as tmp:
+        pre = preprocess(fp32.model_path, Path(tmp) / "pre.onnx", dataclasses.replace(config, fuse_gelu=False))
+        data.reader.rewind()
+        quantize_static(str(pre), str(w.dir / "model.onnx"), data.reader)
+        fid = compare_outputs(run_model(fp32.model_path, data.holdout), run_model(w.dir / "model.onnx", data.holdout))
+        onnx.checker.check_model(str(w.dir / "model.onnx"))
+        manifest = dataclasses.replace(
+            fp32.manifest, precision="int8", main_file="model.onnx", step="quantize", parent_sha=fp32.sha, files={},
+            created="", tool_versions={}, step_config={"peer": "onnxruntime.quantization.quantize_static defaults"},
+            extra={"fidelity": fid.to_dict(), "calibration": data.summary.to_dict()},
+        )  # fmt: skip
+        return w.commit(manifest)
+
+
 # The bench table. Add a target by writing one producer function and one line here.
 ROW_PRODUCERS: tuple[RowProducer, ...] = (
     RowProducer("onnx-fp32-ort", "onnx", "fp32", "ort", _onnx_fp32_ort),
     RowProducer("pytorch-fp32-eager", "pytorch", "fp32", "eager", _pytorch_eager),
+    RowProducer("onnx-int8-ort", "onnx", "int8", "ort", _onnx_int8_ort),
+    RowProducer("onnx-int8-ort-static-defaults", "onnx", "int8", "ort", _onnx_int8_ort_static_defaults),
 )
 
 
@@ -273,6 +337,7 @@ def bench(
     example_inputs: tuple[Any, ...] | None = None,
     overwrite: bool = False,
     producers: Sequence[RowProducer] | None = None,
+    calib: Any = None,
 ) -> BenchReport:
     """Export ``model`` and time every target in the bench table on this machine.
 
@@ -286,6 +351,7 @@ def bench(
         example_inputs: torch example inputs, needed for a user module.
         overwrite: replace an existing report in ``out``.
         producers: the targets to run (default :data:`ROW_PRODUCERS`, filtered by ``config.rows``).
+        calib: calibration data of the INT8 rows (a folder or ``.npz``); synthetic inputs when ``None``.
 
     Returns:
         A :class:`BenchReport`; failed and skipped rows carry their reason.
@@ -298,7 +364,7 @@ def bench(
         model=model, out=out, batch=batch, threads=threads, resolution=resolution, config=config,
         # built here so that a bad batch/threads/resolution fails before any export starts
         profile_config=config.profile_config(batch=batch, threads=threads, resolution=resolution),
-        example_inputs=example_inputs,
+        example_inputs=example_inputs, calib=calib,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     rows = [_run_producer(p, ctx) for p in table]

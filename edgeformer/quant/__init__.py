@@ -1,0 +1,185 @@
+"""Post-training static INT8 quantization: calibrate on real samples, place Q/DQ where it pays, check.
+
+One call does the whole step::
+
+    int8 = edgeformer.quantize("build/l1", calib="imagenet_val/", out="build/l1-int8")
+
+which pre-processes the graph, builds the transformer-aware :func:`default_plan`, calibrates (one
+streaming pass), writes the QDQ model, compares it with FP32 on held-out samples, and writes a new
+artifact (precision ``int8``, parent sha, step config, calibration/plan/fidelity summaries).
+
+The pieces are public for placement search: :func:`preprocess` once, :func:`compute_ranges` once,
+then :func:`write_qdq` for each candidate :class:`QuantPlan` (groups from :func:`node_groups`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, Manifest, write_json_atomic
+from ..errors import ConfigError, InvalidInputError, QualityGateError
+from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
+from .config import QuantConfig
+from .fidelity import Fidelity, compare_outputs
+from .ort_adapter import compute_ranges, preprocess, quantize_qdq, run_model, write_qdq
+from .ranges import TensorRanges
+from .recipe import NodeGroup, QuantPlan, attention_matmuls, default_plan, node_groups
+
+log = logging.getLogger(__name__)
+
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
+             "DynamicQuantizeLinear", "MatMulNBits", "QGemm", "QLinearAdd")  # fmt: skip
+MODEL_FILE = "model.onnx"
+
+
+def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any,
+             out: str | Path, overwrite: bool = False, plan: QuantPlan | None = None) -> Artifact:  # fmt: skip
+    """Quantize an FP32 ONNX artifact to INT8 (QDQ) and write it as a new artifact.
+
+    Args:
+        artifact: an ONNX artifact folder, a bare ``.onnx`` file, or a loaded :class:`Artifact`.
+        config: quantization settings; ``QuantConfig()`` (the ``ort-cpu`` preset) by default.
+        calib: an image or wav folder (decoded with the artifact's preprocessing), a ``.npy``/``.npz``
+            file, ``"synthetic"`` (pipeline checks only), or a reader with ``get_next``/``rewind``.
+        out: the artifact folder to write (atomically).
+        overwrite: replace ``out`` if it exists.
+        plan: the placement to use, made for the *pre-processed* graph; :func:`default_plan` if omitted.
+
+    Returns:
+        The new artifact; ``manifest.extra`` holds ``calibration``, ``plan``, ``ranges`` and ``fidelity``.
+
+    Raises:
+        InvalidInputError: the input is not ONNX or is already quantized.
+        CalibrationError: unusable calibration data (empty, unreadable, NaN/Inf, too few samples).
+        DynamicShapeError: synthetic calibration of a model with dynamic non-batch dimensions.
+        QualityGateError: outputs diverge from FP32 below ``config.min_cosine``; nothing is written.
+        OutputExistsError: ``out`` exists (without ``overwrite``) or overlaps the input.
+    """
+    from ..modelfile import embed_manifest, graph_io, load_onnx
+
+    config = config or QuantConfig()
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(
+            f"config must be a QuantConfig, got {type(config).__name__}; build one with QuantConfig(...)."
+        )
+    src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if src.format != "onnx":
+        raise InvalidInputError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
+                                "artifact this one was compiled from.")  # fmt: skip
+    bare = not (src.path / MANIFEST_NAME).is_file()
+    proto = load_onnx(src.model_path, full_check=False)
+    _refuse_quantized(src, proto)
+    inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
+    with ArtifactWriter(out, overwrite=overwrite, inputs=[src.model_path if bare else src.path]) as w, \
+            tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:  # fmt: skip
+        data = open_calibration(calib, inputs=inputs, preprocessing=src.manifest.preprocessing, config=config)
+        pre = preprocess(src.model_path, Path(tmp) / "pre.onnx", config)
+        pre_model = onnx.load(str(pre))
+        plan = plan or default_plan(pre_model, config)
+        ranges = compute_ranges(pre, data.reader, config, data.summary)
+        staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
+        fidelity = check_fidelity(src.model_path, staged, data, config)
+        summary = data.summary
+        manifest = Manifest(
+            format="onnx",
+            precision="int8",
+            model_name=src.manifest.model_name,
+            main_file=MODEL_FILE,
+            task=src.manifest.task,
+            inputs=tuple(inputs),
+            outputs=src.manifest.outputs or graph_io(proto)[1],
+            preprocessing=src.manifest.preprocessing,
+            labels=src.manifest.labels,
+            step="quantize",
+            step_config={**config.to_dict(), "calib": summary.source},
+            parent_sha=src.sha,
+            extra={
+                "calibration": summary.to_dict(),
+                "plan": plan.summary(pre_model),
+                "ranges": {
+                    "method": ranges.method,
+                    "num_samples": ranges.num_samples,
+                    "tensors": len(ranges),
+                    "widened": list(ranges.widened),
+                },
+                "fidelity": fidelity.to_dict(),
+            },
+        )
+        qmodel = onnx.load(str(staged))
+        embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
+        onnx.save(qmodel, str(w.dir / MODEL_FILE))
+        write_json_atomic(w.dir / "plan.json", plan.to_dict())
+        result = w.commit(manifest)
+    log.info("quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s", src.manifest.model_name,
+             fidelity.cosine_mean, fidelity.cosine_min, fidelity.samples, fidelity.on)  # fmt: skip
+    return result
+
+
+def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData,
+                   config: QuantConfig) -> Fidelity:  # fmt: skip
+    """Compare ``int8_path`` with ``fp32_path`` on ORT CPU (full optimisation) over the held-out samples.
+
+    Raises:
+        QualityGateError: the worst sample's cosine is below ``config.min_cosine``.
+    """
+    feeds, on = data.holdout, data.summary.fidelity_on
+    if not feeds:  # nothing held out (a user reader, or every held-out file unreadable): reuse calibration data
+        on = "calibration samples"
+        data.reader.rewind()
+        for _ in range(max(config.fidelity_samples, 1)):
+            f = data.reader.get_next()
+            if f is None:
+                break
+            feeds.append(f)
+    fidelity = compare_outputs(run_model(fp32_path, feeds), run_model(int8_path, feeds), on=on)
+    if config.min_cosine is not None and fidelity.cosine_min < config.min_cosine:
+        raise QualityGateError(
+            f"the quantized model diverges from FP32: worst cosine {fidelity.cosine_min:.4f} < {config.min_cosine} "
+            f"on {fidelity.samples} {on}; nothing was written. Keep more nodes float (keep_float_op_types / "
+            "keep_float_nodes), leave quantize_attention_matmuls off, or try method='percentile'."
+        )
+    if fidelity.cosine_mean < 0.99:
+        log.warning("quantized outputs are far from FP32 (mean cosine %.4f); check accuracy before deploying",
+                    fidelity.cosine_mean)  # fmt: skip
+    return fidelity
+
+
+def _refuse_quantized(src: Artifact, proto) -> None:
+    found = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANT_OPS})
+    if src.precision in ("int8", "mixed") or found:
+        what = f"it contains {', '.join(found)} nodes" if found else f"its precision is {src.precision}"
+        parent = f" (its parent artifact has sha256 {src.manifest.parent_sha[:12]}…)" if src.manifest.parent_sha else ""
+        raise InvalidInputError(
+            f"{src.model_path} is already quantized: {what}. Quantizing twice compounds the error; quantize the "
+            f"FP32 artifact it came from{parent}."
+        )
+
+
+__all__ = [
+    "CalibrationData",
+    "CalibrationReader",
+    "CalibrationSummary",
+    "Fidelity",
+    "NodeGroup",
+    "QuantConfig",
+    "QuantPlan",
+    "TensorRanges",
+    "attention_matmuls",
+    "check_fidelity",
+    "compare_outputs",
+    "compute_ranges",
+    "default_plan",
+    "node_groups",
+    "open_calibration",
+    "preprocess",
+    "quantize",
+    "quantize_qdq",
+    "run_model",
+    "write_qdq",
+]

@@ -1,0 +1,482 @@
+"""Latency-aware placement: quantize a group only where INT8 is measurably faster *on the target*.
+
+INT8 is not free: every Q/DQ pair ORT cannot fuse away is extra memory traffic, and a small or
+memory-bound block can run slower in INT8 than in FP32. The search starts from the transformer-aware
+:func:`~edgeformer.quant.recipe.default_plan` and, one node group (block) at a time, times the current
+placement against the same placement with that group in float, the two taking turns in short rounds
+(median of the rounds' p50s; sessions without spin-waiting, so a busy machine shifts both alike). A group
+whose INT8 saves less than ``min_gain`` of the latency goes back to float. Every candidate's fidelity is
+checked on ORT with full optimisation, where fused INT8 kernels run (and where the fused-attention bug
+showed up); a placement under ``min_cosine`` is never chosen.
+
+The search is bounded: at most ``max_candidates`` groups (those with the most quantized nodes first) and
+``time_budget_s`` of wall time; groups beyond either bound keep the default decision and say so.
+
+Example::
+
+    result = search_placement(pre, ranges, default_plan(model, cfg), node_groups(model), cfg,
+                              feeds=holdout, reference=fp32_outputs, workdir=tmp)
+    print(result.plan.summary(), [d.decision for d in result.decisions])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, QualityGateError
+from ..profiling.harness import ProfileConfig, measure
+from .config import QuantConfig
+from .fidelity import Fidelity, compare_outputs
+from .ort_adapter import run_model, write_qdq
+from .ranges import TensorRanges
+from .recipe import NodeGroup, QuantPlan
+
+log = logging.getLogger(__name__)
+
+# ``latency(paths) -> p50 ms of each``; injectable so that the decision logic can be tested exactly
+LatencyFn = Callable[[Sequence[Path]], list[float]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Bounds and thresholds of the placement search.
+
+    Attributes:
+        enabled: run the latency search; off keeps the default plan (fidelity is still checked).
+        max_candidates: groups timed at most (those with the most quantized nodes first).
+        time_budget_s: wall-time bound of the search; the groups left keep the default decision.
+        min_gain: fraction of the placement's latency a group's INT8 must save to stay quantized.
+        rounds, runs_per_round, warmup: timing of one comparison (median over rounds of each p50).
+        threads: intra-op threads of the timed sessions (the deployment's thread count).
+        min_cosine: worst held-out cosine vs FP32 a placement must reach on the target.
+        level: ``"block"`` or ``"stage"`` groups.
+        max_sensitivity_groups: groups quantized alone for the sensitivity table (bounded; 0 skips it).
+    """
+
+    enabled: bool = True
+    max_candidates: int = 24
+    time_budget_s: float = 120.0
+    min_gain: float = 0.0
+    rounds: int = 5
+    runs_per_round: int = 5
+    warmup: int = 2
+    threads: int | None = 2
+    min_cosine: float = 0.999
+    level: str = "block"
+    max_sensitivity_groups: int = 12
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_candidates < 0 or self.max_sensitivity_groups < 0:
+            problems.append("max_candidates and max_sensitivity_groups must be >= 0")
+        if self.time_budget_s <= 0:
+            problems.append(f"time_budget_s must be > 0 (got {self.time_budget_s})")
+        if not 0.0 <= self.min_gain < 1.0:
+            problems.append(f"min_gain must be in [0, 1) (got {self.min_gain})")
+        if self.rounds < 1 or self.runs_per_round < 1 or self.warmup < 0:
+            problems.append("rounds and runs_per_round must be >= 1, warmup >= 0")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1 (got {self.threads})")
+        if not -1.0 <= self.min_cosine <= 1.0:
+            problems.append(f"min_cosine must be in [-1, 1] (got {self.min_cosine})")
+        if self.level not in ("block", "stage"):
+            problems.append(f"level must be 'block' or 'stage' (got {self.level!r})")
+        if problems:
+            raise ConfigError("invalid placement search config: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupDecision:
+    """What the search decided for one group, and the measurements behind it."""
+
+    group: str
+    quantized_nodes: int
+    decision: str  # "int8" | "float"
+    reason: str  # "latency" | "accuracy" | "default" (not searched) | "fidelity"
+    latency_int8_ms: float | None = None  # placement with the group in INT8
+    latency_float_ms: float | None = None  # the same placement with the group in float
+    cosine_float: float | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One timed placement: its label, p50 latency, and worst cosine vs FP32."""
+
+    label: str
+    quantized_nodes: int
+    latency_ms: float
+    cosine_min: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlacementResult:
+    """The chosen plan and how the search got there."""
+
+    plan: QuantPlan
+    decisions: tuple[GroupDecision, ...]
+    candidates: tuple[Candidate, ...]
+    fidelity: Fidelity
+    searched: int
+    elapsed_s: float
+    stopped: str = ""  # why the search ended early ("", "max_candidates", "time_budget")
+    path: Path | None = field(default=None, compare=False)  # the chosen model file (in the caller's workdir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quantized_nodes": len(self.plan.nodes_to_quantize),
+            "decisions": [d.to_dict() for d in self.decisions],
+            "candidates": [c.to_dict() for c in self.candidates],
+            "fidelity": self.fidelity.to_dict(),
+            "searched": self.searched,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "stopped": self.stopped,
+        }
+
+
+def ort_latency(feeds: Mapping[str, np.ndarray], *, threads: int | None = 2, rounds: int = 5,
+                runs_per_round: int = 5, warmup: int = 2) -> LatencyFn:  # fmt: skip
+    """A :data:`LatencyFn` timing models on ORT CPU with :func:`~edgeformer.profiling.measure`.
+
+    Models take turns round by round (so background load is shared out) and each gets the median of its
+    rounds' p50s. Sessions do not spin-wait: with spinning, an idle worker thread burns a core that another
+    process (or the other session) needs, and the timing measures contention instead of the model.
+    """
+
+    def latency(paths: Sequence[Path]) -> list[float]:
+        sessions = [_session(p, threads) for p in paths]
+        # short rounds are flagged "unstable" one by one; the median over rounds is the figure that counts
+        harness_log = logging.getLogger("edgeformer.profiling.harness")
+        level = harness_log.level
+        harness_log.setLevel(logging.ERROR)
+        try:
+            return _rounds(sessions)
+        finally:
+            harness_log.setLevel(level)
+
+    def _rounds(sessions: list[Any]) -> list[float]:
+        per: list[list[float]] = [[] for _ in sessions]
+        for r in range(rounds):
+            order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
+            for i in order:
+                s = sessions[i]
+                cfg = ProfileConfig(warmup=warmup if r == 0 else 1, runs=runs_per_round, max_runs=runs_per_round)
+                per[i].append(measure(lambda s=s: s.run(None, dict(feeds)), cfg).p50_ms)
+        return [statistics.median(v) for v in per]
+
+    return latency
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, groups: Sequence[NodeGroup],
+                     config: QuantConfig, *, feeds: Sequence[Mapping[str, np.ndarray]],
+                     reference: Sequence[Sequence[np.ndarray]], workdir: Path, search: SearchConfig = SearchConfig(),
+                     latency: LatencyFn | None = None) -> PlacementResult:  # fmt: skip
+    """Find the fastest placement meeting ``search.min_cosine``, starting from ``plan``.
+
+    Args:
+        model_path: the pre-processed FP32 graph ``plan`` and ``groups`` belong to.
+        ranges: calibration ranges (computed once; every candidate reuses them).
+        plan: the starting placement (normally :func:`default_plan`).
+        groups: the node groups switched as one (:func:`node_groups`).
+        feeds, reference: held-out inputs and their FP32 outputs, for every candidate's fidelity check.
+        workdir: folder for candidate model files.
+        latency: the timing function; :func:`ort_latency` on ``feeds[0]`` by default.
+
+    Raises:
+        QualityGateError: even the default placement with every failing group in float misses ``min_cosine``.
+    """
+    t0 = time.monotonic()
+    workdir = Path(workdir)
+    latency = latency or ort_latency(feeds[0], threads=search.threads, rounds=search.rounds,
+                                     runs_per_round=search.runs_per_round, warmup=search.warmup)  # fmt: skip
+    counter = iter(range(10**9))
+
+    def write(p: QuantPlan) -> Path:
+        return write_qdq(model_path, ranges, p, config, workdir / f"cand{next(counter)}.onnx")
+
+    def fidelity(path: Path) -> Fidelity:
+        return compare_outputs(reference, run_model(path, feeds, threads=search.threads))
+
+    chosen = set(plan.nodes_to_quantize)
+    members = [(g, tuple(n for n in g.nodes if n in chosen)) for g in groups]
+    members = [(g, nodes) for g, nodes in members if nodes]
+    decisions: dict[str, GroupDecision] = {}
+    current, current_path = plan, write(plan)
+    current_fid = fidelity(current_path)
+    if current_fid.cosine_min < search.min_cosine:  # broken before any timing: fix fidelity first
+        current, current_path, current_fid = _repair_fidelity(current, members, decisions, write, fidelity, search)
+    candidates: list[Candidate] = []
+    order = sorted(members, key=lambda m: -len(m[1]))  # most INT8 work first: the biggest latency effects
+    searched, stopped = 0, ""
+    for g, nodes in order:
+        if g.name in decisions:
+            continue
+        if not search.enabled:
+            break
+        if searched >= search.max_candidates:
+            stopped = "max_candidates"
+            break
+        if time.monotonic() - t0 > search.time_budget_s:
+            stopped = "time_budget"
+            break
+        if len(current.nodes_to_quantize) == len(nodes):  # the last INT8 group: float would be the FP32 model
+            continue
+        searched += 1
+        cand = current.without(nodes, reason="latency: INT8 not faster on the target (placement search)")
+        cand_path = write(cand)
+        cand_fid = fidelity(cand_path)
+        t_int8, t_float = latency([current_path, cand_path])
+        if not candidates:
+            candidates.append(Candidate(label="default", quantized_nodes=len(current.nodes_to_quantize),
+                                        latency_ms=t_int8, cosine_min=current_fid.cosine_min))  # fmt: skip
+        candidates.append(Candidate(label=f"{g.name} float", quantized_nodes=len(cand.nodes_to_quantize),
+                                    latency_ms=t_float, cosine_min=cand_fid.cosine_min))  # fmt: skip
+        gain = (t_float - t_int8) / t_float if t_float > 0 else 0.0
+        pays = gain > search.min_gain or cand_fid.cosine_min < search.min_cosine
+        note = f"INT8 saves {gain:+.1%} of the placement's latency"
+        decisions[g.name] = GroupDecision(
+            group=g.name, quantized_nodes=len(nodes), decision="int8" if pays else "float",
+            reason="latency", latency_int8_ms=t_int8, latency_float_ms=t_float, cosine_float=cand_fid.cosine_min,
+            note=note if pays or cand_fid.cosine_min >= search.min_cosine else f"{note}; float placement fails cosine",
+        )  # fmt: skip
+        if pays:
+            cand_path.unlink(missing_ok=True)
+        else:
+            current_path.unlink(missing_ok=True)
+            current, current_path, current_fid = cand, cand_path, cand_fid
+    for g, nodes in members:
+        if g.name not in decisions:
+            why = "search off" if not search.enabled else f"not searched ({stopped or 'single group'})"
+            decisions[g.name] = GroupDecision(group=g.name, quantized_nodes=len(nodes), decision="int8",
+                                              reason="default", note=why)  # fmt: skip
+    log.info(
+        "placement search: %d group(s) timed in %.1fs, %d kept float for latency",
+        searched,
+        time.monotonic() - t0,
+        sum(d.decision == "float" and d.reason == "latency" for d in decisions.values()),
+    )
+    return PlacementResult(
+        plan=current, decisions=tuple(decisions[g.name] for g, _ in members), candidates=tuple(candidates),
+        fidelity=current_fid, searched=searched, elapsed_s=time.monotonic() - t0, stopped=stopped, path=current_path,
+    )  # fmt: skip
+
+
+def _repair_fidelity(plan, members, decisions, write, fidelity, search):
+    """Move groups to float, the ones whose float version helps cosine most first, until ``min_cosine`` holds."""
+    current, path = plan, write(plan)
+    fid = fidelity(path)
+    remaining = list(members)
+    while fid.cosine_min < search.min_cosine and len(remaining) > 1:
+        trials = []
+        for g, nodes in remaining:
+            p = current.without(nodes, reason="accuracy: cosine vs FP32 below the bar with this group in INT8")
+            cp = write(p)
+            trials.append((fidelity(cp).cosine_min, g, nodes, p, cp))
+        best = max(trials, key=lambda t: t[0])
+        for t in trials:
+            if t is not best:
+                t[4].unlink(missing_ok=True)
+        cos, g, nodes, current, path = best
+        fid = fidelity(path)
+        remaining = [m for m in remaining if m[0].name != g.name]
+        decisions[g.name] = GroupDecision(group=g.name, quantized_nodes=len(nodes), decision="float",
+                                          reason="accuracy", cosine_float=cos,
+                                          note=f"cosine vs FP32 {cos:.5f} with this group float")  # fmt: skip
+    if fid.cosine_min < search.min_cosine:
+        raise QualityGateError(
+            f"no placement reaches cosine {search.min_cosine} vs FP32 (best {fid.cosine_min:.5f}); calibrate on "
+            "more representative data, try method='percentile', or lower the bar (SearchConfig.min_cosine)."
+        )
+    return current, path, fid
+
+
+def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: Any, out: str | Path,
+                    overwrite: bool = False, eval_data: str | Path | None = None, max_drop: float | None = None,
+                    search: SearchConfig = SearchConfig(), latency: LatencyFn | None = None) -> Any:  # fmt: skip
+    """Quantize with sensitivity analysis, latency-aware placement, an optional accuracy budget, and a report.
+
+    Calibrates once, measures per-tensor SQNR and each group quantized alone, searches the placement on
+    ORT CPU (:func:`search_placement`), applies the ``max_drop`` budget on ``eval_data`` when given, writes
+    the chosen plan through :func:`edgeformer.quant.quantize`, and adds ``quant_report.{json,md,png}`` to
+    the artifact (hashed in its manifest; ``extra["placement"]`` holds the headline figures).
+
+    Args:
+        artifact: an FP32 ONNX artifact folder, bare ``.onnx`` or :class:`~edgeformer.artifact.Artifact`.
+        config: quantization settings (``QuantConfig()`` by default).
+        calib: calibration data, as for :func:`edgeformer.quant.quantize`.
+        out: the artifact folder to write (atomically).
+        overwrite: replace ``out`` if it exists.
+        eval_data: labelled eval data (``.npz`` with ``x``/``y`` or a folder of class folders).
+        max_drop: top-1 points the INT8 model may lose vs FP32 on ``eval_data``.
+        search: search bounds and thresholds.
+        latency: timing function override (tests); :func:`ort_latency` by default.
+
+    Returns:
+        The new INT8 artifact.
+
+    Raises:
+        ConfigError: ``max_drop`` without ``eval_data``.
+        AccuracyBudgetError: no placement meets ``max_drop``.
+        QualityGateError: no placement reaches ``search.min_cosine`` vs FP32.
+        (and everything :func:`edgeformer.quant.quantize` raises)
+    """
+    import shutil
+    import tempfile
+
+    import onnx
+
+    from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, check_output_path
+    from ..modelfile import graph_io, load_onnx
+    from ..profiling.device import device_card
+    from . import _refuse_quantized, quantize
+    from .budget import apply_budget, load_eval, top1
+    from .calibration import open_calibration
+    from .ort_adapter import compute_ranges, preprocess
+    from .recipe import default_plan, node_groups
+    from .report import QuantReport, write_report
+    from .sensitivity import group_alone, group_sqnr, tensor_sqnr
+
+    config = config or QuantConfig()
+    if max_drop is not None and eval_data is None:
+        raise ConfigError("--max-drop needs labelled eval data (--eval DATA: an .npz with x/y or class folders).")
+    src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if src.format != "onnx":
+        raise ConfigError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}.")
+    src_input = src.model_path if not (src.path / MANIFEST_NAME).is_file() else src.path
+    out = Path(out)
+    check_output_path(out, [src_input], overwrite)
+    proto = load_onnx(src.model_path, full_check=False)
+    _refuse_quantized(src, proto)
+    inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
+    with tempfile.TemporaryDirectory(prefix="edgeformer-search-") as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "cands").mkdir()
+        data = open_calibration(calib, inputs=inputs, preprocessing=src.manifest.preprocessing, config=config)
+        pre = preprocess(src.model_path, tmp / "pre.onnx", config)
+        pre_model = onnx.load(str(pre))
+        plan0 = default_plan(pre_model, config)
+        groups = node_groups(pre_model, search.level)
+        ranges = compute_ranges(pre, data.reader, config, data.summary)
+        feeds = _fidelity_feeds(data, config)
+        reference = run_model(src.model_path, feeds, threads=search.threads)
+        eval_set = (load_eval(eval_data, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                              labels=src.manifest.labels) if eval_data is not None else None)  # fmt: skip
+        metric = (lambda p: top1(p, eval_set, threads=search.threads)) if eval_set is not None else None
+        sqnr = tensor_sqnr(pre, ranges, plan0, config, feeds[:4])
+        per_group = group_sqnr(groups, sqnr)
+        alone = {a.group: a for a in group_alone(pre, ranges, plan0, groups, config, feeds, reference, metric=metric,
+                                                 max_groups=search.max_sensitivity_groups, threads=search.threads)
+                 } if search.max_sensitivity_groups else {}  # fmt: skip
+        lat = latency or ort_latency(feeds[0], threads=search.threads, rounds=search.rounds,
+                                     runs_per_round=search.runs_per_round, warmup=search.warmup)  # fmt: skip
+        placed = search_placement(pre, ranges, plan0, groups, config, feeds=feeds, reference=reference,
+                                  workdir=tmp / "cands", search=search, latency=lat)  # fmt: skip
+        plan, chosen, decisions = placed.plan, placed.path, {d.group: d for d in placed.decisions}
+        accuracy = None
+        if eval_set is not None:
+            fp32_top1 = top1(src.model_path, eval_set, threads=search.threads)
+            if max_drop is not None:
+                # most sensitive first: lowest metric alone, then lowest cosine alone, then lowest SQNR
+                def rank(name: str) -> tuple[float, float, float]:
+                    a = alone.get(name)
+                    return (a.metric if a and a.metric is not None else math.inf,
+                            a.cosine_min if a else math.inf, per_group.get(name, math.inf))  # fmt: skip
+
+                order = sorted(decisions, key=rank)
+                budget = apply_budget(pre, ranges, plan, groups, config, eval_set=eval_set, max_drop=max_drop,
+                                      fp32_metric=fp32_top1, order=order, workdir=tmp / "cands", latency=lat,
+                                      threads=search.threads)  # fmt: skip
+                plan, chosen, accuracy = budget.plan, budget.path, budget.to_dict()
+                for f in budget.fallbacks:
+                    decisions[f.group] = dataclasses.replace(
+                        decisions[f.group], decision="float", reason="accuracy", latency_int8_ms=f.latency_before_ms,
+                        latency_float_ms=f.latency_after_ms, note=f"top-1 {f.metric:.2f}% after returning it to float",
+                    )  # fmt: skip
+            else:
+                accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
+        fidelity = compare_outputs(reference, run_model(chosen, feeds, threads=search.threads))
+        t_fp32, t_int8 = lat([src.model_path, chosen])
+        core = quantize(src, config, calib=calib, out=tmp / "core", plan=plan)
+        report = QuantReport(
+            model=src.manifest.model_name,
+            device=device_card(backend="ort", threads=search.threads).to_dict(),
+            latency={"fp32_ms": round(t_fp32, 4), "int8_ms": round(t_int8, 4),
+                     "speedup": round(t_fp32 / t_int8, 3) if t_int8 > 0 else None, "threads": search.threads},
+            fidelity=fidelity.to_dict(),
+            groups=[{**d.to_dict(), "sqnr_db": _round(per_group.get(d.group)),
+                     "alone_cosine": _round(alone[d.group].cosine_min, 6) if d.group in alone else None,
+                     "alone_top1": alone[d.group].metric if d.group in alone else None}
+                    for d in decisions.values()],
+            tensors=[t.to_dict() for t in sqnr],
+            candidates=[c.to_dict() for c in placed.candidates],
+            accuracy=accuracy,
+            search={**search.to_dict(), "searched": placed.searched, "stopped": placed.stopped,
+                    "elapsed_s": round(placed.elapsed_s, 2)},
+        )  # fmt: skip
+        with ArtifactWriter(out, overwrite=overwrite, inputs=[src_input]) as w:
+            for rel in core.manifest.files:
+                (w.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(core.path / rel, w.dir / rel)
+            write_report(w.dir, report)
+            m = core.manifest
+            manifest = dataclasses.replace(
+                m, files={}, created="", tool_versions={},
+                step_config={**m.step_config, "search": search.to_dict(),
+                             "eval": str(eval_data) if eval_data is not None else None, "max_drop": max_drop},
+                extra={**m.extra, "placement": report.summary()},
+            )  # fmt: skip
+            result = w.commit(manifest)
+    log.info("quantized %s with placement search: %.3f -> %.3f ms (%.2fx), cosine %.5f", src.manifest.model_name,
+             t_fp32, t_int8, t_fp32 / t_int8 if t_int8 else float("nan"), fidelity.cosine_min)  # fmt: skip
+    return result
+
+
+def _fidelity_feeds(data: Any, config: QuantConfig) -> list[dict[str, np.ndarray]]:
+    """Held-out feeds, or (none held out) the first calibration batches, as the core's fidelity check does."""
+    feeds = list(data.holdout)
+    if not feeds:
+        data.reader.rewind()
+        for _ in range(max(config.fidelity_samples, 1)):
+            f = data.reader.get_next()
+            if f is None:
+                break
+            feeds.append(f)
+        data.reader.rewind()
+    if not feeds:
+        raise QualityGateError("no samples to check fidelity on; pass calibration data with at least one sample.")
+    return feeds
+
+
+def _round(v: float | None, nd: int = 3) -> float | None:
+    return round(v, nd) if v is not None and math.isfinite(v) else None
