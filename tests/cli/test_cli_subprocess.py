@@ -136,3 +136,44 @@ def test_bench_unknown_model_exits_2(tmp_path):
 def test_usage_error_exits_2():
     proc = cli("profile", "--runs", "0", "x")
     assert proc.returncode == 2
+
+
+@pytest.fixture(scope="module")
+def quantized(exported) -> Path:
+    out = exported.parent / "tiny-int8"
+    proc = cli("quantize", str(exported), "--calib", "synthetic", "--calib-size", "8", "--no-search",
+               "--out", str(out), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["manifest"]["precision"] == "int8"
+    return out
+
+
+def test_quantize_synthetic(quantized):
+    manifest = json.loads((quantized / "artifact.json").read_text())
+    assert manifest["step"] == "quantize" and manifest["parent_sha"]
+
+
+def test_quantize_empty_calibration_folder_exits_3(exported, tmp_path):
+    empty = tmp_path / "no images"
+    empty.mkdir()
+    proc = cli("quantize", str(exported), "--calib", str(empty), "--out", str(tmp_path / "q"))
+    assert_one_line_error(proc, 3, "no images")
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantize_already_quantized_exits_3(quantized, tmp_path):
+    proc = cli("quantize", str(quantized), "--calib", "synthetic", "--out", str(tmp_path / "q2"))
+    assert_one_line_error(proc, 3, "quantized")
+
+
+def test_compile_ort(exported, tmp_path):
+    out = tmp_path / "ort"
+    proc = cli("compile", str(exported), "--target", "ort", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["manifest"]["step"] == "compile"
+
+
+def test_compile_tensorrt_unavailable_exits_5(exported, tmp_path):
+    proc = cli("compile", str(exported), "--target", "tensorrt", "--precision", "fp16", "--out", str(tmp_path / "trt"))
+    assert_one_line_error(proc, 5, "TensorRT")
+    assert not (tmp_path / "trt").exists()
