@@ -1,0 +1,409 @@
+"""ONNX artifact -> OpenVINO IR artifact (``model.xml`` + ``model.bin``), fidelity-checked against the ONNX.
+
+Precisions, and where each one's numerics come from:
+
+* ``fp32``: ``ov.convert_model`` of the ONNX, saved with ``compress_to_fp16=False`` (OpenVINO's default
+  would store the weights as fp16) and run with an explicit f32 inference precision (OpenVINO's CPU
+  plugin otherwise picks bf16 by itself on CPUs with AMX).
+* ``bf16``: the same IR; bf16 is OpenVINO's *inference precision hint*, applied when a session compiles
+  the IR for a device. It is recorded in the manifest (``extra["runtime"]``) and the session sets it
+  and reads it back. A CPU without AVX512_BF16/AMX cannot honour it: the IR is still written (it is for
+  the device that can), the fidelity check is skipped with that reason, and a session there refuses it.
+* ``int8`` from a QDQ artifact (``edgeformer quantize``): OpenVINO reads QuantizeLinear/DequantizeLinear
+  pairs as FakeQuantize and runs those layers in int8, so ORT and OpenVINO share the same scales. (Not
+  always the same numerics: on SHViT, OpenVINO 2026.4's int8 path on an AVX2 CPU measured cosine ~0 vs ORT
+  running the same QDQ model, while NNCF's placement measured 0.99; the fidelity check flags such an IR.)
+* ``int8`` with ``nncf=True`` from an fp32 artifact: NNCF post-training quantization (transformer model
+  type: attention's Softmax/MatMul inputs stay float where int8 hurts) calibrated on ``calib``, or on
+  seeded synthetic inputs with a loud warning when none is given.
+
+Example::
+
+    art = compile_openvino(Artifact.load("build/l1"), OpenVinoConfig(precision="int8", nncf=True, calib=Path("imgs")),
+                           out=Path("build/l1-openvino-int8"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path
+from ..errors import (
+    BackendUnavailableError,
+    CalibrationError,
+    ConfigError,
+    DynamicShapeError,
+    ModelFileError,
+    QualityGateError,
+)
+from ..runtimes.base import SessionOptions, TensorInfo
+from ..runtimes.feeds import concrete_shape
+from ..runtimes.openvino import (
+    INFERENCE_PRECISION,
+    PERFORMANCE_HINTS,
+    available,
+    device_facts,
+    import_openvino,
+    precision_problem,
+)
+from .compile import input_paths
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+# below this the compiled model is not a lower-precision copy of its parent but a different function (int8 of
+# trained models measures > 0.98); without a --min-cosine gate it is still written, with a warning recorded.
+# Measured: OpenVINO 2026.4's int8 path on an AVX2 CPU turns ORT-style QDQ of SHViT (Q/DQ on an Add of two
+# convs feeding a depthwise conv) into cosine ~0 vs ORT running the same QDQ model; NNCF's placement is fine
+SUSPECT_COSINE = 0.9
+NNCF_PRESETS = ("mixed", "performance")  # mixed: asymmetric activations (better for GELU/Softmax outputs)
+_QUANT = ("int8", "mixed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenVinoConfig:
+    """How to build an OpenVINO IR. Invalid values raise :class:`ConfigError` listing every problem.
+
+    ``device``, ``num_streams`` and ``performance_hint`` are recorded for the runtime (the IR itself is
+    device-neutral). ``nncf`` quantizes an fp32 artifact with NNCF on ``calib_size`` samples from
+    ``calib`` (a folder of images or wavs, or a ``.npy``/``.npz`` of preprocessed inputs, read as
+    ``edgeformer quantize`` reads it); ``compress_to_fp16`` stores
+    weights as fp16 (half the file, decompressed at load; compute keeps the inference precision).
+    ``min_cosine`` turns the recorded fidelity into a gate (``None``: record only).
+    """
+
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    device: str = "CPU"
+    num_streams: int = 1
+    performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = "LATENCY"
+    nncf: bool = False
+    calib: Path | None = None
+    calib_size: int = 300
+    nncf_preset: Literal["mixed", "performance"] = "mixed"
+    compress_to_fp16: bool = False
+    check_fidelity: bool = True
+    fidelity_samples: int = 3
+    min_cosine: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calib, str):  # a str path means the same file; keep the field a Path
+            object.__setattr__(self, "calib", Path(self.calib))
+        problems = []
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)} (--precision)")
+        if self.performance_hint not in PERFORMANCE_HINTS:
+            problems.append(f"performance_hint {self.performance_hint!r} is not one of {', '.join(PERFORMANCE_HINTS)}")
+        if self.nncf_preset not in NNCF_PRESETS:
+            problems.append(f"nncf_preset {self.nncf_preset!r} is not one of {', '.join(NNCF_PRESETS)}")
+        if not isinstance(self.device, str) or not self.device:
+            problems.append(f"device must be an OpenVINO device name such as 'CPU', got {self.device!r}")
+        elif self.device.split(":")[0] in ("AUTO", "MULTI", "HETERO", "BATCH"):
+            problems.append(f"device {self.device!r} lets OpenVINO pick devices at run time; name one (CPU, GPU, NPU)")
+        for name in ("num_streams", "calib_size", "fidelity_samples", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                problems.append(f"{name} must be an int >= {0 if name == 'seed' else 1}, got {value!r}")
+        for name in ("nncf", "compress_to_fp16", "check_fidelity"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.nncf and self.precision != "int8":
+            problems.append(f"nncf quantizes to int8; it does not apply to precision {self.precision!r}")
+        if self.calib is not None and not self.nncf:
+            problems.append("calib is read by NNCF only; pass nncf=True (--nncf) or drop it")
+        if self.calib is not None and not isinstance(self.calib, Path):
+            problems.append(f"calib must be a path, got {self.calib!r}")
+        cos = self.min_cosine
+        if cos is not None and (isinstance(cos, bool) or not isinstance(cos, (int, float)) or not -1 <= cos <= 1):
+            problems.append(f"min_cosine must be a number in [-1, 1] or None, got {cos!r}")
+        if problems:
+            raise ConfigError("invalid OpenVINO config: " + "; ".join(problems) + ".")
+
+
+def check_source(artifact: Artifact, config: OpenVinoConfig) -> None:
+    """Refuse a source that cannot give ``config.precision``, naming the command that makes the right one."""
+    m, where = artifact.manifest, artifact.path
+    if m.format != "onnx":
+        raise ModelFileError(
+            f"{where}: OpenVINO compiles ONNX artifacts, this one is {m.format!r}; pass the ONNX artifact "
+            "`edgeformer export` (or `edgeformer quantize`) wrote."
+        )
+    quantized = m.precision in _QUANT
+    if m.precision not in ("fp32", *_QUANT):
+        raise ConfigError(f"{where} is {m.precision}; OpenVINO compiles fp32 or int8 (QDQ) ONNX models.")
+    if config.precision == "int8":
+        if quantized and config.nncf:
+            raise ConfigError(
+                f"{where} is already quantized ({m.precision}); drop --nncf to compile its Q/DQ scales as they are, "
+                "or pass the fp32 parent to quantize it with NNCF."
+            )
+        if not quantized and not config.nncf:
+            raise ConfigError(
+                f"{where} is fp32; OpenVINO int8 comes from a QDQ model (`edgeformer quantize {where}`, then "
+                "compile its output) or from NNCF: pass --nncf with --calib DIR."
+            )
+    elif quantized:
+        raise ConfigError(
+            f"{where} is quantized ({m.precision}, Q/DQ nodes), which OpenVINO runs in int8 whatever the flag: "
+            "pass --precision int8, or compile the float parent for fp32/bf16."
+        )
+
+
+def feed_shapes(artifact: Artifact) -> dict[str, tuple[int, ...]]:
+    """Batch-1 shapes of every input; symbolic image sides take the recorded preprocessing resolution."""
+    resolution = (artifact.manifest.preprocessing or {}).get("resolution")
+    try:
+        infos = [TensorInfo(name=t.name, shape=t.shape, dtype=t.dtype) for t in artifact.manifest.inputs]
+        return {i.name: concrete_shape(i, batch=1, resolution=resolution) for i in infos}
+    except DynamicShapeError as e:  # its own hint names export flags; compile has none for shapes
+        raise DynamicShapeError(
+            f"{artifact.path}: sample inputs need concrete shapes, and the artifact records no resolution for its "
+            f"symbolic dims ({e}). Re-export with a fixed resolution: `edgeformer export MODEL --resolution N`."
+        ) from e
+
+
+def fidelity_inputs(artifact: Artifact, samples: int, seed: int = 1) -> dict[str, dict[str, np.ndarray]]:
+    """Seeded batch-1 inputs for a fidelity check (plus a natural one for images and audio)."""
+    from .parity import parity_inputs
+
+    kind = (artifact.manifest.preprocessing or {}).get("kind")
+    dtypes = {t.name: t.dtype for t in artifact.manifest.inputs}
+    return parity_inputs(feed_shapes(artifact), kind=kind, samples=samples, seed=seed, dtypes=dtypes)
+
+
+# --- calibration for NNCF ------------------------------------------------------------------------------
+def calibration_feeds(artifact: Artifact, config: OpenVinoConfig) -> tuple[list[dict[str, np.ndarray]], dict]:
+    """Up to ``calib_size`` feeds for NNCF and a record of where they came from.
+
+    ``calib`` (a folder of images or wavs, a ``.npy``/``.npz``) is read by :mod:`edgeformer.quant.calibration`,
+    the same reader ``edgeformer quantize`` uses, through the artifact's preprocessing. Without ``calib`` the
+    feeds are seeded synthetic inputs, and the record (and the log) say loudly that the scales fit noise.
+    """
+    if config.calib is None:
+        n = min(config.calib_size, 64)  # noise carries no more information past a few dozen samples
+        # the last one is the natural input (a smooth gradient): keep it, it spans the range real inputs reach
+        feeds = list(fidelity_inputs(artifact, n, seed=config.seed).values())[-n:]
+        warning = (
+            f"NNCF calibrated on {len(feeds)} seeded SYNTHETIC inputs because no --calib was given: the int8 scales "
+            "fit random noise, not your data, so accuracy will be lower than with real samples. Pass --calib "
+            "DIR (a few hundred representative images) for a deployable model."
+        )
+        log.warning(warning)
+        return feeds, {"source": "synthetic", "samples": len(feeds), "seed": config.seed, "warning": warning}
+    from ..quant.calibration import open_calibration
+    from ..quant.config import QuantConfig
+
+    reading = QuantConfig(calib_size=config.calib_size, seed=config.seed, fidelity_samples=0)
+    data = open_calibration(
+        config.calib, inputs=artifact.manifest.inputs, preprocessing=artifact.manifest.preprocessing, config=reading
+    )
+    feeds = []
+    for _ in range(config.calib_size):  # the reader ends with None; calib_size bounds a reader that never does
+        batch = data.reader.get_next()
+        if batch is None:
+            break
+        feeds.append(batch)
+    if not feeds:
+        raise CalibrationError(f"{config.calib}: no usable calibration samples; pass a folder of real samples.")
+    wanted = {t.name: t.dtype for t in artifact.manifest.inputs}
+    wrong = {k: v.dtype.name for k, v in feeds[0].items() if v.dtype.name != wanted.get(k)}
+    if wrong:  # never cast silently: float64 samples usually mean the preprocessing was skipped or differs
+        raise CalibrationError(
+            f"{config.calib}: samples are {wrong}, the model takes {wanted}; save them in the model's dtype."
+        )
+    summary = data.summary.to_dict()
+    record = {k: summary[k] for k in ("source", "kind", "found", "used", "skipped", "skipped_samples") if k in summary}
+    return feeds, {**record, "samples": len(feeds)}
+
+
+def _nncf_quantize(
+    model: Any, feeds: list[dict[str, np.ndarray]], config: OpenVinoConfig, source: Path
+) -> tuple[Any, str]:
+    try:
+        import nncf
+    except ImportError as e:
+        raise BackendUnavailableError(f"NNCF quantization needs nncf: pip install 'edgeformer[openvino]' ({e})") from e
+    preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    sink = io.StringIO()
+    try:
+        # NNCF draws progress bars on stdout/stderr; a library must not, so they go to the debug log
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(feeds),
+                preset=preset[config.nncf_preset],
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(feeds),
+            )
+    except KeyError as e:
+        # NNCF 3.4 was seen failing this way on a Gather node of a TorchScript-exported EfficientFormer while the
+        # dynamo export quantized fine. Not reproduced with today's exporter (optimized or not), but the way out
+        # is the same whenever NNCF's graph builder meets a node it cannot map
+        raise ModelFileError(
+            f"NNCF {nncf.__version__} failed on {source} (KeyError {e}), a failure seen on TorchScript-exported "
+            "graphs (Gather nodes). Re-export with the dynamo exporter (the default; drop --no-dynamo), or quantize "
+            "with `edgeformer quantize` and compile the QDQ model with --precision int8."
+        ) from e
+    except Exception as e:  # NNCF's failures share no base class; keep the cause chained for a bug report
+        raise ModelFileError(
+            f"NNCF {nncf.__version__} could not quantize {source} ({type(e).__name__}: {_first_line(e)}); quantize "
+            "it with `edgeformer quantize` and compile the QDQ model with --precision int8 instead."
+        ) from e
+    finally:
+        if sink.getvalue():
+            log.debug("nncf output:\n%s", sink.getvalue()[-4000:])
+    return quantized, nncf.__version__
+
+
+# --- the build -----------------------------------------------------------------------------------------
+def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, overwrite: bool = False) -> Artifact:
+    """Convert an ONNX artifact to an OpenVINO IR artifact at ``out``, with fidelity vs the ONNX recorded.
+
+    Raises:
+        ConfigError: bad config, or a precision the source cannot give (int8 needs QDQ or ``nncf``).
+        ModelFileError: not an ONNX artifact, or OpenVINO/NNCF cannot convert it.
+        CalibrationError: an unreadable or mis-shaped ``calib``.
+        BackendUnavailableError: openvino (or nncf) not installed (exit 5).
+        QualityGateError: fidelity below ``config.min_cosine``; nothing is written.
+    """
+    if not isinstance(config, OpenVinoConfig):
+        raise ConfigError(f"compile_openvino takes an OpenVinoConfig, got {type(config).__name__}.")
+    out = Path(out)
+    check_source(artifact, config)
+    check_output_path(out, input_paths(artifact), overwrite)
+    reason = available()
+    if reason:
+        raise BackendUnavailableError(f"OpenVINO compile cannot run here: {reason}")
+    from ..modelfile import load_onnx
+
+    load_onnx(artifact.model_path)  # external data is vetted here, before OpenVINO reads any of it
+    extra: dict[str, Any] = {"source_precision": artifact.precision}
+    if config.precision == "int8":
+        extra["int8_from"] = "nncf" if config.nncf else "qdq"
+    feeds: list[dict[str, np.ndarray]] = []
+    if config.nncf:  # read the calibration data first: a bad --calib fails in a second, not after conversion
+        feeds, extra["calibration"] = calibration_feeds(artifact, config)
+    ov = import_openvino()
+    core = ov.Core()
+    started = time.perf_counter()
+    try:
+        model = ov.convert_model(str(artifact.model_path))
+    except Exception as e:  # OpConversionFailure and friends share no public base class but Exception
+        raise ModelFileError(
+            f"OpenVINO {ov.__version__.split('-')[0]} cannot convert {artifact.model_path}: {_first_line(e)}; these "
+            "ops are unsupported by OpenVINO's ONNX frontend: use --target ort, or change the model."
+        ) from e
+    if config.nncf:
+        model, version = _nncf_quantize(model, feeds, config, artifact.model_path)
+        extra["nncf"] = {"version": version, "preset": config.nncf_preset, "model_type": "transformer"}
+    extra["convert_seconds"] = round(time.perf_counter() - started, 2)
+    facts = _facts(core, config.device)
+    hint = INFERENCE_PRECISION[config.precision]
+    extra["runtime"] = {
+        "device": config.device,
+        "inference_precision": hint,
+        "performance_hint": config.performance_hint,
+        "num_streams": config.num_streams,
+    }
+    extra["compile_machine"] = facts
+    with ArtifactWriter(out, overwrite=overwrite, inputs=input_paths(artifact)) as w:
+        ov.save_model(model, str(w.dir / "model.xml"), compress_to_fp16=config.compress_to_fp16)
+        m = artifact.manifest
+        manifest = Manifest(
+            format="openvino",
+            precision=m.precision if m.precision in _QUANT else config.precision,
+            model_name=m.model_name,
+            main_file="model.xml",
+            task=m.task,
+            inputs=m.inputs,
+            outputs=m.outputs,
+            preprocessing=m.preprocessing,
+            labels=m.labels,
+            step="compile",
+            step_config=dataclasses.asdict(config),
+            parent_sha=artifact.sha,
+            extra=extra,
+        )
+        report = _fidelity(artifact, Artifact(w.dir, manifest), config, core, facts.get("reason"))
+        manifest = dataclasses.replace(manifest, extra={**extra, "fidelity": report})
+        return w.commit(manifest)
+
+
+def _facts(core: Any, device: str) -> dict[str, Any]:
+    try:
+        return device_facts(core, device)
+    except BackendUnavailableError as e:  # the IR is device-neutral: compiling for a device elsewhere is fine
+        return {"device": device, "present": False, "reason": str(e)}
+
+
+def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any, absent: str | None) -> dict[str, Any]:
+    """Cosine / max abs / top-1 agreement of the IR on ``config.device`` vs ORT on the parent ONNX."""
+    if not config.check_fidelity:
+        return {"skipped": "check_fidelity=False"}
+    hint = INFERENCE_PRECISION[config.precision]
+    why = absent or precision_problem(core, config.device, hint)
+    try:
+        inputs = fidelity_inputs(parent, config.fidelity_samples)
+    except DynamicShapeError as e:
+        why = why or str(e)
+    if why:
+        log.warning("OpenVINO %s fidelity not checked on this machine: %s", config.precision, why)
+        if config.min_cosine is not None:
+            raise QualityGateError(
+                f"min_cosine {config.min_cosine} was asked for but the {config.precision} IR cannot run here ({why}); "
+                "drop --min-cosine or compile on the target device."
+            )
+        return {"skipped": why}
+    from ..runtimes.openvino import OpenVinoSession
+    from .parity import ort_runner
+    from .tensorrt import fidelity
+
+    session = OpenVinoSession(ir, SessionOptions(providers=(config.device,)))
+    try:
+        report = fidelity(ort_runner(parent.model_path), session.run, inputs)
+    finally:
+        session.close()
+    report["inference_precision"] = hint
+    log.info("OpenVINO %s IR: worst cosine %.6f vs the ONNX parent", config.precision, report["min_cosine"])
+    if report["min_cosine"] < SUSPECT_COSINE and config.min_cosine is None:
+        qdq = config.precision == "int8" and not config.nncf
+        hint_int8 = " For int8 from a QDQ model, try NNCF on the fp32 parent (--nncf)." if qdq else ""
+        report["warning"] = (
+            f"the {config.precision} IR disagrees with its parent (worst cosine {report['min_cosine']:.4f}); do not "
+            f"deploy it without checking accuracy.{hint_int8}"
+        )
+        log.warning("OpenVINO: %s", report["warning"])
+    if config.min_cosine is not None and report["min_cosine"] < config.min_cosine:
+        raise QualityGateError(
+            f"the OpenVINO {config.precision} IR's worst cosine vs the ONNX parent is {report['min_cosine']:.6f} < "
+            f"min_cosine {config.min_cosine}; nothing was written. Try another precision, real --calib data, or "
+            "a QDQ model from `edgeformer quantize`."
+        )
+    return report
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+    return lines[0] if lines else type(e).__name__
+
+
+__all__ = [
+    "NNCF_PRESETS",
+    "PRECISIONS",
+    "OpenVinoConfig",
+    "available",
+    "calibration_feeds",
+    "check_source",
+    "compile_openvino",
+    "feed_shapes",
+    "fidelity_inputs",
+]
