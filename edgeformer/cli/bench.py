@@ -38,6 +38,9 @@ def bench_cmd(
     rows: Annotated[
         list[str] | None, typer.Option("--rows", help="Only these rows, repeatable (e.g. onnx-fp32-ort).")
     ] = None,
+    calib: Annotated[
+        str | None, typer.Option(help="Calibration data for the INT8 rows (folder, .npz); default: synthetic.")
+    ] = None,
     min_time: Annotated[float, typer.Option("--min-time", min=0.01, help="Seconds of timed calls per row.")] = 2.0,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before each row's timing.")] = 10,
     overwrite: OverwriteOpt = False,
@@ -60,7 +63,7 @@ def bench_cmd(
     out = out or Path(f"bench-{model}")
     with console.status(f"bench {model}: exporting and timing…", spinner="dots"):
         report = bench(model, out=out, resolution=resolution, batch=batch, threads=threads, config=config,
-                       overwrite=overwrite)  # fmt: skip
+                       overwrite=overwrite, calib=calib)  # fmt: skip
     if json_out:
         print_json(report)
     else:
