@@ -219,6 +219,16 @@ class Artifact:
                     "re-run the step that made it."
                 )
 
+    def child_manifest(self, *, step: str, **fields: Any) -> Manifest:
+        """The manifest of an artifact a step derives from this one: what the model *is* (name, task, tensors,
+        preprocessing, labels) carries over, lineage points here, and ``fields`` set the rest (format, ...)."""
+        m = self.manifest
+        inherited = dict(
+            model_name=m.model_name, task=m.task, inputs=m.inputs, outputs=m.outputs,
+            preprocessing=m.preprocessing, labels=m.labels, parent_sha=self.sha,
+        )  # fmt: skip
+        return Manifest(step=step, **(inherited | fields))
+
     def summary(self) -> str:
         m = self.manifest
         size = self.size_bytes() / 1e6

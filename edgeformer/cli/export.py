@@ -49,7 +49,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 @command
 def export_cmd(
     model: ModelArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="onnx, or coreml (torch -> .mlpackage)."),
+    ] = "onnx",
     out: OutOpt = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the model's export hint).")] = None,
     batch: BatchOpt = 1,
@@ -79,16 +82,21 @@ def export_cmd(
     from ..exporters.onnx import OnnxExportConfig
 
     setup_logging(verbose)
-    config = OnnxExportConfig(
-        opset=opset,
-        batch=batch,
-        dynamic_batch=dynamic_batch,
-        resolution=resolution,
-        dynamo=exporter is Exporter.dynamo,
-        optimize=optimize,
-        atol=atol,
-        min_cosine=min_cosine,
-    )
+    if fmt == "coreml":  # straight from torch; precision and compute units: `edgeformer compile --target coreml`
+        from ..exporters.coreml import CoreMlConfig
+
+        config = CoreMlConfig(batch=batch, resolution=resolution)
+    else:
+        config = OnnxExportConfig(
+            opset=opset,
+            batch=batch,
+            dynamic_batch=dynamic_batch,
+            resolution=resolution,
+            dynamo=exporter is Exporter.dynamo,
+            optimize=optimize,
+            atol=atol,
+            min_cosine=min_cosine,
+        )
     out = out or Path(f"{model}-{fmt}")
     with console.status(f"exporting {model} to {fmt}…", spinner="dots"):
         artifact = export(

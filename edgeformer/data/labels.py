@@ -15,6 +15,7 @@ from .audio import KWS_LABELS
 _SETS: dict[str, tuple[str, ...] | None] = {
     "kws12": KWS_LABELS,
     "digits": tuple(str(i) for i in range(10)),
+    "digits10": tuple(str(i) for i in range(10)),
     "imagenet": None,
 }
 

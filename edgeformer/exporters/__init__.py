@@ -42,6 +42,7 @@ FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
         ExportFormat(name="onnx", target="edgeformer.exporters.onnx:export_onnx", suffix=".onnx", needs_torch=True),
+        ExportFormat(name="coreml", target="edgeformer.exporters.coreml:export_coreml", suffix="", needs_torch=True),
     )
 }
 

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path
+from ..artifact import Artifact, ArtifactWriter, check_output_path
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -318,19 +318,12 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
     with ArtifactWriter(out, overwrite=overwrite, inputs=input_paths(artifact)) as w:
         ov.save_model(model, str(w.dir / "model.xml"), compress_to_fp16=config.compress_to_fp16)
         m = artifact.manifest
-        manifest = Manifest(
+        manifest = artifact.child_manifest(
+            step="compile",
             format="openvino",
             precision=m.precision if m.precision in _QUANT else config.precision,
-            model_name=m.model_name,
             main_file="model.xml",
-            task=m.task,
-            inputs=m.inputs,
-            outputs=m.outputs,
-            preprocessing=m.preprocessing,
-            labels=m.labels,
-            step="compile",
             step_config=dataclasses.asdict(config),
-            parent_sha=artifact.sha,
             extra=extra,
         )
         report = _fidelity(artifact, Artifact(w.dir, manifest), config, core, facts.get("reason"))

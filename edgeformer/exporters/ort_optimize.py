@@ -204,19 +204,12 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
         }
         if convert:
             extra["fp16"] = {"converter": "onnxruntime.transformers.float16", "kept_fp32": list(FP32_OPS)}
-        manifest = Manifest(
+        manifest = artifact.child_manifest(
+            step="compile",
             format="ort",
             precision=m.precision if m.precision in _QUANT else config.precision,
-            model_name=m.model_name,
             main_file=MODEL_FILE,
-            task=m.task,
-            inputs=m.inputs,
-            outputs=m.outputs,
-            preprocessing=m.preprocessing,
-            labels=m.labels,
-            step="compile",
             step_config=dataclasses.asdict(config),
-            parent_sha=artifact.sha,
             extra=extra,
         )
         if config.save_ort_format:

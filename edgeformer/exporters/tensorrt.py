@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactWriter, Manifest, TensorSpec, check_output_path
+from ..artifact import Artifact, ArtifactWriter, TensorSpec, check_output_path
 from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, QualityGateError
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
@@ -451,19 +451,12 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
             "profile": {p.name: {"min": p.min, "opt": p.opt, "max": p.max} for p in profile},
             "build_seconds": round(time.perf_counter() - start, 2),
         }
-        manifest = Manifest(
+        manifest = artifact.child_manifest(
+            step="compile",
             format="tensorrt",
             precision=m.precision if m.precision in _QUANT else config.precision,
-            model_name=m.model_name,
             main_file="model.engine",
-            task=m.task,
-            inputs=m.inputs,
-            outputs=m.outputs,
-            preprocessing=m.preprocessing,
-            labels=m.labels,
-            step="compile",
             step_config=dataclasses.asdict(config),
-            parent_sha=artifact.sha,
             extra=extra,
         )
         if config.check_fidelity:
