@@ -51,6 +51,8 @@ from ..data.audio import KWS_LABELS, audio_spec_problems, hann_window, mel_filte
 from ..errors import ConfigError, InvalidArchError
 from .layers import ConvBN, ElasticModel, fuse_bn_linear
 from .spec import ArchBase, AudioInput, ExportHints, ModelSpec
+from .spec import is_int as _is_int
+from .spec import to_tuples as _to_tuples
 
 __all__ = ["KWS_LABELS", "AudioFormer", "AudioFormerArch", "LogMelFrontend"]
 
@@ -61,17 +63,6 @@ _VARIANTS = {
     "audioformer_s": ((48, 96, 192), (2, 3, 4), (0, 1, 3), (1, 3, 6), 16, 4.0, 12, "kws12", 2.048, 0.1242),
     "audioformer_m": ((64, 160, 320), (3, 4, 6), (0, 2, 4), (2, 5, 10), 32, 4.0, 527, None, 8.492, 0.3964),
 }
-
-
-def _to_tuples(value):
-    """Lists (from JSON or a CLI) become tuples so that the frozen arch stays hashable."""
-    if isinstance(value, list | tuple):
-        return tuple(_to_tuples(v) for v in value)
-    return value
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True, kw_only=True)

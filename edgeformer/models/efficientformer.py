@@ -41,6 +41,7 @@ from ..errors import InputMismatchError, InvalidArchError
 from . import register_model
 from .layers import ElasticModel, fuse_conv_bn
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ArchBase, ExportHints, ImageInput, ModelSpec
+from .spec import to_tuples as _to_tuples
 
 # name: (widths, depths, attention blocks ending the last stage, published params (M) and MACs (G) at 224²)
 _VARIANTS = {
@@ -64,11 +65,6 @@ def _is_pos_num(v: Any) -> bool:
 
 def _half(n: int) -> int:
     return (n + 1) // 2  # output size of a 3x3 stride-2 conv with padding 1
-
-
-def _as_tuple(v: Any) -> Any:
-    """Lists (from JSON or the CLI) become tuples so the arch stays hashable; other values are left as given."""
-    return tuple(_as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +93,7 @@ class EfficientFormerArch(ArchBase):
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name)))
+            object.__setattr__(self, f.name, _to_tuples(getattr(self, f.name)))
 
     @classmethod
     def uniform(

@@ -42,6 +42,8 @@ from torch import nn
 from ..errors import InvalidArchError
 from .layers import ConvBN, ElasticModel, fuse_bn_linear
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ArchBase, ExportHints, ImageInput, ModelSpec
+from .spec import is_int as _is_int
+from .spec import to_tuples as _to_tuples
 
 # name: (embed_dims, depths, partial_dims, resolution, published params (M), published MACs (G))
 _VARIANTS = {
@@ -63,17 +65,6 @@ _SE_RATIO = 0.25
 def _make_divisible(v: float, divisor: int = 8) -> int:
     """timm's ``make_divisible(v, 8, round_limit=0)``, which sizes the SE reduction in upstream checkpoints."""
     return max(divisor, int(v + divisor / 2) // divisor * divisor)
-
-
-def _to_tuples(value):
-    """Lists (from JSON or a CLI) become tuples so that the frozen arch stays hashable."""
-    if isinstance(value, list | tuple):
-        return tuple(_to_tuples(v) for v in value)
-    return value
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -117,6 +117,18 @@ class ExportHints:
     dynamo: bool = True  # torch.export-based exporter; False = TorchScript exporter
 
 
+def to_tuples(value: Any) -> Any:
+    """Lists (from JSON or the CLI) become tuples, recursively, so that a frozen arch stays hashable."""
+    if isinstance(value, list | tuple):
+        return tuple(to_tuples(v) for v in value)
+    return value
+
+
+def is_int(v: Any) -> bool:
+    """An int that is not a bool (``True`` is an int to Python, never a width to us)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 class ArchBase:
     """Mixin for a family's frozen architecture dataclass.
 
