@@ -28,6 +28,14 @@ from .common import (
 _ICON = {"ok": "✅", "skipped": "⏭", "failed": "❌"}
 
 
+def _note(row) -> str:
+    """Failed/skipped: the reason. Ok: what the row is (its first clause, e.g. "ORT quantize_static defaults")."""
+    if row.status != "ok":
+        return row.reason
+    what = row.reason.split(";")[0] if row.reason else ""
+    return f"{what} (unstable timing)" if row.stable is False else what
+
+
 @command
 def bench_cmd(
     model: ModelArg,
@@ -80,7 +88,7 @@ def bench_cmd(
                 fmt_ms(r.p50_ms),
                 fmt_ms(r.p90_ms),
                 None if r.fps is None else f"{r.fps:.1f}",
-                r.reason if r.status != "ok" else ("" if r.stable is not False else "unstable timing"),
+                _note(r),
             )
             for r in report.rows
         ]
