@@ -69,6 +69,7 @@ from ..errors import (
 )
 from ..runtimes import coreml as rt
 from .compile import input_paths
+from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,8 @@ class CoreMlConfig:
             v = getattr(self, name)
             if not (optional and v is None) and (isinstance(v, bool) or not isinstance(v, int) or v < low):
                 problems.append(f"{name} must be an int >= {low}, got {v!r}")
-        cos = self.min_cosine
-        if cos is not None and (isinstance(cos, bool) or not isinstance(cos, (int, float)) or not -1 <= cos <= 1):
-            problems.append(f"min_cosine must be a number in [-1, 1] or None, got {cos!r}")
+        if problem := min_cosine_problem(self.min_cosine):
+            problems.append(problem)
         if problems:
             raise ConfigError("invalid CoreML config: " + "; ".join(problems) + ".")
 

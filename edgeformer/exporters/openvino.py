@@ -56,6 +56,7 @@ from ..runtimes.openvino import (
     precision_problem,
 )
 from .compile import input_paths
+from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,8 @@ class OpenVinoConfig:
             problems.append("calib is read by NNCF only; pass nncf=True (--nncf) or drop it")
         if self.calib is not None and not isinstance(self.calib, Path):
             problems.append(f"calib must be a path, got {self.calib!r}")
-        cos = self.min_cosine
-        if cos is not None and (isinstance(cos, bool) or not isinstance(cos, (int, float)) or not -1 <= cos <= 1):
-            problems.append(f"min_cosine must be a number in [-1, 1] or None, got {cos!r}")
+        if problem := min_cosine_problem(self.min_cosine):
+            problems.append(problem)
         if problems:
             raise ConfigError("invalid OpenVINO config: " + "; ".join(problems) + ".")
 

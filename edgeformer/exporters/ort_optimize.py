@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..runtimes.base import SessionOptions
 from .compile import input_paths
+from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,8 @@ class OrtOptimizeConfig:
         n = self.fidelity_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             problems.append(f"fidelity_samples must be an int >= 1, got {n!r}")
-        cos = self.min_cosine
-        if cos is not None and (isinstance(cos, bool) or not isinstance(cos, (int, float)) or not -1 <= cos <= 1):
-            problems.append(f"min_cosine must be a number in [-1, 1] or None, got {cos!r}")
+        if problem := min_cosine_problem(self.min_cosine):
+            problems.append(problem)
         if problems:
             raise ConfigError("invalid ORT optimize config: " + "; ".join(problems) + ".")
 

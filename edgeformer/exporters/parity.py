@@ -241,3 +241,10 @@ def ort_runner(path: str | Path, threads: int | None = None) -> RunFn:
         return dict(zip(names, session.run(names, dict(feeds)), strict=True))
 
     return run
+
+
+def min_cosine_problem(value: object) -> str | None:
+    """The config problem of a ``min_cosine`` gate (a number in [-1, 1], or None for record-only), if any."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1):
+        return f"min_cosine must be a number in [-1, 1] or None, got {value!r}"
+    return None

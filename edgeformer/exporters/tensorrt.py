@@ -43,6 +43,7 @@ from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, Mo
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
 from ..runtimes.tensorrt import available, cuda_call, cudart, device_facts, import_tensorrt, trt_logger, trt_major
+from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,8 @@ class TensorRtConfig:
             problems.append(f"resolution must be a positive int, got {self.resolution!r} (--resolution)")
         if self.timing_cache is not None and (not isinstance(self.timing_cache, Path) or self.timing_cache.is_dir()):
             problems.append(f"timing_cache must be a file path, got {self.timing_cache!r}")
-        cos = self.min_cosine
-        if cos is not None and (isinstance(cos, bool) or not isinstance(cos, (int, float)) or not -1 <= cos <= 1):
-            problems.append(f"min_cosine must be a number in [-1, 1] or None, got {cos!r}")
+        if problem := min_cosine_problem(self.min_cosine):
+            problems.append(problem)
         if problems:
             raise ConfigError("invalid TensorRT config: " + "; ".join(problems) + ".")
 
