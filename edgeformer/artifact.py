@@ -253,6 +253,17 @@ def check_output_path(dest: Path, inputs: Iterable[Path] = (), overwrite: bool =
         raise OutputExistsError(f"output {dest} exists; pass --overwrite to replace it, or choose another --out.")
 
 
+def input_paths(artifact: Artifact) -> list[Path]:
+    """What an output must not overlap: the artifact folder, or for a bare model file that file itself.
+
+    A bare file's :class:`Artifact` has its *parent* folder as ``path``; guarding that folder would refuse
+    every output beside the file, including the default one.
+    """
+    if (artifact.path / MANIFEST_NAME).is_file():
+        return [artifact.path]
+    return [artifact.path / rel for rel in artifact.manifest.files] or [artifact.model_path]
+
+
 class ArtifactWriter:
     """Build an artifact in a temp folder beside ``dest`` and rename it into place on :meth:`commit`.
 

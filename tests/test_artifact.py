@@ -17,7 +17,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
-from edgeformer.artifact import MANIFEST_NAME, ONNX_METADATA_KEY, Artifact, ArtifactWriter, Manifest, TensorSpec
+from edgeformer.artifact import (
+    MANIFEST_NAME,
+    ONNX_METADATA_KEY,
+    Artifact,
+    ArtifactWriter,
+    Manifest,
+    TensorSpec,
+    check_output_path,
+    input_paths,
+)
 from edgeformer.errors import ModelFileError, OutputExistsError
 from edgeformer.modelfile import embed_manifest, read_embedded_manifest
 
@@ -94,6 +103,20 @@ def test_existing_output_is_refused_without_overwrite(tmp_path):
         write_artifact(tmp_path / "art")
     replaced = write_artifact(tmp_path / "art", manifest(model_name="second"), overwrite=True)
     assert Artifact.load(tmp_path / "art").manifest.model_name == "second" == replaced.manifest.model_name
+
+
+def test_input_paths_guard_the_artifact_folder_or_only_the_bare_file(tmp_path):
+    from edgeformer.exporters import compile as dispatch
+
+    art = write_artifact(tmp_path / "art")
+    assert input_paths(art) == [tmp_path / "art"]
+    with pytest.raises(OutputExistsError, match="overlaps"):
+        check_output_path(tmp_path / "art" / "inside", input_paths(art))
+    bare = tmp_path / "net.onnx"
+    bare.write_bytes(art.model_path.read_bytes())
+    assert input_paths(Artifact.load(bare)) == [bare]  # not its folder: an output beside it is fine
+    check_output_path(tmp_path / "net-ort-fp32", input_paths(Artifact.load(bare)))
+    assert dispatch.input_paths is input_paths  # the old import path still works
 
 
 def test_embedded_manifest_round_trips_without_file_hashes():

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..artifact import MANIFEST_NAME, Artifact, check_output_path
+from ..artifact import MANIFEST_NAME, Artifact, check_output_path, input_paths
 from ..errors import BackendUnavailableError, ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -163,17 +163,6 @@ def build_config(name: str, precision: str | None = None, config: Any = None, **
         raise ConfigError(f"invalid {name} options: {e}.") from e
 
 
-def input_paths(artifact: Artifact) -> list[Path]:
-    """What an output must not overlap: the artifact folder, or for a bare model file that file itself.
-
-    A bare file's :class:`Artifact` has its *parent* folder as ``path``; guarding that folder would refuse
-    every output beside the file, including the default one.
-    """
-    if (artifact.path / MANIFEST_NAME).is_file():
-        return [artifact.path]
-    return [artifact.path / rel for rel in artifact.manifest.files] or [artifact.model_path]
-
-
 def default_out(source: Path, target: str, precision: str) -> Path:
     """``<artifact>-<target>-<precision>`` beside ``source`` (an artifact folder, or a bare model file's stem)."""
     name = source.name if source.is_dir() else source.stem
@@ -234,7 +223,7 @@ __all__ = [
     "compile",
     "default_out",
     "get_target",
-    "input_paths",
+    "input_paths",  # lives in edgeformer.artifact; re-exported for existing imports
     "target_unavailable",
     "targets_available",
     "targets_help",

@@ -1,9 +1,10 @@
 """torch -> CoreML ML program (``.mlpackage``), from a zoo model, an ONNX artifact, or your ``nn.Module``.
 
 coremltools 7+ no longer reads ONNX, so every path starts from torch: :func:`compile_coreml` rebuilds the
-parent ONNX artifact's model from its manifest (zoo name, recorded architecture, checkpoint, input shape)
-and checks the rebuild against the parent on ONNX Runtime; :func:`export_coreml` takes a zoo name or a
-module like :func:`edgeformer.export`; :func:`compile_coreml_module` converts a module you hold.
+parent ONNX artifact's model from its manifest (zoo name, recorded architecture, checkpoint, input shape;
+read by :mod:`~edgeformer.exporters.coreml_parent`) and checks the rebuild against the parent on ONNX
+Runtime; :func:`export_coreml` takes a zoo name or a module like :func:`edgeformer.export`;
+:func:`compile_coreml_module` converts a module you hold.
 
 Capture: ``torch.jit.trace`` by default, ``capture="export"`` for ``torch.export``. On this zoo both convert
 every model at every precision to the same program (``docs/coreml_compatibility.md``) but for SHViT, whose
@@ -55,6 +56,7 @@ from ..artifact import (
     Manifest,
     TensorSpec,
     check_output_path,
+    input_paths,
     now_iso,
     sha256_file,
     tool_versions,
@@ -65,10 +67,9 @@ from ..errors import (
     InvalidInputError,
     ModelFileError,
     QualityGateError,
-    UnknownModelError,
 )
 from ..runtimes import coreml as rt
-from .compile import input_paths
+from .coreml_parent import parent_arch_overrides, parent_checkpoint, parent_shape
 from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
@@ -210,9 +211,9 @@ def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrit
         BackendUnavailableError: coremltools or torch is not installed (exit 5).
     """
     cfg, out, m = _checked(config), Path(out), artifact.manifest
-    overrides = _parent_arch_overrides(artifact)
-    batch, resolution = _parent_shape(artifact, cfg)
-    ckpt = _parent_checkpoint(artifact, cfg)
+    overrides = parent_arch_overrides(artifact)
+    batch, resolution = parent_shape(artifact, cfg)
+    ckpt = parent_checkpoint(artifact, cfg)
     guard = [*input_paths(artifact), *([ckpt] if ckpt else [])]  # a bare .onnx guards the file, not its folder
     check_output_path(out, guard, overwrite)
     _require_tools()
@@ -245,86 +246,6 @@ def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrit
 
 
 # --- rebuilding the parent's torch model ------------------------------------------------------------
-def _parent_arch_overrides(artifact: Artifact) -> dict[str, Any]:
-    """The parent's recorded architecture fields that differ from its variant's, JSON lists back to tuples."""
-    from ..models import get_spec
-
-    m, where = artifact.manifest, artifact.path
-    if m.format != "onnx":
-        raise ModelFileError(
-            f"{where}: CoreML compiles ONNX artifacts by rebuilding their torch model; this one is "
-            f"{m.format!r}. Pass the artifact `edgeformer export` wrote."
-        )
-    if m.precision not in ("fp32", "fp16"):
-        raise ConfigError(
-            f"{where} is {m.precision}: ONNX quantization does not carry over to CoreML; compile its "
-            "float parent with --precision int8 (int8 weights by coremltools) instead."
-        )
-    try:
-        spec = get_spec(m.model_name)
-    except UnknownModelError as e:
-        raise ConfigError(
-            f"{where} was exported from your own module {m.model_name!r}, which an artifact cannot "
-            "rebuild; convert the module itself: edgeformer.export(module, fmt='coreml', ...) or "
-            "compile_coreml_module(module, example_inputs, out=...)."
-        ) from e
-    recorded = m.extra.get("arch") or {}
-    default = json.loads(json.dumps(spec.arch.to_dict(), default=str))
-    if unknown := sorted(set(recorded) - set(default)):
-        raise ModelFileError(
-            f"{where}: the recorded architecture has fields {unknown} that {spec.name} lacks; "
-            "convert with the edgeformer version that exported it."
-        )
-    return {k: _tuples(v) for k, v in recorded.items() if v != default[k]}
-
-
-def _tuples(v: Any) -> Any:
-    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
-
-
-def _parent_shape(artifact: Artifact, cfg: CoreMlConfig) -> tuple[int, int | None]:
-    m, where = artifact.manifest, artifact.path
-    if not m.inputs:
-        raise ModelFileError(f"{where}: the manifest lists no inputs; re-export the model.")
-    lead = m.inputs[0].shape[0] if m.inputs[0].shape else 1
-    if isinstance(lead, int) and cfg.batch not in (None, lead):
-        raise ConfigError(
-            f"{where} has a fixed batch of {lead}; drop --batch {cfg.batch}, or re-export the ONNX "
-            "with a dynamic batch."
-        )
-    pre = m.preprocessing or {}
-    resolution = pre.get("resolution") if pre.get("kind") == "image" else None
-    if cfg.resolution is not None and cfg.resolution != resolution:
-        raise ConfigError(
-            f"{where} was exported at resolution {resolution}; drop --resolution {cfg.resolution}, "
-            "or re-export the ONNX at that resolution."
-        )
-    return (lead if isinstance(lead, int) else cfg.batch or 1), resolution
-
-
-def _parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
-    recorded, where, given = artifact.manifest.extra.get("checkpoint"), artifact.path, cfg.checkpoint
-    if recorded is None:
-        if given is not None:
-            raise ConfigError(
-                f"{where} was exported without a checkpoint, so {given} would make another model; "
-                "export the ONNX with it first, or edgeformer.export(name, fmt='coreml', "
-                "checkpoint=...)."
-            )
-        return None
-    named = f"{recorded.get('file')} (sha256 {str(recorded.get('sha256'))[:12]}...)"
-    if given is None:
-        raise ConfigError(
-            f"{where} was exported with the checkpoint {named}; CoreML converts from torch, so pass "
-            "it again (--checkpoint / CoreMlConfig(checkpoint=...))."
-        )
-    if not given.is_file():
-        raise ConfigError(f"checkpoint {given} not found; check the --checkpoint path.")
-    if sha256_file(given) != recorded.get("sha256"):
-        raise ConfigError(f"{given} is not the checkpoint {where} was exported with, {named}; pass that file.")
-    return given
-
-
 def _prepare(model, cfg, example_inputs, input_spec, checkpoint, resolution, overrides) -> Any:
     import torch
 
@@ -580,8 +501,7 @@ def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | Non
     """CoreML vs the parent ONNX (else torch) on seeded inputs; prediction needs macOS."""
     if reason := rt.platform_reason():
         return f"not run: {reason}"
-    from .parity import ort_runner
-    from .tensorrt import fidelity
+    from .parity import fidelity, ort_runner
 
     def run(feeds):
         # the same casts the I/O types imply (float64 -> float32, int64 -> int32)

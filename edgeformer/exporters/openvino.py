@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactWriter, check_output_path
+from ..artifact import Artifact, ArtifactWriter, check_output_path, input_paths
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -55,7 +55,6 @@ from ..runtimes.openvino import (
     import_openvino,
     precision_problem,
 )
-from .compile import input_paths
 from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
@@ -357,8 +356,7 @@ def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any,
             )
         return {"skipped": why}
     from ..runtimes.openvino import OpenVinoSession
-    from .parity import ort_runner
-    from .tensorrt import fidelity
+    from .parity import fidelity, ort_runner
 
     session = OpenVinoSession(ir, SessionOptions(providers=(config.device,)))
     try:

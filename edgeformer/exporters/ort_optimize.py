@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path
+from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path, input_paths
 from ..errors import (
     BackendUnavailableError,
     ConfigError,
@@ -51,7 +51,6 @@ from ..errors import (
     did_you_mean,
 )
 from ..runtimes.base import SessionOptions
-from .compile import input_paths
 from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
@@ -297,8 +296,7 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
     """Fidelity of the saved model (and of ``model.ort``) vs the parent ONNX on ORT's CPU provider."""
     from ..runtimes.ort import OrtSession
     from .openvino import SUSPECT_COSINE, fidelity_inputs
-    from .parity import ort_runner
-    from .tensorrt import fidelity
+    from .parity import fidelity, ort_runner
 
     try:
         inputs = fidelity_inputs(parent, config.fidelity_samples)

@@ -7,6 +7,9 @@ class order that a loose absolute bound could miss. Inputs are seeded random ten
 and waveforms, one "natural" input (a smooth gradient, a chirp): random noise exercises every value
 range, natural inputs the statistics the model was trained on.
 
+:func:`fidelity` is the measure the compile targets record: a compiled model against its parent, with no
+tolerance (the targets gate on its ``min_cosine`` themselves).
+
 Example::
 
     inputs = parity_inputs({"input": (1, 3, 64, 64)}, kind="image", samples=3, seed=0)
@@ -162,6 +165,37 @@ def check_parity(
                 problem=prev.problem or problem,
             )
     return ParityReport(outputs=tuple(worst.values()), samples=tuple(inputs), atol=atol, min_cosine=min_cosine)
+
+
+def fidelity(reference: Any, candidate: Any, inputs: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    """Worst cosine and max abs error per output, plus top-1 agreement for ``(batch, classes)`` outputs.
+
+    Args:
+        reference, candidate: feeds -> ``{output name: array}`` functions (the parent and the compiled model).
+        inputs: ``{sample name: feeds}``, e.g. from :func:`parity_inputs`.
+    """
+    stats: dict[str, dict[str, Any]] = {}
+    for feeds in inputs.values():
+        want, got = reference(feeds), candidate(feeds)
+        for name, ref in want.items():
+            s = stats.setdefault(name, {"cosine": 1.0, "max_abs": 0.0, "agree": 0, "rows": 0, "problem": ""})
+            max_abs, _, cosine, problem = compare(ref, got[name]) if name in got else (np.inf, 0, -1.0, "missing")
+            s["cosine"], s["max_abs"] = min(s["cosine"], cosine), max(s["max_abs"], max_abs)
+            s["problem"] = s["problem"] or problem
+            if not problem and ref.ndim == 2 and ref.shape[1] > 1:
+                s["agree"] += int((ref.argmax(1) == np.asarray(got[name]).argmax(1)).sum())
+                s["rows"] += ref.shape[0]
+    out = {}
+    for name, s in stats.items():
+        out[name] = {"cosine": s["cosine"], "max_abs": s["max_abs"]}
+        out[name]["top1_agreement"] = s["agree"] / s["rows"] if s["rows"] else None
+        if s["problem"]:
+            out[name]["problem"] = s["problem"]
+    return {
+        "samples": list(inputs),
+        "outputs": out,
+        "min_cosine": min((o["cosine"] for o in out.values()), default=1.0),
+    }
 
 
 def parity_inputs(

@@ -15,7 +15,7 @@ Layers the QDQ model leaves in float run in fp32.
 Dynamic batch becomes one optimization profile (min/opt/max from :class:`TensorRtConfig`); every other
 dim must be concrete (symbolic height/width take ``resolution``). The timing cache is shared between
 builds and processes: loaded before the build, merged under a lock file and replaced atomically after,
-a corrupt one quarantined with a warning.
+a corrupt one quarantined with a warning (:mod:`edgeformer.exporters.tensorrt_cache`).
 
 Example::
 
@@ -25,13 +25,11 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +41,10 @@ from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, Mo
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
 from ..runtimes.tensorrt import available, cuda_call, cudart, device_facts, import_tensorrt, trt_logger, trt_major
-from .parity import min_cosine_problem
+from .parity import fidelity, min_cosine_problem
+from .tensorrt_cache import attach_timing_cache, save_timing_cache
+from .tensorrt_cache import quarantine as quarantine  # re-exported for existing imports
+from .tensorrt_cache import write_bytes_atomic as write_bytes_atomic  # re-exported for existing imports
 
 log = logging.getLogger(__name__)
 
@@ -285,113 +286,6 @@ def describe_parser_errors(errors: Sequence[tuple[str, str, str]]) -> str:
     return "; ".join(f"node {name or '?'} ({op or '?'}): {desc}" for name, op, desc in errors) or "no details"
 
 
-# --- timing cache: shared by builds and processes ----------------------------------------------------
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path.lock`` so two builds merge their caches instead of losing one."""
-    lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a+b") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; the atomic replace still prevents a torn file
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def quarantine(path: Path, reason: str) -> Path:
-    """Move a corrupt cache aside (kept for inspection), warn, and return where it went."""
-    dest = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    os.replace(path, dest)
-    log.warning("timing cache %s is unusable (%s); moved it to %s and starting a new one", path, reason, dest)
-    return dest
-
-
-def _cache_from(trt_config: Any, path: Path | None) -> Any:
-    """An ITimingCache from ``path`` (empty if missing); a corrupt or foreign one is quarantined."""
-    data = path.read_bytes() if path is not None and path.is_file() else b""
-    try:
-        cache = trt_config.create_timing_cache(data)
-    except (RuntimeError, TypeError, ValueError) as e:  # the bindings raise on bytes they cannot parse
-        cache, why = None, str(e)
-    else:
-        why = "TensorRT could not read it"
-    if cache is None and data:
-        assert path is not None
-        quarantine(path, why)
-        cache = trt_config.create_timing_cache(b"")
-    return cache
-
-
-def _attach_cache(trt_config: Any, path: Path) -> None:
-    with _locked(path):
-        cache = _cache_from(trt_config, path)
-        if not trt_config.set_timing_cache(cache, False):  # a cache from another GPU or TensorRT version
-            quarantine(path, "built on another GPU or TensorRT version")
-            trt_config.set_timing_cache(trt_config.create_timing_cache(b""), False)
-
-
-def _save_cache(trt_config: Any, path: Path) -> None:
-    cache = trt_config.get_timing_cache()  # the one the build filled
-    with _locked(path):
-        on_disk = _cache_from(trt_config, path)  # another build may have saved since ours started
-        if on_disk is not None:
-            cache.combine(on_disk, False)
-        write_bytes_atomic(path, bytes(cache.serialize()))
-
-
-# --- fidelity -----------------------------------------------------------------------------------------
-def fidelity(reference: Any, candidate: Any, inputs: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
-    """Worst cosine and max abs error per output, plus top-1 agreement for ``(batch, classes)`` outputs.
-
-    Args:
-        reference, candidate: feeds -> ``{output name: array}`` functions (the parent and the compiled model).
-        inputs: ``{sample name: feeds}``, e.g. from :func:`~edgeformer.exporters.parity.parity_inputs`.
-    """
-    from .parity import compare
-
-    stats: dict[str, dict[str, Any]] = {}
-    for feeds in inputs.values():
-        want, got = reference(feeds), candidate(feeds)
-        for name, ref in want.items():
-            s = stats.setdefault(name, {"cosine": 1.0, "max_abs": 0.0, "agree": 0, "rows": 0, "problem": ""})
-            max_abs, _, cosine, problem = compare(ref, got[name]) if name in got else (np.inf, 0, -1.0, "missing")
-            s["cosine"], s["max_abs"] = min(s["cosine"], cosine), max(s["max_abs"], max_abs)
-            s["problem"] = s["problem"] or problem
-            if not problem and ref.ndim == 2 and ref.shape[1] > 1:
-                s["agree"] += int((ref.argmax(1) == np.asarray(got[name]).argmax(1)).sum())
-                s["rows"] += ref.shape[0]
-    out = {}
-    for name, s in stats.items():
-        out[name] = {"cosine": s["cosine"], "max_abs": s["max_abs"]}
-        out[name]["top1_agreement"] = s["agree"] / s["rows"] if s["rows"] else None
-        if s["problem"]:
-            out[name]["problem"] = s["problem"]
-    return {
-        "samples": list(inputs),
-        "outputs": out,
-        "min_cosine": min((o["cosine"] for o in out.values()), default=1.0),
-    }
-
-
 # --- the build ------------------------------------------------------------------------------------------
 def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, overwrite: bool = False) -> Artifact:
     """Build a TensorRT engine from an ONNX artifact and write it as a new ``tensorrt`` artifact.
@@ -499,7 +393,7 @@ def _build(
             opt_profile.set_shape(p.name, p.min, p.opt, p.max)
         bconfig.add_optimization_profile(opt_profile)
     if config.timing_cache is not None:
-        _attach_cache(bconfig, config.timing_cache)
+        attach_timing_cache(bconfig, config.timing_cache)
     plan_bytes = builder.build_serialized_network(network, bconfig)
     if plan_bytes is None:
         raise ModelFileError(
@@ -508,7 +402,7 @@ def _build(
             "--workspace-mb or lower --max-batch."
         )
     if config.timing_cache is not None:
-        _save_cache(bconfig, config.timing_cache)
+        save_timing_cache(bconfig, config.timing_cache)
     return bytes(plan_bytes)
 
 
@@ -548,7 +442,7 @@ __all__ = [
     "check_source",
     "compile_tensorrt",
     "describe_parser_errors",
-    "fidelity",
+    "fidelity",  # lives in .parity; re-exported for existing imports
     "optimization_profile",
     "qdq_problems",
     "to_fp16",

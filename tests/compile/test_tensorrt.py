@@ -32,7 +32,7 @@ from edgeformer.errors import (
     OutputExistsError,
 )
 from edgeformer.exporters import tensorrt as trt_export
-from edgeformer.exporters.parity import ort_runner, parity_inputs
+from edgeformer.exporters.parity import fidelity, ort_runner, parity_inputs
 from edgeformer.exporters.tensorrt import (
     BuildPlan,
     InputProfile,
@@ -41,13 +41,11 @@ from edgeformer.exporters.tensorrt import (
     check_source,
     compile_tensorrt,
     describe_parser_errors,
-    fidelity,
     optimization_profile,
     qdq_problems,
-    quarantine,
     to_fp16,
-    write_bytes_atomic,
 )
+from edgeformer.exporters.tensorrt_cache import quarantine, write_bytes_atomic
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import get_backend
 from edgeformer.runtimes import tensorrt as trt_runtime
@@ -491,6 +489,11 @@ def test_fidelity_reports_a_wrong_model():
     assert report["min_cosine"] == pytest.approx(-1.0)
     assert report["outputs"]["logits"]["top1_agreement"] < 0.5
     assert fidelity(ref, lambda f: {}, feeds)["outputs"]["logits"]["problem"] == "missing"
+
+
+def test_names_moved_out_of_the_module_stay_importable_from_it():
+    assert trt_export.fidelity is fidelity
+    assert (trt_export.quarantine, trt_export.write_bytes_atomic) == (quarantine, write_bytes_atomic)
 
 
 # --- timing cache files and parser messages -------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgeformer.errors import ModelFileError, ParityError
-from edgeformer.exporters.parity import check_parity, compare, ort_runner, parity_inputs
+from edgeformer.exporters.parity import check_parity, compare, fidelity, ort_runner, parity_inputs
 
 
 def test_compare_is_relative_to_the_output_scale():
@@ -77,3 +77,13 @@ def test_ort_runner_names_the_op_onnxruntime_cannot_run(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), tmp_path / "m.onnx")
     with pytest.raises(ModelFileError, match=r"onnxruntime .* cannot load it: .*Frobnicate"):
         ort_runner(tmp_path / "m.onnx")
+
+
+def test_fidelity_keeps_each_outputs_worst_sample_and_pools_top1_over_rows():
+    ref = {"logits": np.array([[1.0, 0.0], [0.0, 1.0]]), "vec": np.ones(3)}
+    outs = iter([dict(ref), {"logits": ref["logits"][:, ::-1], "vec": np.ones(3)}])
+    report = fidelity(lambda f: ref, lambda f: next(outs), {"s0": {}, "s1": {}})
+    assert report["samples"] == ["s0", "s1"] and report["min_cosine"] == pytest.approx(0.0)
+    logits, vec = report["outputs"]["logits"], report["outputs"]["vec"]
+    assert logits["cosine"] == pytest.approx(0.0) and logits["max_abs"] == 1.0 and logits["top1_agreement"] == 0.5
+    assert vec == {"cosine": pytest.approx(1.0), "max_abs": 0.0, "top1_agreement": None}  # 1-D: no top-1
