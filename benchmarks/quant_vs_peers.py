@@ -78,7 +78,7 @@ def cosine(a, b) -> float:
 def compare_model(name: str, tmp: Path, args) -> dict:
     from edgeformer.exporters import export
     from edgeformer.models import get_spec
-    from edgeformer.profiling.bench import quantize_static_defaults
+    from edgeformer.profiling.bench_rows import quantize_static_defaults
     from edgeformer.quant.placement import SearchConfig, quantize_search
 
     t0 = time.monotonic()

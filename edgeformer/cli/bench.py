@@ -1,4 +1,4 @@
-"""``edgeformer bench``: export, then time every target available here, in one table."""
+"""``edgeformer bench``: export, build every target available here, time it and check it against PyTorch."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..errors import PartialFailureError
 from .common import (
@@ -19,6 +20,7 @@ from .common import (
     VerboseOpt,
     command,
     console,
+    err_console,
     fmt_ms,
     print_json,
     setup_logging,
@@ -28,11 +30,25 @@ from .common import (
 _ICON = {"ok": "✅", "skipped": "⏭", "failed": "❌"}
 
 
-def _note(row) -> str:
-    """Failed/skipped: the reason. Ok: what the row is (its first clause, e.g. "ORT quantize_static defaults")."""
+def _split(values: list[str] | None) -> tuple[str, ...] | None:
+    """Repeatable and comma-separated: ``--targets onnx,openvino --targets ort``."""
+    if not values:
+        return None
+    return tuple(v.strip().lower() for item in values for v in item.split(",") if v.strip())
+
+
+_NOTE_WIDTH = 60
+
+
+def _note(row, footnotes: list[str]) -> str:
+    """What the row is (its first clause) or, failed/skipped, why; a long reason goes to a numbered footnote."""
     if row.status != "ok":
-        return row.reason
-    what = row.reason.split(";")[0] if row.reason else ""
+        if len(row.reason) <= _NOTE_WIDTH:
+            return row.reason
+        footnotes.append(f"[{len(footnotes) + 1}] {row.name}: {row.reason}")
+        return row.reason[: _NOTE_WIDTH - 8].rsplit(" ", 1)[0] + f"… [{len(footnotes)}]"
+    what = row.reason.split(";")[0].split(". ")[0] if row.reason else ""
+    what = ("peer. " if row.peer else "") + what
     return f"{what} (unstable timing)" if row.stable is False else what
 
 
@@ -40,14 +56,33 @@ def _note(row) -> str:
 def bench_cmd(
     model: ModelArg,
     out: OutOpt = None,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--targets",
+            help="Targets to bench, repeatable or comma-separated: pytorch, onnx (plain ORT), ort (ORT-optimized), "
+            "openvino, tensorrt, coreml. Default: all; those that cannot run here show ⏭ with the reason.",
+        ),
+    ] = None,
+    precisions: Annotated[
+        list[str] | None,
+        typer.Option("--precisions", help="Precisions, repeatable or comma-separated: fp32, fp16, bf16, int8."),
+    ] = None,
+    calib: Annotated[
+        str | None,
+        typer.Option(
+            help="Real samples (image/wav folder, .npy/.npz) for the INT8 rows' calibration and the parity check "
+            "(held-out ones). Default: synthetic inputs, which say nothing about accuracy."
+        ),
+    ] = None,
+    min_cosine: Annotated[
+        float, typer.Option("--min-cosine", min=0.0, max=1.0, help="Fidelity bar vs PyTorch for the ★ marker.")
+    ] = 0.999,
     threads: ThreadsOpt = None,
     batch: BatchOpt = 1,
     resolution: ResolutionOpt = None,
     rows: Annotated[
-        list[str] | None, typer.Option("--rows", help="Only these rows, repeatable (e.g. onnx-fp32-ort).")
-    ] = None,
-    calib: Annotated[
-        str | None, typer.Option(help="Calibration data for the INT8 rows (folder, .npz); default: synthetic.")
+        list[str] | None, typer.Option("--rows", help="Only these rows by name, repeatable (e.g. onnx-int8-ort).")
     ] = None,
     min_time: Annotated[float, typer.Option("--min-time", min=0.01, help="Seconds of timed calls per row.")] = 2.0,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before each row's timing.")] = 10,
@@ -55,47 +90,78 @@ def bench_cmd(
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export MODEL and time it on every backend available here: one row per format × precision.
+    """Export MODEL, build it for every target × precision available here and time each: one table.
 
-    The report folder keeps every artifact plus bench.json and bench.md. A failing row does not stop
-    the others; the exit code is 7 when some rows failed.
+    Each row shows status (✅ ran, ⏭ cannot run here and why, ❌ failed and the error), file size,
+    parity vs PyTorch (worst cosine, top-1 agreement), p50/p90 latency, FPS and the tool versions.
+    ★ marks the fastest row whose cosine vs PyTorch meets --min-cosine. Rows marked "peer" are what
+    you get without edgeformer (eager PyTorch, plain ORT, quantize_static defaults, OpenVINO, NNCF).
 
-    Example: edgeformer bench efficientformer_l1 --threads 2
+    The report folder (--out, default bench-MODEL) keeps every artifact plus bench.md, bench.json and
+    bench.png (latency vs fidelity). A failing row does not stop the others; the exit code is 7 when
+    some rows failed.
+
+    Examples:
+
+      edgeformer bench efficientformer_l1 --threads 2
+
+      edgeformer bench shvit_s1 --targets onnx,openvino --precisions int8 --calib images/ --out bench-s1
     """
     from ..models import get_spec
     from ..profiling.bench import BenchConfig, bench
 
     setup_logging(verbose)
     get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows
-    config = BenchConfig(min_time_s=min_time, warmup=warmup, rows=tuple(rows) if rows else None)
+    config = BenchConfig(
+        min_time_s=min_time, warmup=warmup, rows=_split(rows), targets=_split(targets),
+        precisions=_split(precisions), min_cosine=min_cosine,
+    )  # fmt: skip
     out = out or Path(f"bench-{model}")
-    with console.status(f"bench {model}: exporting and timing…", spinner="dots"):
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    # the bar goes to stderr: stdout stays the table (or the JSON) alone
+    with Progress(*columns, console=err_console, transient=True, disable=json_out) as bar:
+        task = bar.add_task(f"bench {model}", total=None)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"bench {model}: {name or 'writing report'}")
+
         report = bench(model, out=out, resolution=resolution, batch=batch, threads=threads, config=config,
-                       overwrite=overwrite, calib=calib)  # fmt: skip
+                       overwrite=overwrite, calib=calib, progress=progress)  # fmt: skip
     if json_out:
         print_json(report)
     else:
-        fastest = report.fastest_ok()
-        cols = ("", "format", "precision", "backend", "size MB", "parity cos", "p50 ms", "p90 ms", "FPS", "note")
+        best = report.best()
+        footnotes: list[str] = []
+        cols = ("", "row", "precision", "backend", "size MB", "cos vs torch", "top-1", "p50 ms", "p90 ms", "FPS",
+                "tools", "note")  # fmt: skip
         body = [
             (
-                _ICON[r.status] + (" ★" if r is fastest else ""),
-                r.format,
+                _ICON[r.status] + (" ★" if r is best else ""),
+                r.name,
                 r.precision,
                 r.backend,
                 None if r.size_mb is None else f"{r.size_mb:.1f}",
                 None if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
+                None if r.top1_agreement is None else f"{r.top1_agreement:.3f}",
                 fmt_ms(r.p50_ms),
                 fmt_ms(r.p90_ms),
                 None if r.fps is None else f"{r.fps:.1f}",
-                _note(r),
+                " ".join(f"{k} {v}" for k, v in r.versions.items()),
+                _note(r, footnotes),
             )
             for r in report.rows
         ]
         console.print(table(f"bench {report.model} · {report.device.get('cpu_model')}", cols, body))
-        console.print(f"report: {Path(report.out) / 'bench.md'}  (★ = fastest row that ran)")
+        for line in footnotes:
+            console.print(line, markup=False)
+        console.print(f"parity vs PyTorch on {report.parity_on or 'n/a'}")
+        if best is None:
+            console.print(f"no row reached cosine ≥ {config.min_cosine} vs PyTorch")
+        console.print(f"report: {Path(report.out) / 'bench.md'} and bench.png  (★ = fastest row with cosine ≥ "
+                      f"{config.min_cosine} vs PyTorch)")  # fmt: skip
     if report.failed:
         raise PartialFailureError(
             f"{len(report.failed)} of {len(report.rows)} rows failed: "
-            + "; ".join(f"{r.format}/{r.precision}: {r.reason}" for r in report.failed)
+            + "; ".join(f"{r.name}: {r.reason}" for r in report.failed)
         )

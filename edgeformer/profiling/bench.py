@@ -1,19 +1,24 @@
-"""The bench pipeline: export a model, profile it on every backend here, one table row per target.
+"""The bench pipeline: export a model, build and time every target here, one table row per target x precision.
 
-Rows are data. Each target is a :class:`RowProducer` in :data:`ROW_PRODUCERS` (one per
-format x precision x backend) whose function takes the shared :class:`BenchContext` and returns a
-:class:`BenchRow` or raises. A producer that raises gives a ``failed`` row (``skipped`` when the
-backend or extra is unavailable here) and the others still run. Later targets (INT8, compiled
-engines) are one function and one table entry each; they reuse the FP32 export through
-:meth:`BenchContext.onnx_fp32`.
+Rows are data. Each target is a :class:`RowProducer` (in :data:`edgeformer.profiling.bench_rows.ROW_PRODUCERS`,
+one per target x precision x backend) whose function takes the shared :class:`BenchContext` and returns
+a :class:`BenchRow` or raises. A producer that raises gives a ``failed`` row (``skipped`` when the
+backend, extra or hardware is missing here) and the others still run.
 
-The report folder holds ``bench.json``, ``bench.md`` and every artifact the producers wrote.
+Every row that ran is checked against PyTorch on the same inputs (:meth:`BenchContext.parity`): the
+cosine of the outputs and top-1 agreement, on held-out calibration samples when ``calib`` is given,
+else on seeded random inputs. The table's marker goes to the fastest row that meets the fidelity bar
+(``BenchConfig.min_cosine``), not merely the fastest one: a fast row that computes something else is
+not a result.
+
+The report folder holds ``bench.json``, ``bench.md``, ``bench.png`` (latency vs fidelity) and every
+artifact the producers wrote.
 
 Example::
 
-    report = bench("efficientformer_l1", out="build/bench-l1", threads=2)
+    report = bench("efficientformer_l1", out="build/bench-l1", threads=2, config=BenchConfig(targets=("onnx",)))
     print(report.to_markdown())
-    best = report.fastest_ok()
+    best = report.best()
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..artifact import Artifact, TensorSpec, now_iso, write_json_atomic
-from ..errors import BackendUnavailableError, ConfigError, EdgeformerError, OutputExistsError
+import numpy as np
+
+from ..artifact import Artifact, now_iso, write_json_atomic
+from ..errors import BackendUnavailableError, ConfigError, EdgeformerError, OutputExistsError, did_you_mean
 from . import build_feeds, profile
 from .device import device_card
 from .harness import LatencyStats, ProfileConfig, measure
@@ -35,13 +42,20 @@ from .harness import LatencyStats, ProfileConfig, measure
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "skipped", "failed"]
+TARGETS = ("pytorch", "onnx", "ort", "openvino", "tensorrt", "coreml")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# the bar a row must meet to be marked: int8 of a trained model typically measures 0.999+ vs fp32
+DEFAULT_MIN_COSINE = 0.999
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    """Timing settings shared by every row (batch, threads and resolution are arguments of :func:`bench`).
+    """Timing, selection and fidelity settings shared by every row.
 
-    ``rows`` selects producers by name (``"onnx-fp32-ort"``); ``None`` runs them all.
+    Batch, threads and resolution are arguments of :func:`bench`. ``rows`` selects producers by name
+    (``"onnx-fp32-ort"``); ``targets`` and ``precisions`` by target (``"openvino"``) and precision
+    (``"int8"``); ``None`` means all. ``min_cosine`` is the fidelity bar of the marker and
+    ``parity_samples`` the number of inputs (batches) each row is compared with PyTorch on.
     """
 
     warmup: int = 10
@@ -51,6 +65,28 @@ class BenchConfig:
     seed: int = 0
     max_rel_spread: float = 0.10
     rows: tuple[str, ...] | None = None
+    targets: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    min_cosine: float = DEFAULT_MIN_COSINE
+    parity_samples: int = 8
+
+    def __post_init__(self) -> None:
+        from ..exporters.parity import min_cosine_problem
+
+        problems = []
+        for name, known in (("targets", TARGETS), ("precisions", PRECISIONS)):
+            for value in getattr(self, name) or ():
+                if value not in known:
+                    problems.append(
+                        f"unknown --{name[:-1]} {value!r}{did_you_mean(value, known)}; choose from {', '.join(known)}"
+                    )
+        if problem := min_cosine_problem(self.min_cosine):
+            problems.append(problem)
+        n = self.parity_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            problems.append(f"parity_samples must be an int >= 1, got {n!r}")
+        if problems:
+            raise ConfigError("invalid bench settings: " + "; ".join(problems) + ".")
 
     def profile_config(self, *, batch: int, threads: int | None, resolution: int | None) -> ProfileConfig:
         return ProfileConfig(
@@ -68,23 +104,44 @@ class BenchConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class BenchRow:
-    """One target of the bench table. Figures are ``None`` where they do not apply or the row did not run."""
+    """One target of the bench table. Figures are ``None`` where they do not apply or the row did not run.
 
+    ``parity_cosine`` is the worst sample's cosine vs PyTorch and ``top1_agreement`` the share of samples
+    with PyTorch's arg-max class (classifiers only); ``peer`` marks a baseline a user gets without
+    edgeformer (plain ORT, ``quantize_static`` defaults, NNCF, eager PyTorch); ``versions`` the tools that
+    built and ran the row.
+    """
+
+    name: str
+    target: str
     format: str
     precision: str
     backend: str
     status: Status
     reason: str = ""
+    peer: bool = False
     size_mb: float | None = None
-    parity_cosine: float | None = None  # worst output's cosine vs PyTorch, from the export's parity report
+    parity_cosine: float | None = None
+    top1_agreement: float | None = None
+    parity_samples: int | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
     fps: float | None = None
     stable: bool | None = None
     artifact_path: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def meets(self, min_cosine: float) -> bool:
+        """Ran, was timed, and its outputs agree with PyTorch at ``min_cosine`` or better."""
+        return (
+            self.status == "ok"
+            and self.p50_ms is not None
+            and self.parity_cosine is not None
+            and self.parity_cosine >= min_cosine
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,20 +156,26 @@ class BenchReport:
     resolution: int | None
     config: BenchConfig
     out: str
+    parity_on: str = ""
     created: str = field(default_factory=now_iso)
 
     @property
     def failed(self) -> tuple[BenchRow, ...]:
-        """Rows that failed (the CLI exits 7 when some, not all, did)."""
+        """Rows that failed (the CLI exits 7 when some did)."""
         return tuple(r for r in self.rows if r.status == "failed")
 
+    def best(self) -> BenchRow | None:
+        """The fastest row that meets the fidelity bar (``config.min_cosine`` vs PyTorch), or ``None``."""
+        ok = [r for r in self.rows if r.meets(self.config.min_cosine)]
+        return min(ok, key=lambda r: r.p50_ms) if ok else None
+
     def fastest_ok(self) -> BenchRow | None:
-        """The ``ok`` row with the lowest p50, or ``None`` when no row succeeded."""
+        """The ``ok`` row with the lowest p50 whatever its fidelity, or ``None`` when no row ran."""
         ok = [r for r in self.rows if r.status == "ok" and r.p50_ms is not None]
         return min(ok, key=lambda r: r.p50_ms) if ok else None
 
     def to_dict(self) -> dict[str, Any]:
-        fastest = self.fastest_ok()
+        best, fastest = self.best(), self.fastest_ok()
         return {
             "model": self.model,
             "created": self.created,
@@ -121,7 +184,9 @@ class BenchReport:
             "resolution": self.resolution,
             "config": dataclasses.asdict(self.config),
             "device": self.device,
+            "parity_on": self.parity_on,
             "rows": [r.to_dict() for r in self.rows],
+            "best": best.name if best else None,
             "fastest": fastest.to_dict() if fastest else None,
             "out": self.out,
         }
@@ -131,28 +196,36 @@ class BenchReport:
             return "-" if v is None else format(v, fmt)
 
         threads = self.threads if self.threads is not None else "default"
+        best = self.best()
         lines = [
             f"# bench: {self.model}",
             "",
             f"batch {self.batch} · threads {threads} · resolution {self.resolution or 'published'} · "
             f"device `{self.device.get('device_id')}` ({self.device.get('cpu_model')}) · {self.created}",
             "",
-            "| format | precision | backend | status | size MB | parity cos | p50 ms | p90 ms | fps | note |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+            f"Parity vs PyTorch on {self.parity_on or 'n/a'}; ★ = fastest row with cosine ≥ {self.config.min_cosine}.",
+            "",
+            "| | row | precision | backend | status | size MB | cos vs torch | top-1 agree | p50 ms | p90 ms | fps "
+            "| tools | note |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for r in self.rows:
             note = r.reason.replace("|", "\\|").replace("\n", " ")
             if r.status == "ok" and r.stable is False:
                 note = f"UNSTABLE timing. {note}".strip()
+            if r.peer:
+                note = f"peer. {note}".strip()
+            tools = ", ".join(f"{k} {v}" for k, v in r.versions.items())
             lines.append(
-                f"| {r.format} | {r.precision} | {r.backend} | {r.status} | {num(r.size_mb, '.2f')} | "
-                f"{num(r.parity_cosine, '.6f')} | {num(r.p50_ms, '.3f')} | {num(r.p90_ms, '.3f')} | "
-                f"{num(r.fps, '.1f')} | {note} |"
+                f"| {'★' if r is best else ''} | {r.name} | {r.precision} | {r.backend} | {r.status} | "
+                f"{num(r.size_mb, '.2f')} | {num(r.parity_cosine, '.6f')} | {num(r.top1_agreement, '.3f')} | "
+                f"{num(r.p50_ms, '.3f')} | {num(r.p90_ms, '.3f')} | {num(r.fps, '.1f')} | {tools} | {note} |"
             )
-        fastest = self.fastest_ok()
-        if fastest is not None:
-            lines += ["", f"Fastest: {fastest.format}/{fastest.precision} on {fastest.backend}, "
-                      f"p50 {fastest.p50_ms:.3f} ms."]  # fmt: skip
+        lines.append("")
+        if best is not None:
+            lines.append(f"Fastest meeting the bar: {best.name} on {best.backend}, p50 {best.p50_ms:.3f} ms.")
+        else:
+            lines.append(f"No row ran with cosine ≥ {self.config.min_cosine} vs PyTorch.")
         return "\n".join(lines) + "\n"
 
 
@@ -170,6 +243,10 @@ class BenchContext:
     example_inputs: tuple[Any, ...] | None = None
     calib: Any = None  # calibration data of the INT8 rows; None: synthetic (pipeline check, says so in the row)
     _made: dict[str, Artifact | BaseException] = field(default_factory=dict)
+    _torch: tuple[Any, tuple[Any, ...]] | BaseException | None = None
+    _parity_feeds: list[dict[str, np.ndarray]] | None = None
+    _reference: list[list[np.ndarray]] | BaseException | None = None
+    parity_on: str = ""
 
     @property
     def model_name(self) -> str:
@@ -202,18 +279,37 @@ class BenchContext:
             self.model, fmt="onnx", out=dest, overwrite=True, example_inputs=self.example_inputs, config=config
         )
 
+    def torch_model(self) -> tuple[Any, tuple[Any, ...]]:
+        """The fused eval-mode PyTorch model and its timing inputs (built once)."""
+        if self._torch is None:
+            try:
+                self._torch = _torch_model_and_inputs(self)
+            except Exception as e:
+                self._torch = e
+        if isinstance(self._torch, BaseException):
+            raise self._torch
+        return self._torch
+
     def profile_row(self, artifact: Artifact, *, backend: str) -> BenchRow:
-        """Profile ``artifact`` on ``backend`` and turn the result into an ``ok`` row."""
+        """Profile ``artifact`` on ``backend``, check it against PyTorch, and return an ``ok`` row."""
         result = profile(artifact, self.profile_config, backend=backend)
         lat = result.latency
+        reason = "" if lat.stable else str(lat.unstable_reason)
+        fid, problem = self.parity(artifact, backend)
+        if problem:
+            reason = f"{reason}; parity vs PyTorch not measured: {problem}".strip("; ")
         return BenchRow(
+            name="",  # set by the driver from the producer
+            target="",
             format=artifact.format,
             precision=artifact.precision,
             backend=backend,
             status="ok",
-            reason="" if lat.stable else str(lat.unstable_reason),
+            reason=reason,
             size_mb=result.size_bytes / 1e6,
-            parity_cosine=parity_cosine(artifact.manifest.extra.get("parity")),
+            parity_cosine=None if fid is None else fid.cosine_min,
+            top1_agreement=None if fid is None else fid.top1_agreement,
+            parity_samples=None if fid is None else fid.samples,
             p50_ms=lat.p50_ms,
             p90_ms=lat.p90_ms,
             fps=lat.throughput,
@@ -221,109 +317,87 @@ class BenchContext:
             artifact_path=str(artifact.path),
         )
 
+    def parity(self, artifact: Artifact, backend: str) -> tuple[Any, str]:
+        """``(Fidelity vs PyTorch, "")`` for ``artifact`` run on ``backend``, or ``(None, why not)``.
+
+        A parity failure does not fail the row (the timing is still a fact); the row says why it has no
+        cosine, and without one it can never get the fidelity marker.
+        """
+        from ..quant.fidelity import compare_outputs
+        from ..runtimes import Session
+
+        try:
+            feeds = self._feeds_for(artifact)
+            reference = self._reference_outputs(feeds, [t.name for t in artifact.manifest.inputs])
+            with Session(artifact, backend=backend, threads=self.threads) as session:
+                names = [o.name for o in session.outputs]
+                outputs = [[np.asarray(out[n]) for n in names] for out in map(session.run, feeds)]
+            return compare_outputs(reference, outputs, on=self.parity_on), ""
+        except Exception as e:
+            log.info("parity of %s on %s not measured", artifact.path, backend, exc_info=True)
+            return None, f"{type(e).__name__}: {e}"
+
+    def _feeds_for(self, artifact: Artifact) -> list[dict[str, np.ndarray]]:
+        """The parity inputs, made once and shared by every row so that each is judged on the same data.
+
+        With ``calib``: the calibration split's held-out samples (the INT8 rows never calibrated on them,
+        and ``QuantConfig``'s seeded split makes them the same ones the quantizer held out). Without:
+        seeded standard-normal inputs shaped from the artifact's manifest.
+        """
+        if self._parity_feeds is None:
+            inputs = artifact.manifest.inputs
+            n = self.config.parity_samples
+            if self.calib is not None:
+                from ..quant import QuantConfig, open_calibration
+
+                data = open_calibration(self.calib, inputs=inputs, preprocessing=artifact.manifest.preprocessing,
+                                        config=QuantConfig(fidelity_samples=n))  # fmt: skip
+                self._parity_feeds = list(data.holdout)[:n]
+                self.parity_on = f"{len(self._parity_feeds)} held-out samples of {data.summary.source}"
+            else:
+                self._parity_feeds = [
+                    build_feeds(inputs, batch=self.batch, resolution=self.resolution, seed=self.config.seed + 1 + i)
+                    for i in range(n)
+                ]
+                self.parity_on = f"{n} seeded random inputs (pass --calib for real samples and a meaningful top-1)"
+            if not self._parity_feeds:
+                raise ConfigError(f"{self.calib}: no held-out samples to check parity on; give more samples.")
+        return self._parity_feeds
+
+    def _reference_outputs(self, feeds: list[dict[str, np.ndarray]], names: list[str]) -> list[list[np.ndarray]]:
+        """PyTorch's outputs on the parity feeds (computed once)."""
+        if self._reference is None:
+            try:
+                import torch
+
+                model, _ = self.torch_model()
+                with torch.inference_mode():
+                    self._reference = [
+                        _flatten(model(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names))) for f in feeds
+                    ]
+            except Exception as e:
+                self._reference = e
+        if isinstance(self._reference, BaseException):
+            raise self._reference
+        return self._reference
+
 
 @dataclass(frozen=True)
 class RowProducer:
-    """One bench target: ``run(ctx)`` returns its :class:`BenchRow` or raises."""
+    """One bench target: ``run(ctx)`` returns its :class:`BenchRow` or raises.
+
+    ``target`` is what ``--targets`` selects (``pytorch``, ``onnx``, ``ort``, ``openvino``, ``tensorrt``,
+    ``coreml``); ``tools`` the Python distributions whose versions the row reports; ``peer`` marks a
+    baseline a user gets without edgeformer.
+    """
 
     name: str
-    format: str
+    target: str
     precision: str
     backend: str
     run: Callable[[BenchContext], BenchRow]
-
-
-def _onnx_fp32_ort(ctx: BenchContext) -> BenchRow:
-    return ctx.profile_row(ctx.onnx_fp32(), backend="ort")
-
-
-def _pytorch_eager(ctx: BenchContext) -> BenchRow:
-    """PyTorch eager, fused, same seeded input and thread count: the reference the exports are judged against."""
-    model, inputs = _torch_model_and_inputs(ctx)
-    stats = time_torch(model, inputs, ctx.profile_config)
-    n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    return BenchRow(
-        format="pytorch",
-        precision="fp32",
-        backend="eager",
-        status="ok",
-        reason="size = weights in memory" + ("" if stats.stable else f"; {stats.unstable_reason}"),
-        size_mb=n_bytes / 1e6,
-        p50_ms=stats.p50_ms,
-        p90_ms=stats.p90_ms,
-        fps=stats.throughput,
-        stable=stats.stable,
-    )
-
-
-def _onnx_int8_ort(ctx: BenchContext) -> BenchRow:
-    """edgeformer INT8: the transformer-aware plan refined by the latency-aware placement search, on ORT CPU."""
-    from ..quant.placement import SearchConfig, quantize_search
-
-    fp32 = ctx.onnx_fp32()
-    search = SearchConfig(threads=ctx.threads or 2, time_budget_s=60.0, max_candidates=12, max_sensitivity_groups=0)
-    art = ctx.artifact(
-        "onnx-int8",
-        lambda dest: quantize_search(fp32, calib=ctx.calib or "synthetic", out=dest, overwrite=True, search=search),
-    )
-    return _int8_row(ctx, art, "edgeformer placement")
-
-
-def _onnx_int8_ort_static_defaults(ctx: BenchContext) -> BenchRow:
-    """The peer: ``onnxruntime.quantization.quantize_static`` with its defaults, same calibration data."""
-    fp32 = ctx.onnx_fp32()
-    art = ctx.artifact("onnx-int8-static-defaults", lambda dest: quantize_static_defaults(fp32, ctx.calib, dest))
-    return _int8_row(ctx, art, "ORT quantize_static defaults")
-
-
-def _int8_row(ctx: BenchContext, art: Artifact, what: str) -> BenchRow:
-    row = ctx.profile_row(art, backend="ort")
-    fid = art.manifest.extra.get("fidelity", {})
-    calib = art.manifest.extra.get("calibration", {}).get("source", "?")
-    note = f"{what}; cosine vs ONNX FP32 on {fid.get('samples', '?')} {fid.get('on', 'samples')}; calib {calib}"
-    return dataclasses.replace(row, parity_cosine=fid.get("cosine_min"), reason=f"{note}. {row.reason}".strip(". "))
-
-
-def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact:
-    """Quantize ``fp32`` with ``quantize_static``'s defaults (QDQ, s8/s8, per-tensor, every op type) as an artifact.
-
-    The comparison point for edgeformer's recipe: what a user gets from ORT without tuning. Calibrated on
-    the same samples (``calib``, synthetic when ``None``) and checked against FP32 on the same held-out ones.
-    """
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import quantize_static
-
-    from ..artifact import ArtifactWriter
-    from ..quant import QuantConfig, open_calibration
-    from ..quant.fidelity import compare_outputs
-    from ..quant.ort_adapter import preprocess, run_model
-
-    config = QuantConfig()
-    data = open_calibration(calib or "synthetic", inputs=fp32.manifest.inputs,
-                            preprocessing=fp32.manifest.preprocessing, config=config)  # fmt: skip
-    with ArtifactWriter(dest, overwrite=True, inputs=[fp32.path]) as w, tempfile.TemporaryDirectory() as tmp:
-        pre = preprocess(fp32.model_path, Path(tmp) / "pre.onnx", dataclasses.replace(config, fuse_gelu=False))
-        data.reader.rewind()
-        quantize_static(str(pre), str(w.dir / "model.onnx"), data.reader)
-        fid = compare_outputs(run_model(fp32.model_path, data.holdout), run_model(w.dir / "model.onnx", data.holdout))
-        onnx.checker.check_model(str(w.dir / "model.onnx"))
-        manifest = dataclasses.replace(
-            fp32.manifest, precision="int8", main_file="model.onnx", step="quantize", parent_sha=fp32.sha, files={},
-            created="", tool_versions={}, step_config={"peer": "onnxruntime.quantization.quantize_static defaults"},
-            extra={"fidelity": fid.to_dict(), "calibration": data.summary.to_dict()},
-        )  # fmt: skip
-        return w.commit(manifest)
-
-
-# The bench table. Add a target by writing one producer function and one line here.
-ROW_PRODUCERS: tuple[RowProducer, ...] = (
-    RowProducer("onnx-fp32-ort", "onnx", "fp32", "ort", _onnx_fp32_ort),
-    RowProducer("pytorch-fp32-eager", "pytorch", "fp32", "eager", _pytorch_eager),
-    RowProducer("onnx-int8-ort", "onnx", "int8", "ort", _onnx_int8_ort),
-    RowProducer("onnx-int8-ort-static-defaults", "onnx", "int8", "ort", _onnx_int8_ort_static_defaults),
-)
+    tools: tuple[str, ...] = ()
+    peer: bool = False
 
 
 def bench(
@@ -338,28 +412,36 @@ def bench(
     overwrite: bool = False,
     producers: Sequence[RowProducer] | None = None,
     calib: Any = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> BenchReport:
-    """Export ``model`` and time every target in the bench table on this machine.
+    """Export ``model``, build every selected target and time it on this machine.
 
     Args:
         model: a zoo model name or a ``torch.nn.Module`` (then pass ``example_inputs``).
-        out: report folder; gets ``bench.json``, ``bench.md`` and one sub-folder per artifact.
+        out: report folder; gets ``bench.json``, ``bench.md``, ``bench.png`` and one sub-folder per artifact.
         resolution: input side for image models (default: the published one).
         batch: batch size of the timed inputs.
         threads: intra-op threads for every backend, PyTorch included (``None``: each one's default).
-        config: timing settings and the row selection.
+        config: timing settings, the row selection and the fidelity bar.
         example_inputs: torch example inputs, needed for a user module.
         overwrite: replace an existing report in ``out``.
-        producers: the targets to run (default :data:`ROW_PRODUCERS`, filtered by ``config.rows``).
-        calib: calibration data of the INT8 rows (a folder or ``.npz``); synthetic inputs when ``None``.
+        producers: the targets to run (default :data:`~edgeformer.profiling.bench_rows.ROW_PRODUCERS`,
+            filtered by ``config``).
+        calib: calibration data of the INT8 rows and the parity check (a folder or ``.npz``); synthetic
+            inputs when ``None``.
+        progress: called as ``progress(done, total, row_name)`` before each row and once at the end.
 
     Returns:
         A :class:`BenchReport`; failed and skipped rows carry their reason.
     """
+    if producers is None:
+        from .bench_rows import ROW_PRODUCERS
+
+        producers = ROW_PRODUCERS
     out = Path(out)
     if (out / "bench.json").exists() and not overwrite:
         raise OutputExistsError(f"{out} already holds a bench report; pass --overwrite or choose another --out.")
-    table = _select(producers if producers is not None else ROW_PRODUCERS, config.rows)
+    table = select(producers, config)
     ctx = BenchContext(
         model=model, out=out, batch=batch, threads=threads, resolution=resolution, config=config,
         # built here so that a bad batch/threads/resolution fails before any export starts
@@ -367,7 +449,13 @@ def bench(
         example_inputs=example_inputs, calib=calib,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    rows = [_run_producer(p, ctx) for p in table]
+    rows = []
+    for i, producer in enumerate(table):
+        if progress is not None:
+            progress(i, len(table), producer.name)
+        rows.append(_run_producer(producer, ctx))
+    if progress is not None:
+        progress(len(table), len(table), "")
     report = BenchReport(
         model=ctx.model_name,
         rows=tuple(rows),
@@ -377,34 +465,66 @@ def bench(
         resolution=resolution,
         config=config,
         out=str(out),
+        parity_on=ctx.parity_on,
     )
     write_json_atomic(out / "bench.json", report.to_dict())
     _write_text_atomic(out / "bench.md", report.to_markdown())
+    from .bench_plot import write_plot
+
+    write_plot(report, out / "bench.png")
     return report
 
 
-def _select(producers: Sequence[RowProducer], names: tuple[str, ...] | None) -> list[RowProducer]:
-    if names is None:
-        return list(producers)
+def select(producers: Sequence[RowProducer], config: BenchConfig) -> list[RowProducer]:
+    """The producers ``config`` asks for (by row name, target and precision), in table order."""
     known = {p.name: p for p in producers}
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in config.rows or () if n not in known]
     if unknown:
-        raise ConfigError(f"unknown bench row(s) {', '.join(unknown)}; known: {', '.join(known)}.")
-    return [known[n] for n in names]
+        hints = "".join(did_you_mean(n, known) for n in unknown[:1])
+        raise ConfigError(f"unknown bench row(s) {', '.join(unknown)}{hints}; known: {', '.join(known)}.")
+    chosen = [
+        p
+        for p in producers
+        if (config.rows is None or p.name in config.rows)
+        and (config.targets is None or p.target in config.targets)
+        and (config.precisions is None or p.precision in config.precisions)
+    ]
+    if not chosen:
+        raise ConfigError(
+            "no bench row matches the selection (--rows/--targets/--precisions); rows: "
+            + ", ".join(f"{p.name} ({p.target}/{p.precision})" for p in producers)
+            + "."
+        )
+    return chosen
 
 
 def _run_producer(producer: RowProducer, ctx: BenchContext) -> BenchRow:
     log.info("bench %s: %s", ctx.model_name, producer.name)
-    base = {"format": producer.format, "precision": producer.precision, "backend": producer.backend}
+    base = {"name": producer.name, "target": producer.target, "precision": producer.precision,
+            "backend": producer.backend, "peer": producer.peer, "versions": tool_versions(producer.tools)}  # fmt: skip
     try:
-        return producer.run(ctx)
+        row = producer.run(ctx)
+        return dataclasses.replace(row, **base)
     except BackendUnavailableError as e:
-        return BenchRow(**base, status="skipped", reason=str(e))
+        return BenchRow(**base, format=producer.target, status="skipped", reason=str(e))
     except EdgeformerError as e:
-        return BenchRow(**base, status="failed", reason=f"{type(e).__name__}: {e}")
+        return BenchRow(**base, format=producer.target, status="failed", reason=f"{type(e).__name__}: {e}")
     except Exception as e:  # a bug in one target must not lose the others; the traceback goes to the log
         log.warning("bench row %s failed", producer.name, exc_info=True)
-        return BenchRow(**base, status="failed", reason=f"{type(e).__name__}: {e}")
+        return BenchRow(**base, format=producer.target, status="failed", reason=f"{type(e).__name__}: {e}")
+
+
+def tool_versions(dists: Sequence[str]) -> dict[str, str]:
+    """Installed versions of the Python distributions ``dists`` (absent ones are left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist in dists:
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def parity_cosine(parity: Any) -> float | None:
@@ -441,27 +561,32 @@ def time_torch(model: Any, inputs: tuple[Any, ...], config: ProfileConfig) -> La
         torch.set_num_threads(previous)
 
 
+def _flatten(out: Any) -> list[np.ndarray]:
+    """A module's outputs (tensor, tuple/list, dict) as a flat list of arrays, in the order ONNX export uses."""
+    if isinstance(out, dict):
+        return [a for v in out.values() for a in _flatten(v)]
+    if isinstance(out, list | tuple):
+        return [a for v in out for a in _flatten(v)]
+    return [out.detach().float().cpu().numpy()]
+
+
 def _torch_model_and_inputs(ctx: BenchContext) -> tuple[Any, tuple[Any, ...]]:
+    """The module the ONNX export is made from (same seed, so random-init weights are identical), fused."""
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError as e:
         raise BackendUnavailableError("the PyTorch reference row needs torch: pip install torch") from e
+    from ..exporters import prepare_source
+    from ..exporters.onnx import OnnxExportConfig
 
-    if isinstance(ctx.model, str):
-        from ..models import create_model, get_spec
-
-        spec = get_spec(ctx.model)
-        model = create_model(ctx.model, **arch_for_resolution(ctx.model, ctx.resolution)).eval().fuse()
-        shape = spec.input.shape(ctx.batch, ctx.resolution)
-        # the same generator, seed and shape as profile()'s feeds: both runtimes see identical data
-        feeds = build_feeds([TensorSpec(name="x", shape=shape, dtype="float32")], batch=ctx.batch, seed=ctx.config.seed)
-        return model, (torch.from_numpy(feeds["x"]),)
-    if ctx.example_inputs is None:
+    if not isinstance(ctx.model, str) and ctx.example_inputs is None:
         raise ConfigError("benching a user module needs example_inputs (a tuple of tensors shaped like its input).")
-    model = ctx.model.eval()
-    if hasattr(model, "fuse"):
-        model = model.fuse() or model
-    return model, tuple(ctx.example_inputs)
+    source = prepare_source(
+        ctx.model, example_inputs=ctx.example_inputs, input_spec=None, checkpoint=None,
+        batch=ctx.batch if isinstance(ctx.model, str) else None, resolution=ctx.resolution,
+        seed=OnnxExportConfig().seed, arch_overrides={},
+    )  # fmt: skip
+    return source.module, tuple(source.example_inputs)
 
 
 def arch_for_resolution(name: str, resolution: int | None) -> dict[str, Any]:

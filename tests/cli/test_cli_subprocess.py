@@ -118,14 +118,39 @@ def test_predict_truncated_image_exits_3(exported, tmp_path):
     assert_one_line_error(proc, 3, "broken.jpg")
 
 
-def test_bench_single_row(tmp_path):
+def test_bench_fp32_targets_table(tmp_path):
+    """ONNX on ORT and OpenVINO run for real and are checked against PyTorch; TensorRT/CoreML say why not."""
     out = tmp_path / "bench"
-    proc = cli("bench", "shvit_s1", *TINY[:2], "--rows", "onnx-fp32-ort", "--min-time", "0.2", "--warmup", "1",
-               "--threads", "1", "--out", str(out), "--json")  # fmt: skip
+    proc = cli("bench", "shvit_s1", *TINY[:2], "--targets", "onnx,openvino", "--targets", "tensorrt,coreml",
+               "--precisions", "fp32", "--min-time", "0.2", "--warmup", "1", "--threads", "1",
+               "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert [r["status"] for r in report["rows"]] == ["ok"]
-    assert (out / "bench.md").is_file() and (out / "bench.json").is_file()
+    assert "★" in proc.stdout and "openvino-fp32" in proc.stdout and "⏭" in proc.stdout
+    report = json.loads((out / "bench.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["onnx-fp32-ort", "openvino-fp32", "tensorrt-fp32", "coreml-fp32"]
+    for name in ("onnx-fp32-ort", "openvino-fp32"):
+        assert rows[name]["status"] == "ok" and rows[name]["parity_cosine"] > 0.9999, rows[name]
+        assert rows[name]["versions"]
+    assert rows["tensorrt-fp32"]["status"] == "skipped" and "GPU" in rows["tensorrt-fp32"]["reason"]
+    assert rows["coreml-fp32"]["status"] == "skipped" and "macOS" in rows["coreml-fp32"]["reason"]
+    assert report["best"] in ("onnx-fp32-ort", "openvino-fp32")
+    assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
+
+
+def test_bench_partial_failure_exits_7_and_keeps_the_table(tmp_path):
+    """Empty calibration folder: the INT8 rows fail, the FP32 row still runs and the report is written."""
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "bench"
+    proc = cli("bench", "shvit_s1", *TINY[:2], "--targets", "onnx", "--calib", str(tmp_path / "empty"),
+               "--min-time", "0.1", "--warmup", "1", "--threads", "1", "--out", str(out), "--json")  # fmt: skip
+    assert proc.returncode == 7, proc.stderr
+    assert "Traceback" not in proc.stderr and "rows failed" in proc.stderr
+    report, end = json.JSONDecoder().raw_decode(proc.stdout)  # the report, then the error object
+    assert json.loads(proc.stdout[end:])["error"]["exit_code"] == 7
+    status = {r["name"]: r["status"] for r in report["rows"]}
+    assert status == {"onnx-fp32-ort": "ok", "onnx-int8-ort": "failed", "onnx-int8-ort-static-defaults": "failed"}
+    assert (out / "bench.json").is_file()
 
 
 def test_bench_unknown_model_exits_2(tmp_path):

@@ -49,10 +49,10 @@ def make_conv_model(shape: tuple, channels: int = 8, classes: int = 10, seed: in
     return model
 
 
-def write_artifact(dest: Path, shape: tuple, name: str = "tiny_cnn", parity: dict | None = None):
+def write_artifact(dest: Path, shape: tuple, name: str = "tiny_cnn", parity: dict | None = None, seed: int = 0):
     """An artifact folder around :func:`make_conv_model`, written with the real ArtifactWriter."""
     with ArtifactWriter(dest, overwrite=True) as w:
-        onnx.save(make_conv_model(shape), w.dir / "model.onnx")
+        onnx.save(make_conv_model(shape, seed=seed), w.dir / "model.onnx")
         return w.commit(
             Manifest(
                 format="onnx",

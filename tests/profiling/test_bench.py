@@ -1,25 +1,30 @@
-"""The bench pipeline: rows from a producer table, failures isolated, report files written."""
+"""The bench pipeline: rows from a producer table, failures isolated, parity vs PyTorch, report files written."""
 
 from __future__ import annotations
 
 import importlib
 import json
+from importlib.metadata import version
 
 import pytest
 import torch
+from onnx import numpy_helper
+from PIL import Image
 from torch import nn
 
 from edgeformer.errors import BackendUnavailableError, ConfigError, OutputExistsError
 from edgeformer.profiling.bench import (
-    ROW_PRODUCERS,
     BenchConfig,
+    BenchReport,
     BenchRow,
     RowProducer,
     bench,
     parity_cosine,
+    select,
 )
+from edgeformer.profiling.bench_rows import ROW_PRODUCERS, compiled
 
-FAST = BenchConfig(warmup=1, runs=5)
+FAST = BenchConfig(warmup=1, runs=5, parity_samples=3)
 PARITY = {"ok": True, "min_cosine": 0.99999, "outputs": [{"name": "logits", "cosine": 0.9999991, "max_abs": 1e-6}]}
 
 
@@ -37,6 +42,35 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.conv(x).relu().mean((2, 3)))
+
+
+class OnnxTwin(nn.Module):
+    """The PyTorch twin of conftest's ``make_conv_model``: the same function, weights copied from its initializers.
+
+    The bench's parity check compares every row with PyTorch; this gives the tiny artifacts a real
+    PyTorch reference without running the (slow) exporter.
+    """
+
+    def __init__(self, proto) -> None:
+        super().__init__()
+        w = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 10)
+        with torch.no_grad():
+            for layer, (wk, bk) in ((self.c1, ("w1", "b1")), (self.c2, ("w2", "b2")), (self.fc, ("wf", "bf"))):
+                layer.weight.copy_(w[wk])
+                layer.bias.copy_(w[bk])
+
+    def forward(self, x):
+        return self.fc(self.c2(self.c1(x).relu()).mean((2, 3)))
+
+
+TWIN_INPUTS = (torch.randn(2, 3, 32, 32),)
+
+
+@pytest.fixture
+def twin(make_onnx):
+    """The PyTorch twin of the artifacts ``make_artifact`` writes (seed 0)."""
+    return OnnxTwin(make_onnx((1, 3, 32, 32)))
 
 
 def producers_with_failures(make_artifact, made: list):
@@ -64,19 +98,21 @@ def producers_with_failures(make_artifact, made: list):
 
     return [
         RowProducer("crash", "onnx", "int4", "ort", crash),
-        RowProducer("onnx-fp32-ort", "onnx", "fp32", "ort", ort_row),
+        RowProducer("onnx-fp32-ort", "onnx", "fp32", "ort", ort_row, ("onnxruntime",)),
         RowProducer("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", missing),
         RowProducer("int8-a", "onnx", "int8", "ort", dependent),
         RowProducer("int8-b", "onnx", "int8", "openvino", dependent),
-        RowProducer("fp32-again", "onnx", "fp32", "ort", ort_row),  # reuses the export, does not redo it
+        RowProducer("fp32-again", "onnx", "fp32", "ort", ort_row),  # reuses the artifact, does not remake it
     ]
 
 
-def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, make_artifact):
+def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, make_artifact, twin):
     made: list = []
     out = tmp_path / "bench out"  # a space: paths are not split anywhere
-    report = bench("tiny_cnn", out=out, batch=2, threads=1, config=FAST,
-                   producers=producers_with_failures(make_artifact, made))  # fmt: skip
+    calls: list = []
+    report = bench(twin, example_inputs=TWIN_INPUTS, out=out, batch=2, threads=1, config=FAST,
+                   producers=producers_with_failures(make_artifact, made),
+                   progress=lambda *a: calls.append(a))  # fmt: skip
     status = [(r.precision, r.backend, r.status) for r in report.rows]
     assert status == [
         ("int4", "ort", "failed"),
@@ -92,18 +128,113 @@ def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, m
     assert "NVIDIA GPU" in skipped.reason
     assert int8_a.reason == int8_b.reason and "cannot export int8" in int8_a.reason
     assert ok.p50_ms > 0 and ok.p90_ms >= ok.p50_ms and ok.fps > 0 and ok.size_mb > 0
-    assert ok.parity_cosine == pytest.approx(0.9999991)  # the measured value, not the 0.99999 threshold
+    # measured against the PyTorch twin on 3 batches of 2, not read from the export's parity report
+    assert ok.parity_cosine > 0.99999 and ok.parity_cosine != pytest.approx(0.9999991, abs=1e-9)
+    assert ok.top1_agreement == 1.0 and ok.parity_samples == 6
+    assert ok.versions == {"onnxruntime": version("onnxruntime")} and ok.name == "onnx-fp32-ort"
     assert ok.artifact_path == str(out / "onnx-fp32")
-    assert report.fastest_ok() in (report.rows[1], report.rows[5])
+    assert report.best() in (report.rows[1], report.rows[5])
     assert report.failed == (crash, int8_a, int8_b)
+    assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5, 6] and calls[1] == (1, 6, "onnx-fp32-ort")
+    assert calls[-1] == (6, 6, "")
 
     saved = json.loads((out / "bench.json").read_text())
     assert [r["status"] for r in saved["rows"]] == [s for _, _, s in status]
     assert saved["device"]["device_id"] and saved["batch"] == 2 and saved["threads"] == 1
-    assert saved["fastest"]["status"] == "ok"
+    assert saved["fastest"]["status"] == "ok" and saved["best"] in ("onnx-fp32-ort", "fp32-again")
+    assert "seeded random" in saved["parity_on"]
     md = (out / "bench.md").read_text()
-    assert md.count("\n| onnx |") == 5 and "converter exploded" in md and "| skipped |" in md
+    assert md.count("| ok |") == 2 and "converter exploded" in md and "| skipped |" in md and "★" in md
     assert (out / "onnx-fp32" / "artifact.json").is_file()
+    with Image.open(out / "bench.png") as png:
+        assert png.format == "PNG" and png.size[0] > 400
+
+
+def test_the_marker_goes_to_the_fastest_row_that_meets_the_fidelity_bar(tmp_path, make_artifact, twin):
+    """A faster row whose outputs differ from PyTorch (other weights) is timed and shown, but not marked."""
+
+    def row(seed: int, key: str):
+        return lambda ctx: ctx.profile_row(
+            ctx.artifact(key, lambda d: make_artifact(d, ("batch", 3, 32, 32), seed=seed)), backend="ort"
+        )
+
+    producers = [RowProducer("right", "onnx", "fp32", "ort", row(0, "a")),
+                 RowProducer("wrong", "onnx", "fp32", "ort", row(1, "b"))]  # fmt: skip
+    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST,
+                   producers=producers)  # fmt: skip
+    right, wrong = report.rows
+    assert right.parity_cosine > 0.99999 and wrong.parity_cosine < 0.9
+    assert report.best() is right
+    assert right.meets(0.999) and not wrong.meets(0.999)
+
+
+def _row(name, p50, cosine, status="ok"):
+    return BenchRow(name=name, target="onnx", format="onnx", precision="fp32", backend="ort", status=status,
+                    p50_ms=p50, parity_cosine=cosine)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "bar", "best", "fastest"),
+    [
+        ([_row("a", 10, 0.9999), _row("b", 5, 0.99), _row("c", 7, 0.9995)], 0.999, "c", "b"),
+        ([_row("a", 10, 0.9999), _row("b", 5, 0.99)], 0.98, "b", "b"),
+        ([_row("a", 10, None), _row("b", 5, 0.5)], 0.999, None, "b"),  # no parity: never marked
+        ([_row("a", None, 1.0, "skipped"), _row("b", 3, 1.0, "failed")], 0.999, None, None),
+    ],
+)
+def test_best_and_fastest(rows, bar, best, fastest):
+    report = BenchReport(model="m", rows=tuple(rows), device={}, batch=1, threads=1, resolution=None,
+                         config=BenchConfig(min_cosine=bar), out="x")  # fmt: skip
+    assert (report.best().name if report.best() else None) == best
+    assert (report.fastest_ok().name if report.fastest_ok() else None) == fastest
+
+
+def test_rows_are_selected_by_target_and_precision():
+    names = lambda **kw: [p.name for p in select(ROW_PRODUCERS, BenchConfig(**kw))]  # noqa: E731
+    assert names(targets=("openvino",)) == ["openvino-fp32", "openvino-bf16", "openvino-int8", "openvino-int8-nncf"]
+    assert names(precisions=("fp16",)) == ["ort-fp16", "tensorrt-fp16", "coreml-fp16"]
+    assert names(targets=("onnx", "tensorrt"), precisions=("int8",)) == [
+        "onnx-int8-ort", "onnx-int8-ort-static-defaults", "tensorrt-int8"]  # fmt: skip
+    assert len(names()) == len(ROW_PRODUCERS)
+    # every target and precision the CLI offers has at least one row
+    assert {p.target for p in ROW_PRODUCERS} == {"pytorch", "onnx", "ort", "openvino", "tensorrt", "coreml"}
+    assert sum(p.peer for p in ROW_PRODUCERS) == 6
+
+
+def test_bad_selection_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="did you mean 'openvino'"):
+        BenchConfig(targets=("openvno",))
+    with pytest.raises(ConfigError, match="fp8"):
+        BenchConfig(precisions=("fp8",))
+    with pytest.raises(ConfigError, match="no bench row matches"):
+        select(ROW_PRODUCERS, BenchConfig(targets=("pytorch",), precisions=("int8",)))
+    with pytest.raises(ConfigError, match="parity_samples"):
+        BenchConfig(parity_samples=0)
+
+
+def test_compiled_rows_run_openvino_for_real_and_skip_what_cannot_run_here(tmp_path, make_artifact, twin):
+    pytest.importorskip("openvino")
+    source = lambda ctx: ctx.artifact("onnx-fp32", lambda d: make_artifact(d, ("batch", 3, 32, 32)))  # noqa: E731
+    producers = [
+        RowProducer("openvino-fp32", "openvino", "fp32", "openvino", compiled("openvino", "fp32", source),
+                    ("openvino",)),
+        RowProducer("coreml-fp32", "coreml", "fp32", "coreml", compiled("coreml", "fp32", source)),
+        RowProducer("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", source)),
+    ]  # fmt: skip
+    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST,
+                   producers=producers)  # fmt: skip
+    ov, coreml, trt = report.rows
+    assert ov.status == "ok", ov.reason
+    assert ov.parity_cosine > 0.99999 and ov.top1_agreement == 1.0 and ov.backend == "openvino"
+    assert ov.versions == {"openvino": version("openvino")}
+    assert (tmp_path / "openvino-fp32" / "model.xml").is_file()
+    import platform
+
+    if platform.system() != "Darwin":
+        assert coreml.status == "skipped" and "macOS" in coreml.reason
+        assert not (tmp_path / "coreml-fp32").exists()  # skipped before a conversion that could not be timed
+    assert trt.status == "skipped" or torch.cuda.is_available()
+    assert not (tmp_path / "tensorrt-fp16").exists() or torch.cuda.is_available()
 
 
 def test_existing_report_needs_overwrite(tmp_path, make_artifact):
@@ -139,6 +270,7 @@ def test_eager_row_times_a_user_module_with_its_threads(tmp_path):
                    producers=[eager])  # fmt: skip
     (row,) = report.rows
     assert (row.format, row.backend, row.status) == ("pytorch", "eager", "ok")
+    assert row.parity_cosine == 1.0 and row.peer and "torch" in row.versions
     assert row.p50_ms > 0 and row.size_mb == pytest.approx((8 * 3 * 9 + 8 + 8 * 4 + 4) * 4 / 1e6)
     assert torch.get_num_threads() == before
     assert report.model == "TinyNet"
@@ -160,10 +292,12 @@ def test_parity_cosine_takes_the_worst_output_at_any_depth():
 @pytest.mark.slow  # the dynamo exporter takes ~20 s even for a tiny module
 @pytest.mark.skipif(not _exporter_available(), reason="edgeformer.exporters.onnx is not written yet")
 def test_default_table_benches_a_user_module_export_and_eager(tmp_path):
-    report = bench(TinyNet(), out=tmp_path, threads=1, config=FAST, example_inputs=(torch.randn(1, 3, 16, 16),))
-    rows = {(r.format, r.backend): r for r in report.rows}
-    assert rows[("onnx", "ort")].status == "ok", rows[("onnx", "ort")].reason
-    assert rows[("onnx", "ort")].parity_cosine is not None and rows[("onnx", "ort")].parity_cosine > 0.9999
-    assert rows[("pytorch", "eager")].status == "ok"
-    assert isinstance(report.fastest_ok(), BenchRow)
+    config = BenchConfig(warmup=1, runs=5, targets=("pytorch", "onnx"))
+    report = bench(TinyNet(), out=tmp_path, threads=1, config=config, example_inputs=(torch.randn(1, 3, 16, 16),))
+    rows = {(r.format, r.backend, r.precision): r for r in report.rows}
+    fp32 = rows[("onnx", "ort", "fp32")]
+    assert fp32.status == "ok", fp32.reason
+    assert fp32.parity_cosine is not None and fp32.parity_cosine > 0.9999
+    assert rows[("pytorch", "eager", "fp32")].status == "ok"
+    assert isinstance(report.best(), BenchRow)
     assert (tmp_path / "bench.json").is_file() and (tmp_path / "bench.md").is_file()
