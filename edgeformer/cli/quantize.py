@@ -33,6 +33,9 @@ def quantize_cmd(
     target: Annotated[str, typer.Option(help="Runtime preset: ort-cpu, tensorrt, openvino.")] = ("ort-cpu"),
     calib_size: Annotated[int, typer.Option(min=1, help="Calibration samples drawn (seeded).")] = 128,
     on_bad_sample: Annotated[str, typer.Option(help="Unreadable calibration sample: fail or skip (counted).")] = "fail",
+    too_few_samples: Annotated[
+        str, typer.Option(help="Fewer samples than entropy/percentile need: fail, or fall back to minmax (noted).")
+    ] = "fail",
     eval_data: Annotated[
         str | None, typer.Option("--eval", help="Labelled data (class folders or .npz x/y) for the accuracy budget.")
     ] = None,
@@ -61,8 +64,9 @@ def quantize_cmd(
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs --eval (labelled data to measure the drop on).")
     config = QuantConfig.for_target(
-        target, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample, seed=seed
-    )
+        target, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample,
+        too_few_samples=too_few_samples, seed=seed,
+    )  # fmt: skip
     out = out or Path(f"{str(artifact).rstrip('/')}-int8")
     with console.status("calibrating and quantizing…", spinner="dots"):
         from ..quant.placement import SearchConfig, quantize_search
@@ -76,6 +80,14 @@ def quantize_cmd(
         return
     console.print(f"[green]✓[/green] {result.summary()}")
     extra = result.manifest.extra
+    calib = extra.get("calibration") or {}
+    if calib:  # skips and a method fallback change what the ranges rest on: never leave them to the log alone
+        method = calib.get("method")
+        if calib.get("method_requested") not in (None, method):
+            method = f"{method} (fallback from {calib['method_requested']})"
+        skipped = calib.get("skipped", 0) + calib.get("holdout_skipped", 0)
+        console.print(f"calibration: {calib.get('used')} sample(s) from {calib.get('source')}, method {method}"
+                      + (f", {skipped} unreadable sample(s) skipped" if skipped else ""), markup=False)  # fmt: skip
     rows = [(k, v) for k, v in (extra.get("fidelity") or {}).items() if not isinstance(v, (dict, list))]
     if rows:
         console.print(table("fidelity vs FP32", ("metric", "value"), rows))

@@ -8,8 +8,10 @@ which pre-processes the graph, builds the transformer-aware :func:`default_plan`
 streaming pass), writes the QDQ model, compares it with FP32 on held-out samples, and writes a new
 artifact (precision ``int8``, parent sha, step config, calibration/plan/fidelity summaries).
 
-The pieces are public for placement search: :func:`preprocess` once, :func:`compute_ranges` once,
-then :func:`write_qdq` for each candidate :class:`QuantPlan` (groups from :func:`node_groups`).
+The pieces are public for placement search: :func:`calibrate` once (:func:`preprocess` and
+:func:`compute_ranges`), then :func:`write_qdq` for each candidate :class:`QuantPlan` (groups from
+:func:`node_groups`), and finally ``quantize(..., calibration=...)`` with the chosen plan, which reuses
+that calibration instead of reading the data again.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, Manifest, write_json_atomic
+from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, Manifest, TensorSpec, write_json_atomic
 from ..errors import ConfigError, InvalidInputError, QualityGateError
 from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
 from .config import QuantConfig
@@ -38,8 +42,43 @@ QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul
 MODEL_FILE = "model.onnx"
 
 
-def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any,
-             out: str | Path, overwrite: bool = False, plan: QuantPlan | None = None) -> Artifact:  # fmt: skip
+@dataclass(frozen=True, kw_only=True, eq=False)  # eq=False: held-out feeds are arrays, == would be ambiguous
+class Calibration:
+    """One calibration of one model, made by :func:`calibrate`, to hand to ``quantize(calibration=...)``.
+
+    Attributes:
+        source: the FP32 model file it was made from.
+        config: the settings it was made with (the ranges and the pre-processed graph depend on them).
+        model_path: the pre-processed graph the ranges (and any plan) belong to; the caller owns the file
+            and keeps it until the last ``quantize`` that uses this calibration has returned.
+        data: the opened calibration data: its reader, held-out feeds and summary.
+        ranges: the activation range of every float tensor of ``model_path``.
+    """
+
+    source: Path
+    config: QuantConfig
+    model_path: Path
+    data: CalibrationData
+    ranges: TensorRanges
+
+
+def calibrate(model_path: str | Path, calib: Any, *, inputs: Sequence[TensorSpec],
+              preprocessing: Mapping[str, Any] | None, config: QuantConfig,
+              workdir: str | Path) -> Calibration:  # fmt: skip
+    """Open ``calib``, pre-process ``model_path`` into ``workdir/pre.onnx`` and compute the ranges (one data pass).
+
+    Raises:
+        CalibrationError, DynamicShapeError: as :func:`open_calibration` and :func:`compute_ranges`.
+    """
+    data = open_calibration(calib, inputs=inputs, preprocessing=preprocessing, config=config)
+    pre = preprocess(model_path, Path(workdir) / "pre.onnx", config)
+    ranges = compute_ranges(pre, data.reader, config, data.summary)
+    return Calibration(source=Path(model_path), config=config, model_path=pre, data=data, ranges=ranges)
+
+
+def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any = None,
+             out: str | Path, overwrite: bool = False, plan: QuantPlan | None = None,
+             calibration: Calibration | None = None) -> Artifact:  # fmt: skip
     """Quantize an FP32 ONNX artifact to INT8 (QDQ) and write it as a new artifact.
 
     Args:
@@ -50,11 +89,16 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
         out: the artifact folder to write (atomically).
         overwrite: replace ``out`` if it exists.
         plan: the placement to use, made for the *pre-processed* graph; :func:`default_plan` if omitted.
+        calibration: instead of ``calib``, what :func:`calibrate` made for this artifact's model with this
+            ``config``; the data is not read for ranges again and the result is byte-identical to
+            passing ``calib``.
 
     Returns:
         The new artifact; ``manifest.extra`` holds ``calibration``, ``plan``, ``ranges`` and ``fidelity``.
 
     Raises:
+        ConfigError: neither or both of ``calib`` and ``calibration``, or a ``calibration`` made from another
+            model or with another config.
         InvalidInputError: the input is not ONNX or is already quantized.
         CalibrationError: unusable calibration data (empty, unreadable, NaN/Inf, too few samples).
         DynamicShapeError: synthetic calibration of a model with dynamic non-batch dimensions.
@@ -68,21 +112,26 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
         raise ConfigError(
             f"config must be a QuantConfig, got {type(config).__name__}; build one with QuantConfig(...)."
         )
+    if (calib is None) == (calibration is None):
+        raise ConfigError("pass calibration data as calib=... or a calibrate() result as calibration=..., not "
+                          f"{'both' if calib is not None else 'neither'}.")  # fmt: skip
     src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     if src.format != "onnx":
         raise InvalidInputError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
                                 "artifact this one was compiled from.")  # fmt: skip
+    if calibration is not None:
+        _check_calibration(calibration, src, config)
     bare = not (src.path / MANIFEST_NAME).is_file()
     proto = load_onnx(src.model_path, full_check=False)
     _refuse_quantized(src, proto)
     inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
     with ArtifactWriter(out, overwrite=overwrite, inputs=[src.model_path if bare else src.path]) as w, \
             tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:  # fmt: skip
-        data = open_calibration(calib, inputs=inputs, preprocessing=src.manifest.preprocessing, config=config)
-        pre = preprocess(src.model_path, Path(tmp) / "pre.onnx", config)
+        cal = calibration or calibrate(src.model_path, calib, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                                       config=config, workdir=tmp)  # fmt: skip
+        data, pre, ranges = cal.data, cal.model_path, cal.ranges
         pre_model = onnx.load(str(pre))
         plan = plan or default_plan(pre_model, config)
-        ranges = compute_ranges(pre, data.reader, config, data.summary)
         staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
         fidelity = check_fidelity(src.model_path, staged, data, config)
         summary = data.summary
@@ -128,7 +177,8 @@ def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: Calibrati
     Raises:
         QualityGateError: the worst sample's cosine is below ``config.min_cosine``.
     """
-    feeds, on = data.holdout, data.summary.fidelity_on
+    # a copy: the data may be shared (a Calibration reused by several quantize calls) and must not grow here
+    feeds, on = list(data.holdout), data.summary.fidelity_on
     if not feeds:  # nothing held out (a user reader, or every held-out file unreadable): reuse calibration data
         on = "calibration samples"
         data.reader.rewind()
@@ -150,6 +200,18 @@ def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: Calibrati
     return fidelity
 
 
+def _check_calibration(cal: Calibration, src: Artifact, config: QuantConfig) -> None:
+    """A calibration belongs to one model and one config: ranges of another graph would quantize the wrong
+    tensors (or none), and ranges from other settings (method, symmetry) would silently change the result."""
+    if Path(cal.source).resolve() != Path(src.model_path).resolve():
+        raise ConfigError(f"the calibration was made from {cal.source}, not {src.model_path}; run calibrate() on "
+                          "the model you quantize.")  # fmt: skip
+    if cal.config != config:
+        diff = sorted(k for k, v in config.to_dict().items() if cal.config.to_dict()[k] != v)
+        raise ConfigError(f"the calibration was made with other quantization settings ({', '.join(diff)} differ); "
+                          "pass the same QuantConfig to calibrate() and quantize().")  # fmt: skip
+
+
 def _refuse_quantized(src: Artifact, proto) -> None:
     found = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANT_OPS})
     if src.precision in ("int8", "mixed") or found:
@@ -162,6 +224,7 @@ def _refuse_quantized(src: Artifact, proto) -> None:
 
 
 __all__ = [
+    "Calibration",
     "CalibrationData",
     "CalibrationReader",
     "CalibrationSummary",
@@ -171,6 +234,7 @@ __all__ = [
     "QuantPlan",
     "TensorRanges",
     "attention_matmuls",
+    "calibrate",
     "check_fidelity",
     "compare_outputs",
     "compute_ranges",

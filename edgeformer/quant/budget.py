@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 from ..artifact import TensorSpec
 from ..errors import AccuracyBudgetError, CalibrationError, ConfigError
 from .config import QuantConfig
+from .fidelity import rounded_fields
 from .ort_adapter import run_model, write_qdq
 from .placement import LatencyFn
 from .ranges import TensorRanges
@@ -129,7 +129,7 @@ class Fallback:
     latency_after_ms: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return rounded_fields(self, 4)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +61,10 @@ class CalibrationSummary:
     ignored_files: int = 0  # files in the folder with other extensions
     sampled: int = 0  # drawn for calibration
     used: int = 0  # read successfully in the last pass
-    skipped: int = 0
+    skipped: int = 0  # of the calibration samples: used + skipped == sampled
     skipped_samples: list[str] = field(default_factory=list)  # the first few, with the reason
     holdout: int = 0
+    holdout_skipped: int = 0  # held-out samples skipped (on_bad_sample="skip"); the fidelity check had fewer
     fidelity_on: str = "held-out samples"
     method: str = "minmax"
     method_requested: str = "minmax"
@@ -198,9 +202,12 @@ class WavFolderSource(SampleSource):
         self.spec = AudioInput(**{k: v for k, v in preprocessing.items() if k in known})
 
     def load(self, i: int) -> dict[str, np.ndarray]:
-        from ..data.audio import check_sample_rate, fix_length, log_mel, read_wav
+        from ..data.audio import AudioFileError, check_sample_rate, fix_length, log_mel, read_wav
 
-        wave, rate = read_wav(self.files[i])
+        try:
+            wave, rate = read_wav(self.files[i])
+        except OSError as e:  # read_wav turns format errors into AudioFileError, not permission or I/O errors
+            raise AudioFileError(f"{self.files[i]}: cannot read the file ({e.strerror or e}).") from e
         check_sample_rate(rate, self.spec, source=self.names[i])
         wave = fix_length(wave.astype(np.float32), self.spec.num_samples)
         x = wave[None] if self.spec.frontend == "graph" else log_mel(wave, self.spec)[None, None]
@@ -214,13 +221,14 @@ class ArraySource(SampleSource):
 
     def __init__(self, path: Path, inputs: Sequence[TensorSpec]) -> None:
         self.path, self.inputs = path, list(inputs)
+        if path.suffix == ".npy" and len(inputs) != 1:
+            raise CalibrationError(
+                f"{path}: a .npy holds one array but the model has inputs {', '.join(t.name for t in inputs)}; "
+                "save an .npz with one array per input name."
+            )
+        _check_array_file(path)
         try:
             if path.suffix == ".npy":
-                if len(inputs) != 1:
-                    raise CalibrationError(
-                        f"{path}: a .npy holds one array but the model has inputs {', '.join(t.name for t in inputs)}; "
-                        "save an .npz with one array per input name."
-                    )
                 self.arrays = {inputs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
             else:
                 with np.load(path, allow_pickle=False) as z:
@@ -232,10 +240,15 @@ class ArraySource(SampleSource):
                             "key the arrays by the model's input names."
                         )
                     self.arrays = {t.name: z[t.name] for t in inputs}
-        except (OSError, ValueError) as e:
+        except CalibrationError:
+            raise
+        # a truncated or corrupt file fails in numpy, zipfile or zlib with their own exception types
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise CalibrationError(
-                f"{path}: cannot read calibration arrays ({e}); save them with numpy.save/savez."
+                f"{path}: cannot read calibration arrays ({e}); the file is truncated or corrupt: save them again "
+                "with numpy.save/savez."
             ) from e
+        self.dtypes = {t.name: _array_dtype(t, self.arrays[t.name], path) for t in inputs}
         counts = {k: (a.shape[0] if a.ndim else 0) for k, a in self.arrays.items()}
         if len(set(counts.values())) != 1:
             raise CalibrationError(f"{path}: arrays hold different sample counts {counts}; axis 0 must be the samples.")
@@ -245,7 +258,43 @@ class ArraySource(SampleSource):
             _check_sample_shape(t, self.arrays[t.name].shape[1:], str(path))
 
     def load(self, i: int) -> dict[str, np.ndarray]:
-        return {k: np.ascontiguousarray(a[i : i + 1]) for k, a in self.arrays.items()}
+        return {k: np.ascontiguousarray(a[i : i + 1], dtype=self.dtypes[k]) for k, a in self.arrays.items()}
+
+
+_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}  # an .npz is a zip archive
+
+
+def _check_array_file(path: Path) -> None:
+    """Refuse by content what is not a NumPy file: numpy would try to unpickle it and suggest allow_pickle."""
+    want = _MAGIC[path.suffix]
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(want))
+    except OSError as e:
+        raise CalibrationError(
+            f"{path}: cannot read the file ({e.strerror or e}); check its permissions and the disk it is on."
+        ) from e
+    if head != want:
+        what = "it is empty" if not head else f"it starts with {head!r}, not {want!r}"
+        raise CalibrationError(
+            f"{path}: not a NumPy {path.suffix} file ({what}); save the arrays with numpy.save / numpy.savez."
+        )
+
+
+def _array_dtype(t: TensorSpec, a: np.ndarray, path: Path) -> np.dtype:
+    """The dtype samples of ``a`` are fed as: the input's own. Floats of another width are converted (numpy
+    defaults to float64, and rounding to float32 is what the model does anyway); integers are refused, since
+    raw pixels or PCM codes need the model's normalisation, which a cast would skip."""
+    try:
+        want = np.dtype(t.dtype)
+    except TypeError:  # a dtype numpy does not name (bfloat16): feed the array as it is
+        return a.dtype
+    if a.dtype == want or (np.issubdtype(a.dtype, np.floating) and np.issubdtype(want, np.floating)):
+        return want
+    raise CalibrationError(
+        f"{path}: the array for {t.name!r} is {a.dtype} but the model input is {t.dtype}; save the preprocessed "
+        f"(normalised) inputs as {t.dtype}, e.g. x.astype(np.{t.dtype}) after normalisation."
+    )
 
 
 class SyntheticSource(SampleSource):
@@ -310,11 +359,18 @@ def open_calibration(calib: Any, *, inputs: Sequence[TensorSpec], preprocessing:
         summary.fidelity_on = "calibration samples (too few to hold any out)"
         hold_idx = calib_idx[: config.fidelity_samples]
     reader = SampleReader(source, calib_idx, batch=batch, on_bad_sample=config.on_bad_sample, summary=summary)
-    # unreadable held-out files are skipped whatever on_bad_sample says (they only feed the fidelity check;
-    # with none left it uses calibration samples); NaN/Inf or a wrong shape still fail
-    holdout_reader = SampleReader(source, hold_idx, batch=batch, on_bad_sample="skip", require_samples=False,
-                                  summary=CalibrationSummary(source=summary.source, kind=summary.kind))  # fmt: skip
+    # held-out samples obey on_bad_sample too: which files are held out is a seeded draw, and "fail" must not
+    # let a broken file through because it happened to be drawn for the fidelity check. Skipped ones are
+    # counted apart, so that used + skipped stays the calibration count (with all of them skipped the check
+    # uses calibration samples)
+    hold_summary = CalibrationSummary(source=summary.source, kind=summary.kind)
+    holdout_reader = SampleReader(source, hold_idx, batch=batch, on_bad_sample=config.on_bad_sample,
+                                  require_samples=False, summary=hold_summary)  # fmt: skip
     holdout = _drain(holdout_reader) if hold_idx and config.fidelity_samples else []
+    if summary.holdout and hold_summary.skipped:  # (without a hold-out, hold_idx are calibration samples)
+        summary.holdout_skipped = hold_summary.skipped
+        room = max(_MAX_NAMED - len(summary.skipped_samples), 0)
+        summary.skipped_samples.extend(f"{s} (held out)" for s in hold_summary.skipped_samples[:room])
     return CalibrationData(reader=reader, holdout=holdout, summary=summary)
 
 
@@ -347,6 +403,7 @@ def _open_path(path: Path, inputs: Sequence[TensorSpec], preprocessing: Mapping[
         raise CalibrationError(f"{path}: a folder can feed a one-input model only; pass an .npz for inputs "
                                f"{', '.join(t.name for t in inputs)}.")  # fmt: skip
     suffixes = IMAGE_SUFFIXES if kind == "image" else AUDIO_SUFFIXES
+    _check_listable(path)
     files, ignored = [], 0
     for f in sorted(path.rglob("*"), key=lambda p: p.relative_to(path).as_posix()):
         if f.is_file() and not f.name.startswith("."):
@@ -363,6 +420,20 @@ def _open_path(path: Path, inputs: Sequence[TensorSpec], preprocessing: Mapping[
     source = factory(files, path, inputs[0], preprocessing)
     summary = CalibrationSummary(source=str(path), kind=source.kind, found=len(files), ignored_files=ignored)
     return source, summary
+
+
+def _check_listable(path: Path) -> None:
+    """Fail on a folder (or sub-folder) that cannot be listed: ``rglob`` skips those without a word, which
+    would report an unreadable folder as one without samples, or quietly calibrate on part of the data."""
+    errors: list[OSError] = []
+    for _ in os.walk(path, onerror=errors.append):
+        pass
+    if errors:
+        e = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise CalibrationError(
+            f"{path}: cannot list calibration folder {e.filename}{more} ({e.strerror or e}); check its permissions."
+        )
 
 
 def _split(n: int, config: QuantConfig) -> tuple[list[int], list[int]]:

@@ -35,8 +35,16 @@ class Fidelity:
     on: str
 
     def to_dict(self) -> dict[str, Any]:
-        # rounded: the manifest is embedded in the model file, which must be byte-identical across runs
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return rounded_fields(self)
+
+
+def rounded_fields(obj: Any, ndigits: int = 6) -> dict[str, Any]:
+    """``dataclasses.asdict(obj)`` with each top-level float field rounded to ``ndigits`` (others as they are).
+
+    The quantization results' ``to_dict``: they end up in manifests embedded in model files and in reports,
+    which must be byte-identical across runs, and float noise in the last digits would break that.
+    """
+    return {k: round(v, ndigits) if isinstance(v, float) else v for k, v in dataclasses.asdict(obj).items()}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ConfigError, QualityGateError
 from ..profiling.harness import ProfileConfig, measure
 from .config import QuantConfig
-from .fidelity import Fidelity, compare_outputs
+from .fidelity import Fidelity, compare_outputs, rounded_fields
 from .ort_adapter import run_model, write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
@@ -112,7 +112,7 @@ class GroupDecision:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return rounded_fields(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +125,7 @@ class Candidate:
     cosine_min: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return rounded_fields(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,10 +359,8 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
     from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, check_output_path
     from ..modelfile import graph_io, load_onnx
     from ..profiling.device import device_card
-    from . import _refuse_quantized, quantize
+    from . import _refuse_quantized, calibrate, quantize
     from .budget import apply_budget, load_eval, top1
-    from .calibration import open_calibration
-    from .ort_adapter import compute_ranges, preprocess
     from .recipe import default_plan, node_groups
     from .report import QuantReport, write_report
     from .sensitivity import group_alone, group_sqnr, tensor_sqnr
@@ -382,12 +380,14 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
     with tempfile.TemporaryDirectory(prefix="edgeformer-search-") as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "cands").mkdir()
-        data = open_calibration(calib, inputs=inputs, preprocessing=src.manifest.preprocessing, config=config)
-        pre = preprocess(src.model_path, tmp / "pre.onnx", config)
+        # the one pass over the calibration data: the search, the sensitivity analysis and the final
+        # quantize() below all reuse these ranges
+        calibration = calibrate(src.model_path, calib, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                                config=config, workdir=tmp)  # fmt: skip
+        data, pre, ranges = calibration.data, calibration.model_path, calibration.ranges
         pre_model = onnx.load(str(pre))
         plan0 = default_plan(pre_model, config)
         groups = node_groups(pre_model, search.level)
-        ranges = compute_ranges(pre, data.reader, config, data.summary)
         feeds = _fidelity_feeds(data, config)
         reference = run_model(src.model_path, feeds, threads=search.threads)
         eval_set = (load_eval(eval_data, inputs=inputs, preprocessing=src.manifest.preprocessing,
@@ -427,7 +427,7 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
                 accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
         fidelity = compare_outputs(reference, run_model(chosen, feeds, threads=search.threads))
         t_fp32, t_int8 = lat([src.model_path, chosen])
-        core = quantize(src, config, calib=calib, out=tmp / "core", plan=plan)
+        core = quantize(src, config, calibration=calibration, out=tmp / "core", plan=plan)
         report = QuantReport(
             model=src.manifest.model_name,
             device=device_card(backend="ort", threads=search.threads).to_dict(),
@@ -443,6 +443,7 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
             accuracy=accuracy,
             search={**search.to_dict(), "searched": placed.searched, "stopped": placed.stopped,
                     "elapsed_s": round(placed.elapsed_s, 2)},
+            calibration=data.summary.to_dict(),
         )  # fmt: skip
         with ArtifactWriter(out, overwrite=overwrite, inputs=[src_input]) as w:
             for rel in core.manifest.files:

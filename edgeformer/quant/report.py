@@ -40,6 +40,8 @@ class QuantReport:
         candidates: the timed placements (label, latency, cosine) for the latency-vs-fidelity plot.
         accuracy: ``BudgetResult.to_dict()`` or ``{"fp32_top1", "int8_top1"}``; ``None`` without eval data.
         search: the search settings and bounds met.
+        calibration: ``CalibrationSummary.to_dict()``: samples used and skipped, the method used (a fallback
+            from the one requested shows here) and the warnings.
     """
 
     model: str
@@ -51,6 +53,7 @@ class QuantReport:
     candidates: list[dict[str, Any]]
     accuracy: dict[str, Any] | None = None
     search: dict[str, Any] = dataclasses.field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,6 +88,15 @@ class QuantReport:
             f"{fid.get('on')}: cosine min {_num(fid.get('cosine_min'), '.5f')}, mean "
             f"{_num(fid.get('cosine_mean'), '.5f')}, top-1 agreement {_num(fid.get('top1_agreement'), '.3f')}.",
         ]
+        if self.calibration:
+            c = self.calibration
+            method = str(c.get("method"))
+            if c.get("method_requested") not in (None, method):
+                method += f" (fallback from {c['method_requested']}: too few samples)"
+            skipped = c.get("skipped", 0) + c.get("holdout_skipped", 0)
+            lines += ["", f"Calibration: {c.get('used')} sample(s) from `{c.get('source')}`, method {method}"
+                      + (f", {skipped} unreadable sample(s) skipped" if skipped else "") + "."]  # fmt: skip
+            lines += [f"- {w}" for w in c.get("warnings", [])]
         if self.accuracy:
             a = self.accuracy
             lines += ["", f"Accuracy (top-1 %): FP32 {_num(a.get('fp32_top1'), '.2f')}, INT8 "
