@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import CalibrationError, ConfigError
+from ..errors import CalibrationError, ConfigError, ModelFileError
 from .calibration import CalibrationReader, CalibrationSummary
 from .config import QuantConfig
 from .graph import fuse_gelu
@@ -47,8 +47,22 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="edgeformer-pre-") as tmp:
         staged = Path(tmp) / "pre.onnx"
-        with _quiet_ort():
-            quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=False)
+        try:
+            with _quiet_ort():
+                quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=False)
+        except Exception as e:  # ORT's symbolic inference raises a bare Exception on ops it cannot follow
+            # ONNX's own shape inference still gives the quantizer the shapes it needs; only symbolic dims
+            # (e.g. a dynamic batch through a Reshape) stay unknown, which costs nothing at a static shape
+            log.warning("ORT symbolic shape inference failed on %s (%s); pre-processing with ONNX shape "
+                        "inference only", model_path, e)  # fmt: skip
+            try:
+                with _quiet_ort():
+                    quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=True)
+            except Exception as e2:
+                raise ModelFileError(
+                    f"{model_path}: ONNX Runtime's quantization pre-processing failed ({type(e2).__name__}: {e2}); "
+                    "re-export the model (`edgeformer export`) or report the graph that fails."
+                ) from e2
         model = onnx.load(str(staged))
     _restore_node_metadata(model, onnx.load(str(model_path), load_external_data=False))
     if config.gelu_fusion:
