@@ -131,7 +131,11 @@ def compiled(
 def _openvino_nncf(ctx: BenchContext) -> BenchRow:
     """The peer: NNCF's post-training INT8 (transformer preset) on the same calibration data, run by OpenVINO."""
     calib = Path(ctx.calib) if ctx.calib is not None else None  # None: NNCF on seeded synthetic inputs
-    row = compiled("openvino", "int8", _fp32, key="openvino-int8-nncf", nncf=True, calib=calib)(ctx)
+    from ..quant import QuantConfig
+
+    # as many samples as edgeformer's own INT8 rows calibrate on, drawn by the same seeded split
+    row = compiled("openvino", "int8", _fp32, key="openvino-int8-nncf", nncf=True, calib=calib,
+                   calib_size=QuantConfig().calib_size)(ctx)  # fmt: skip
     return _noted(row, "NNCF INT8 (transformer model type)", ctx)
 
 

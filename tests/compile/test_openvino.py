@@ -485,3 +485,18 @@ def test_zoo_qdq_int8_that_disagrees_with_its_parent_is_flagged(shvit, tmp_path)
     assert ("warning" in fid) == (fid["min_cosine"] < 0.9)
     if "warning" in fid:
         assert "--nncf" in fid["warning"]
+
+
+def test_nncf_never_calibrates_on_the_samples_edgeformer_holds_out(tiny, tmp_path):
+    """bench times NNCF beside edgeformer's INT8 and checks both on the held-out samples: NNCF must not see them."""
+    from edgeformer.quant import QuantConfig, open_calibration
+
+    n = 40
+    x = np.stack([np.full((3, SIDE, SIDE), i / n, np.float32) for i in range(n)])  # sample i is the constant i/n
+    path = _npy(tmp_path, x)
+    feeds, _ = calibration_feeds(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=path, calib_size=n))
+    held = open_calibration(path, inputs=tiny.manifest.inputs, preprocessing=tiny.manifest.preprocessing,
+                            config=QuantConfig()).holdout  # fmt: skip
+    ids = lambda fs: {round(float(next(iter(f.values())).ravel()[0]) * n) for f in fs}  # noqa: E731
+    assert len(held) == QuantConfig().fidelity_samples and len(feeds) == n - len(held)
+    assert ids(feeds).isdisjoint(ids(held)) and ids(feeds) | ids(held) == set(range(n))

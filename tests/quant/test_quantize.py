@@ -238,6 +238,35 @@ def test_default_plan_keeps_a_depthwise_conv_float_only_between_float_ops():
     assert "constant" in chained.reasons["bias_add"]
 
 
+def test_default_plan_keeps_a_spectrogram_front_end_float():
+    """Everything upstream of a Log (STFT as a conv, power, mel MatMul) stays float; the network after it does not."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["wave", "basis"], ["spec"], name="stft", strides=[4]),
+        helper.make_node("Mul", ["spec", "spec"], ["power"], name="power"),
+        helper.make_node("Transpose", ["power"], ["pt"], name="t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["pt", "mel"], ["m"], name="mel"),
+        helper.make_node("Add", ["m", "eps"], ["me"], name="eps_add"),
+        helper.make_node("Log", ["me"], ["logmel"], name="log"),
+        helper.make_node("MatMul", ["logmel", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "frontend", [helper.make_tensor_value_info("wave", TensorProto.FLOAT, [1, 1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 15, 4])],
+        [w("basis", 8, 1, 8), w("mel", 8, 6), numpy_helper.from_array(np.full((1,), 1e-6, np.float32), "eps"),
+         w("w1", 6, 16), w("w2", 16, 4)],
+    )  # fmt: skip
+    plan = default_plan(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), QuantConfig())
+    assert set(plan.nodes_to_quantize) == {"fc1", "fc2"}
+    for name in ("stft", "mel"):
+        assert "front-end" in plan.reasons[name], plan.reasons
+
+
 def test_default_plan_reasons_for_the_attention_model():
     plan = default_plan(attention_model(), QuantConfig())
     assert set(plan.nodes_to_quantize) == {"pw", "q", "k", "v", "proj", "residual", "head"}
