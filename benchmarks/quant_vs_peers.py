@@ -197,9 +197,11 @@ def main() -> None:
         if not args.skip_trained:
             result["trained"] = trained_drop(tmp, args)
             for t in result["trained"]:
-                print(f"{t['reference']} ({t['eval_samples']} held-out): top-1 FP32 {t['fp32_top1']} | INT8 default "
-                      f"{t['int8_default_top1']} (drop {t['drop_default']}) | INT8 with --max-drop {args.max_drop} "
-                      f"{t['int8_budget_top1']} (drop {t['drop_budget']}, {t['budget_speedup']}x FP32)")
+                print(
+                    f"{t['reference']} ({t['eval_samples']} held-out): top-1 FP32 {t['fp32_top1']} | INT8 default "
+                    f"{t['int8_default_top1']} (drop {t['drop_default']}) | INT8 with --max-drop {args.max_drop} "
+                    f"{t['int8_budget_top1']} (drop {t['drop_budget']}, {t['budget_speedup']}x FP32)"
+                )
         if not args.skip_wall:
             result["pipeline_wall_s"] = round(pipeline_wall(tmp, args), 1)
             print(f"export+quantize+profile efficientformer_l1: {result['pipeline_wall_s']} s")
