@@ -215,12 +215,7 @@ def calibration_feeds(artifact: Artifact, config: OpenVinoConfig) -> tuple[list[
         feeds.append(batch)
     if not feeds:
         raise CalibrationError(f"{config.calib}: no usable calibration samples; pass a folder of real samples.")
-    wanted = {t.name: t.dtype for t in artifact.manifest.inputs}
-    wrong = {k: v.dtype.name for k, v in feeds[0].items() if v.dtype.name != wanted.get(k)}
-    if wrong:  # never cast silently: float64 samples usually mean the preprocessing was skipped or differs
-        raise CalibrationError(
-            f"{config.calib}: samples are {wrong}, the model takes {wanted}; save them in the model's dtype."
-        )
+    # dtypes are settled by the reader: other float widths are converted, integer arrays (raw pixels) refused
     summary = data.summary.to_dict()
     record = {k: summary[k] for k in ("source", "kind", "found", "used", "skipped", "skipped_samples") if k in summary}
     return feeds, {**record, "samples": len(feeds)}

@@ -34,7 +34,14 @@ from typing import Any, Literal
 import numpy as np
 
 from ..artifact import Artifact, now_iso, write_json_atomic
-from ..errors import BackendUnavailableError, ConfigError, EdgeformerError, OutputExistsError, did_you_mean
+from ..errors import (
+    BackendUnavailableError,
+    CalibrationError,
+    ConfigError,
+    EdgeformerError,
+    OutputExistsError,
+    did_you_mean,
+)
 from . import build_feeds, profile
 from .device import device_card
 from .harness import LatencyStats, ProfileConfig, measure
@@ -442,6 +449,9 @@ def bench(
     if (out / "bench.json").exists() and not overwrite:
         raise OutputExistsError(f"{out} already holds a bench report; pass --overwrite or choose another --out.")
     table = select(producers, config)
+    if isinstance(calib, str | Path) and str(calib) != "synthetic" and not Path(calib).exists():
+        # before the export: a typo in --calib should not cost minutes and then fail every INT8 row
+        raise CalibrationError(f"--calib {calib} does not exist; pass a folder of images/wavs or a .npy/.npz file.")
     ctx = BenchContext(
         model=model, out=out, batch=batch, threads=threads, resolution=resolution, config=config,
         # built here so that a bad batch/threads/resolution fails before any export starts

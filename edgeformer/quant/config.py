@@ -17,7 +17,10 @@ Targets differ in what their integer kernels want, so :meth:`QuantConfig.for_tar
   dedicated Q/DQ pair per consumer so TensorRT can fuse each one independently, and float weights
   behind their own Q/DQ pair (the explicit-quantization form optimum's TensorRT preset writes).
 * ``"openvino"``: uint8 asymmetric activations with int8 symmetric per-channel weights, NNCF's "mixed"
-  preset; OpenVINO turns each Q/DQ pair into a FakeQuantize and runs u8 x i8 kernels.
+  preset; OpenVINO turns each Q/DQ pair into a FakeQuantize and runs u8 x i8 kernels. Its x86 kernels
+  saturate without VNNI just as MLAS's do, so ``reduce_range`` is on here too: on the AVX2-only EPYC,
+  EfficientFormer-L1 compiled from 8-bit weights measured cosine 0.9928 vs PyTorch (top-1 agreement
+  0.38 on random inputs), from 7-bit weights 0.99977 (1.0), at the same speed (``edgeformer bench``).
 
 Example::
 
@@ -204,7 +207,7 @@ class QuantConfig:
             ),
             "openvino": dict(
                 activation_type="uint8", symmetric_activations=False, weight_type="int8", symmetric_weights=True,
-                per_channel=True, reduce_range=False,
+                per_channel=True, reduce_range=True,
             ),
         }  # fmt: skip
         if target not in presets:

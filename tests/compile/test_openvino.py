@@ -278,7 +278,7 @@ def test_int8_with_nncf_reads_a_npy_calibration_set_and_gates_on_cosine(tiny, tm
         (lambda d: d.joinpath("missing"), CalibrationError, "does not exist"),
         (lambda d: _npy(d, np.zeros((4, 3, 5, 5), np.float32)), CalibrationError, "(3, 8, 8)"),
         (lambda d: _npy(d, np.full((2, 3, SIDE, SIDE), np.nan, np.float32)), CalibrationError, "NaN"),
-        (lambda d: _npy(d, np.zeros((3, 3, SIDE, SIDE), np.float64)), CalibrationError, "float64"),
+        (lambda d: _npy(d, np.zeros((3, 3, SIDE, SIDE), np.uint8)), CalibrationError, "uint8"),
         (lambda d: d.joinpath("empty").mkdir() or d / "empty", CalibrationError, "no image"),
     ],
 )

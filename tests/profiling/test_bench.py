@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from PIL import Image
 from torch import nn
 
-from edgeformer.errors import BackendUnavailableError, ConfigError, OutputExistsError
+from edgeformer.errors import BackendUnavailableError, CalibrationError, ConfigError, OutputExistsError
 from edgeformer.profiling.bench import (
     BenchConfig,
     BenchReport,
@@ -258,6 +258,9 @@ def test_rows_are_selected_by_name_and_unknown_names_refused(tmp_path, make_arti
 def test_bad_settings_fail_before_any_row_runs(tmp_path):
     ran = []
     producers = [RowProducer("x", "onnx", "fp32", "ort", lambda ctx: ran.append(1))]
+    with pytest.raises(CalibrationError, match="does not exist") as e:
+        bench("tiny_cnn", out=tmp_path / "r", calib=tmp_path / "no-such-folder", producers=producers)
+    assert e.value.exit_code == 3
     with pytest.raises(ConfigError, match="batch"):
         bench("tiny_cnn", out=tmp_path / "r", batch=0, producers=producers)
     assert not ran and not (tmp_path / "r").exists()
