@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,10 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
     with tempfile.TemporaryDirectory(prefix="edgeformer-pre-") as tmp:
         staged = Path(tmp) / "pre.onnx"
         try:
-            with _quiet_ort():
-                quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=False)
+            # on failure ORT's symbolic inference saves its partial model (plus external data) as
+            # sym_shape_infer_temp.onnx in the *working directory*: run it from the scratch folder instead
+            with _quiet_ort(), _working_dir(tmp):
+                quant_pre_process(str(Path(model_path).resolve()), str(staged), skip_symbolic_shape=False)
         except Exception as e:  # ORT's symbolic inference raises a bare Exception on ops it cannot follow
             # ONNX's own shape inference still gives the quantizer the shapes it needs; only symbolic dims
             # (e.g. a dynamic batch through a Reshape) stay unknown, which costs nothing at a static shape
@@ -69,6 +72,17 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
         fuse_gelu(model)
     onnx.save(model, str(out_path))
     return out_path
+
+
+@contextlib.contextmanager
+def _working_dir(path: str | Path) -> Iterator[None]:
+    """Run the block with ``path`` as the working directory (``contextlib.chdir`` is Python 3.11+)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def compute_ranges(model_path: str | Path, reader: CalibrationReader, config: QuantConfig,
