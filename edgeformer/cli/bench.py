@@ -37,19 +37,23 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(v.strip().lower() for item in values for v in item.split(",") if v.strip())
 
 
-_NOTE_WIDTH = 60
+_NOTE_WIDTH = 48
+_SHORT = {"onnxruntime": "ort", "coremltools": "ct"}  # the tools column's names; bench.json has the full ones
 
 
 def _note(row, footnotes: list[str]) -> str:
-    """What the row is (its first clause) or, failed/skipped, why; a long reason goes to a numbered footnote."""
+    """What the row is (its first clause) or, failed/skipped, why: a long reason becomes a numbered footnote,
+    one per distinct reason (three TensorRT rows share one)."""
     if row.status != "ok":
         if len(row.reason) <= _NOTE_WIDTH:
             return row.reason
-        footnotes.append(f"[{len(footnotes) + 1}] {row.name}: {row.reason}")
-        return row.reason[: _NOTE_WIDTH - 8].rsplit(" ", 1)[0] + f"… [{len(footnotes)}]"
-    what = row.reason.split(";")[0].split(". ")[0] if row.reason else ""
-    what = ("peer. " if row.peer else "") + what
-    return f"{what} (unstable timing)" if row.stable is False else what
+        if row.reason not in footnotes:
+            footnotes.append(row.reason)
+        clauses = [c for c in row.reason.split(": ") if "/" not in c]  # a leading artifact path says little
+        head = (clauses[0] if clauses else row.reason)[: _NOTE_WIDTH - 8]
+        return f"{head}… [{footnotes.index(row.reason) + 1}]"
+    parts = ["peer" if row.peer else "", row.reason.split(";")[0], "(unstable timing)" if row.stable is False else ""]
+    return " · ".join(p for p in parts if p)
 
 
 @command
@@ -133,28 +137,26 @@ def bench_cmd(
     else:
         best = report.best()
         footnotes: list[str] = []
-        cols = ("", "row", "precision", "backend", "size MB", "cos vs torch", "top-1", "p50 ms", "p90 ms", "FPS",
-                "tools", "note")  # fmt: skip
+        # precision and backend are in the row's name (openvino-int8); bench.md and --json list them apart
+        cols = ("", "row", "size MB", "cos vs torch", "top-1", "p50 ms", "p90 ms", "FPS", "tools", "note")
         body = [
             (
                 _ICON[r.status] + (" ★" if r is best else ""),
                 r.name,
-                r.precision,
-                r.backend,
                 None if r.size_mb is None else f"{r.size_mb:.1f}",
                 None if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
                 None if r.top1_agreement is None else f"{r.top1_agreement:.3f}",
                 fmt_ms(r.p50_ms),
                 fmt_ms(r.p90_ms),
                 None if r.fps is None else f"{r.fps:.1f}",
-                " ".join(f"{k} {v}" for k, v in r.versions.items()),
+                " ".join(f"{_SHORT.get(k, k)} {v}" for k, v in r.versions.items()),
                 _note(r, footnotes),
             )
             for r in report.rows
         ]
         console.print(table(f"bench {report.model} · {report.device.get('cpu_model')}", cols, body))
-        for line in footnotes:
-            console.print(line, markup=False)
+        for i, reason in enumerate(footnotes, 1):
+            console.print(f"[{i}] {reason}", markup=False)
         console.print(f"parity vs PyTorch on {report.parity_on or 'n/a'}")
         if best is None:
             console.print(f"no row reached cosine ≥ {config.min_cosine} vs PyTorch")

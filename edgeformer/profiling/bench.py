@@ -135,6 +135,7 @@ class BenchRow:
     p90_ms: float | None = None
     fps: float | None = None
     stable: bool | None = None
+    unstable_reason: str = ""  # the harness's spread figures when ``stable`` is False
     artifact_path: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -219,7 +220,7 @@ class BenchReport:
         for r in self.rows:
             note = r.reason.replace("|", "\\|").replace("\n", " ")
             if r.status == "ok" and r.stable is False:
-                note = f"UNSTABLE timing. {note}".strip()
+                note = f"{note} UNSTABLE timing: {r.unstable_reason}.".strip()
             if r.peer:
                 note = f"peer. {note}".strip()
             tools = ", ".join(f"{k} {v}" for k, v in r.versions.items())
@@ -301,10 +302,8 @@ class BenchContext:
         """Profile ``artifact`` on ``backend``, check it against PyTorch, and return an ``ok`` row."""
         result = profile(artifact, self.profile_config, backend=backend)
         lat = result.latency
-        reason = "" if lat.stable else str(lat.unstable_reason)
         fid, problem = self.parity(artifact, backend)
-        if problem:
-            reason = f"{reason}; parity vs PyTorch not measured: {problem}".strip("; ")
+        reason = f"parity vs PyTorch not measured: {problem}" if problem else ""
         return BenchRow(
             name="",  # set by the driver from the producer
             target="",
@@ -321,6 +320,7 @@ class BenchContext:
             p90_ms=lat.p90_ms,
             fps=lat.throughput,
             stable=lat.stable,
+            unstable_reason="" if lat.stable else str(lat.unstable_reason),
             artifact_path=str(artifact.path),
         )
 

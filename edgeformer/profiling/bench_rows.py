@@ -42,9 +42,9 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return BenchRow(
         name="", target="", format="pytorch", precision="fp32", backend="eager", status="ok",
-        reason="the reference; size = weights in memory" + ("" if stats.stable else f"; {stats.unstable_reason}"),
-        size_mb=n_bytes / 1e6, parity_cosine=1.0, p50_ms=stats.p50_ms, p90_ms=stats.p90_ms,
-        fps=stats.throughput, stable=stats.stable,
+        reason="the reference; size = weights in memory", size_mb=n_bytes / 1e6, parity_cosine=1.0,
+        p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, fps=stats.throughput, stable=stats.stable,
+        unstable_reason="" if stats.stable else str(stats.unstable_reason),
     )  # fmt: skip
 
 
@@ -90,7 +90,7 @@ def _int8_static_defaults(ctx: BenchContext) -> BenchRow:
 
 def _noted(row: BenchRow, what: str, ctx: BenchContext) -> BenchRow:
     calib = "synthetic inputs (pipeline check; pass --calib)" if ctx.calib is None else str(ctx.calib)
-    return dataclasses.replace(row, reason=f"{what}; calibrated on {calib}. {row.reason}".strip(". "))
+    return dataclasses.replace(row, reason=f"{what}; calibrated on {calib}; {row.reason}".strip("; "))
 
 
 def compiled(
@@ -123,7 +123,7 @@ def compiled(
             lambda dest: compile(src, target=target, precision=precision, out=dest, overwrite=True, **opts),
         )
         row = ctx.profile_row(art, backend=backend)
-        return dataclasses.replace(row, reason=f"{what}. {row.reason}".strip(". ")) if what else row
+        return dataclasses.replace(row, reason=f"{what}; {row.reason}".strip("; ")) if what else row
 
     return run
 
