@@ -265,7 +265,8 @@ def test_int8_with_nncf_reads_a_npy_calibration_set_and_gates_on_cosine(tiny, tm
     np.save(calib, np.random.default_rng(3).standard_normal((12, 3, SIDE, SIDE)).astype(np.float32))
     art = compile_openvino(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=calib), tmp_path / "nncf")
     record = art.manifest.extra["calibration"]
-    assert (record["source"], record["kind"], record["samples"]) == (str(calib), "arrays", 12)
+    # 12 samples, a quarter (3) held out as `edgeformer quantize` holds them out: NNCF calibrates on 9
+    assert (record["source"], record["kind"], record["samples"]) == (str(calib), "arrays", 9)
     with pytest.raises(QualityGateError, match="nothing was written"):
         compile_openvino(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=calib, min_cosine=0.9999999),
                          tmp_path / "gated")  # fmt: skip
