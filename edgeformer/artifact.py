@@ -300,7 +300,7 @@ class ArtifactWriter:
         for p in self.dir.rglob("*"):  # data must be on disk before the manifest that vouches for it
             if p.is_file():
                 _fsync(p)
-        _write_text_atomic(self.dir / MANIFEST_NAME, manifest.to_json())
+        write_text_atomic(self.dir / MANIFEST_NAME, manifest.to_json())
         old = None
         if self.dest.exists():
             if not self.overwrite:
@@ -333,7 +333,8 @@ def _fsync_dir(path: Path) -> None:
         _fsync(path)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via temp + fsync + rename, so readers never see a torn file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("w", encoding="utf-8") as f:
         f.write(text)
@@ -346,4 +347,4 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON via temp + rename, so readers never see a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact, now_iso, write_json_atomic
+from ..artifact import Artifact, now_iso, write_json_atomic, write_text_atomic
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -250,27 +249,28 @@ class BenchContext:
     profile_config: ProfileConfig
     example_inputs: tuple[Any, ...] | None = None
     calib: Any = None  # calibration data of the INT8 rows; None: synthetic (pipeline check, says so in the row)
-    _made: dict[str, Artifact | BaseException] = field(default_factory=dict)
-    _torch: tuple[Any, tuple[Any, ...]] | BaseException | None = None
-    _parity_feeds: list[dict[str, np.ndarray]] | None = None
-    _reference: list[list[np.ndarray]] | BaseException | None = None
+    _made: dict[str, Any] = field(default_factory=dict)  # results (or errors) of _once, by key
     parity_on: str = ""
 
     @property
     def model_name(self) -> str:
         return self.model if isinstance(self.model, str) else type(self.model).__name__
 
-    def artifact(self, key: str, make: Callable[[Path], Artifact]) -> Artifact:
-        """``make(self.out / key)`` once; later calls (from other producers) reuse the result or its error."""
+    def _once(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` once per ``key``; later calls (from other producers) reuse the result or re-raise its error."""
         if key not in self._made:
             try:
-                self._made[key] = make(self.out / key)
-            except Exception as e:  # remembered so that dependent rows fail with the same reason
+                self._made[key] = make()
+            except Exception as e:  # remembered so that dependent rows fail with the same reason, without redoing it
                 self._made[key] = e
         made = self._made[key]
         if isinstance(made, BaseException):
             raise made
         return made
+
+    def artifact(self, key: str, make: Callable[[Path], Artifact]) -> Artifact:
+        """``make(self.out / key)`` once, shared by every producer that asks for ``key``."""
+        return self._once(f"artifact:{key}", lambda: make(self.out / key))
 
     def onnx_fp32(self) -> Artifact:
         """The FP32 ONNX export (made once, parity-checked by the exporter)."""
@@ -289,14 +289,7 @@ class BenchContext:
 
     def torch_model(self) -> tuple[Any, tuple[Any, ...]]:
         """The fused eval-mode PyTorch model and its timing inputs (built once)."""
-        if self._torch is None:
-            try:
-                self._torch = _torch_model_and_inputs(self)
-            except Exception as e:
-                self._torch = e
-        if isinstance(self._torch, BaseException):
-            raise self._torch
-        return self._torch
+        return self._once("torch", lambda: _torch_model_and_inputs(self))
 
     def profile_row(self, artifact: Artifact, *, backend: str) -> BenchRow:
         """Profile ``artifact`` on ``backend``, check it against PyTorch, and return an ``ok`` row."""
@@ -351,42 +344,39 @@ class BenchContext:
         and ``QuantConfig``'s seeded split makes them the same ones the quantizer held out). Without:
         seeded standard-normal inputs shaped from the artifact's manifest.
         """
-        if self._parity_feeds is None:
-            inputs = artifact.manifest.inputs
-            n = self.config.parity_samples
-            if self.calib is not None:
-                from ..quant import QuantConfig, open_calibration
+        return self._once("parity-feeds", lambda: self._make_feeds(artifact))
 
-                data = open_calibration(self.calib, inputs=inputs, preprocessing=artifact.manifest.preprocessing,
-                                        config=QuantConfig(fidelity_samples=n))  # fmt: skip
-                self._parity_feeds = list(data.holdout)[:n]
-                self.parity_on = f"{len(self._parity_feeds)} held-out samples of {data.summary.source}"
-            else:
-                self._parity_feeds = [
-                    build_feeds(inputs, batch=self.batch, resolution=self.resolution, seed=self.config.seed + 1 + i)
-                    for i in range(n)
-                ]
-                self.parity_on = f"{n} seeded random inputs (pass --calib for real samples and a meaningful top-1)"
-            if not self._parity_feeds:
-                raise ConfigError(f"{self.calib}: no held-out samples to check parity on; give more samples.")
-        return self._parity_feeds
+    def _make_feeds(self, artifact: Artifact) -> list[dict[str, np.ndarray]]:
+        inputs = artifact.manifest.inputs
+        n = self.config.parity_samples
+        if self.calib is not None:
+            from ..quant import QuantConfig, open_calibration
+
+            data = open_calibration(self.calib, inputs=inputs, preprocessing=artifact.manifest.preprocessing,
+                                    config=QuantConfig(fidelity_samples=n))  # fmt: skip
+            feeds = list(data.holdout)[:n]
+            self.parity_on = f"{len(feeds)} held-out samples of {data.summary.source}"
+        else:
+            feeds = [
+                build_feeds(inputs, batch=self.batch, resolution=self.resolution, seed=self.config.seed + 1 + i)
+                for i in range(n)
+            ]
+            self.parity_on = f"{n} seeded random inputs (pass --calib for real samples and a meaningful top-1)"
+        if not feeds:
+            raise ConfigError(f"{self.calib}: no held-out samples to check parity on; give more samples.")
+        return feeds
 
     def _reference_outputs(self, feeds: list[dict[str, np.ndarray]], names: list[str]) -> list[list[np.ndarray]]:
         """PyTorch's outputs on the parity feeds (computed once)."""
-        if self._reference is None:
-            try:
-                import torch
 
-                model, _ = self.torch_model()
-                with torch.inference_mode():
-                    self._reference = [
-                        _flatten(model(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names))) for f in feeds
-                    ]
-            except Exception as e:
-                self._reference = e
-        if isinstance(self._reference, BaseException):
-            raise self._reference
-        return self._reference
+        def run() -> list[list[np.ndarray]]:
+            import torch
+
+            model, _ = self.torch_model()
+            with torch.inference_mode():
+                return [_flatten(model(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names))) for f in feeds]
+
+        return self._once("reference", run)
 
 
 @dataclass(frozen=True)
@@ -478,7 +468,7 @@ def bench(
         parity_on=ctx.parity_on,
     )
     write_json_atomic(out / "bench.json", report.to_dict())
-    _write_text_atomic(out / "bench.md", report.to_markdown())
+    write_text_atomic(out / "bench.md", report.to_markdown())
     from .bench_plot import write_plot
 
     write_plot(report, out / "bench.png")
@@ -613,9 +603,3 @@ def arch_for_resolution(name: str, resolution: int | None) -> dict[str, Any]:
     if spec.input.kind != "image":
         raise ConfigError(f"{name} takes {spec.input.kind} input; --resolution applies to image models only.")
     return {"resolution": resolution} if "resolution" in {f.name for f in dataclasses.fields(spec.arch)} else {}
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -177,16 +177,7 @@ def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: Calibrati
     Raises:
         QualityGateError: the worst sample's cosine is below ``config.min_cosine``.
     """
-    # a copy: the data may be shared (a Calibration reused by several quantize calls) and must not grow here
-    feeds, on = list(data.holdout), data.summary.fidelity_on
-    if not feeds:  # nothing held out (a user reader, or every held-out file unreadable): reuse calibration data
-        on = "calibration samples"
-        data.reader.rewind()
-        for _ in range(max(config.fidelity_samples, 1)):
-            f = data.reader.get_next()
-            if f is None:
-                break
-            feeds.append(f)
+    feeds, on = data.fidelity_feeds(config.fidelity_samples)
     fidelity = compare_outputs(run_model(fp32_path, feeds), run_model(int8_path, feeds), on=on)
     if config.min_cosine is not None and fidelity.cosine_min < config.min_cosine:
         raise QualityGateError(

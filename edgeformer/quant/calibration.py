@@ -82,6 +82,25 @@ class CalibrationData:
     holdout: list[dict[str, np.ndarray]]
     summary: CalibrationSummary
 
+    def fidelity_feeds(self, n: int) -> tuple[list[dict[str, np.ndarray]], str]:
+        """The feeds a quantized model is checked on, and what they are: the held-out samples, or (none held
+        out: a user reader, or every held-out file unreadable) the first ``n`` calibration batches.
+
+        A copy: the data may be shared (a Calibration reused by several quantize calls) and must not grow.
+        The reader is rewound afterwards, so it can be read again.
+        """
+        feeds, on = list(self.holdout), self.summary.fidelity_on
+        if not feeds:
+            on = "calibration samples"
+            self.reader.rewind()
+            for _ in range(max(n, 1)):
+                f = self.reader.get_next()
+                if f is None:
+                    break
+                feeds.append(f)
+            self.reader.rewind()
+        return feeds, on
+
 
 class SampleSource:
     """Indexable samples: ``names[i]`` identifies sample ``i`` in messages, ``load(i)`` returns its feeds."""

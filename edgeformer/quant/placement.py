@@ -464,16 +464,8 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
 
 
 def _fidelity_feeds(data: Any, config: QuantConfig) -> list[dict[str, np.ndarray]]:
-    """Held-out feeds, or (none held out) the first calibration batches, as the core's fidelity check does."""
-    feeds = list(data.holdout)
-    if not feeds:
-        data.reader.rewind()
-        for _ in range(max(config.fidelity_samples, 1)):
-            f = data.reader.get_next()
-            if f is None:
-                break
-            feeds.append(f)
-        data.reader.rewind()
+    """The same feeds the core's fidelity check uses; none at all is an error here (nothing to search on)."""
+    feeds, _ = data.fidelity_feeds(config.fidelity_samples)
     if not feeds:
         raise QualityGateError("no samples to check fidelity on; pass calibration data with at least one sample.")
     return feeds
