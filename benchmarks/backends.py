@@ -1,6 +1,6 @@
 """edgeformer's fastest faithful row vs the best peer path, per model, on this CPU: one `bench` run each.
 
-For every model this runs :func:`edgeformer.profiling.bench.bench` over the CPU targets (PyTorch, plain
+For every model this runs :func:`edgeformer.bench.pipeline.bench` over the CPU targets (PyTorch, plain
 ONNX on ORT, ORT-optimized, OpenVINO) plus a torch.compile row, all in this one process with the same
 thread count, seeded inputs and timing harness, and every row checked against PyTorch on the same
 inputs. Rows are split into
@@ -36,8 +36,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgeformer.profiling.bench import BenchConfig, BenchContext, BenchRow, RowProducer, bench, time_torch
-from edgeformer.profiling.bench_rows import ROW_PRODUCERS
+from edgeformer.bench import BenchConfig, BenchContext, BenchRow, RowProducer, bench, time_torch
+from edgeformer.bench.rows import ROW_PRODUCERS
 from edgeformer.profiling.device import device_card
 
 MODELS = ("efficientformer_l1", "efficientformerv2_s1", "shvit_s1", "shvit_s4")

@@ -37,11 +37,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeformer.artifact import TensorSpec
-from edgeformer.exporters import export
-from edgeformer.exporters.onnx import OnnxExportConfig
+from edgeformer.bench.context import arch_for_resolution, parity_cosine
+from edgeformer.export import export
+from edgeformer.export.onnx import OnnxExportConfig
 from edgeformer.models import create_model, get_spec, list_models
 from edgeformer.profiling import ProfileConfig, build_feeds, open_session
-from edgeformer.profiling.bench import arch_for_resolution, parity_cosine
 from edgeformer.profiling.device import device_card
 from edgeformer.profiling.harness import measure, stats_from_samples
 from edgeformer.runtimes.base import SessionOptions

@@ -76,10 +76,10 @@ def cosine(a, b) -> float:
 
 
 def compare_model(name: str, tmp: Path, args) -> dict:
-    from edgeformer.exporters import export
+    from edgeformer.bench.rows import quantize_static_defaults
+    from edgeformer.export import export
     from edgeformer.models import get_spec
-    from edgeformer.profiling.bench_rows import quantize_static_defaults
-    from edgeformer.quant.placement import SearchConfig, quantize_search
+    from edgeformer.quant import SearchConfig, quantize_search
 
     t0 = time.monotonic()
     fp32 = export(name, fmt="onnx", out=tmp / f"{name}-fp32", overwrite=True)
@@ -121,11 +121,11 @@ def trained_drop(tmp: Path, args) -> list[dict]:
     """
     import torch
 
-    from edgeformer.data.synth import list_references, load_reference, reference_heldout
-    from edgeformer.exporters import export
+    from edgeformer.export import export
+    from edgeformer.models.reference import list_references, load_reference, reference_heldout
     from edgeformer.quant import QuantConfig, quantize
     from edgeformer.quant.budget import EvalSet, top1
-    from edgeformer.quant.placement import SearchConfig, quantize_search
+    from edgeformer.quant import SearchConfig, quantize_search
 
     out = []
     for ref in list_references():

@@ -23,13 +23,13 @@ _LAZY = {
     "list_models": "edgeformer.models:list_models",
     "get_spec": "edgeformer.models:get_spec",
     "slice_weights": "edgeformer.models:slice_weights",
-    "export": "edgeformer.exporters:export",
+    "export": "edgeformer.export:",
     "quantize": "edgeformer.quant:quantize",
     "QuantConfig": "edgeformer.quant.config:QuantConfig",
-    "compile": "edgeformer.exporters.compile:compile",
+    "compile": "edgeformer.compile:",
     "profile": "edgeformer.profiling:profile",
-    "ProfileConfig": "edgeformer.profiling.harness:ProfileConfig",
-    "bench": "edgeformer.profiling.bench:bench",
+    "ProfileConfig": "edgeformer.profiling:ProfileConfig",
+    "bench": "edgeformer.bench:",
     "Session": "edgeformer.runtimes:Session",
     "load": "edgeformer.runtimes:load",
     "Artifact": "edgeformer.artifact:Artifact",
@@ -52,7 +52,9 @@ def __getattr__(name: str) -> Any:
     if target is None:
         raise AttributeError(f"module 'edgeformer' has no attribute {name!r}")
     module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
+    value = importlib.import_module(module)
+    # export, compile and bench are callable subpackages (see callable_package): the package is the function
+    value = value if module == f"edgeformer.{name}" else getattr(value, attr)
     globals()[name] = value
     return value
 

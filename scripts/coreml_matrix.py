@@ -1,6 +1,6 @@
 """Convert every zoo model to CoreML at every precision and write the compatibility matrix.
 
-Each cell is a real conversion with :func:`edgeformer.exporters.coreml.export_coreml` of the full-size
+Each cell is a real conversion with :func:`edgeformer.export.coreml.export_coreml` of the full-size
 model (random-init weights, native input size, batch 1), including the checks every conversion runs on the
 saved package: I/O, op census, the precision actually present, the embedded manifest. One more column
 converts fp16 through ``torch.export`` instead of ``torch.jit.trace``, to compare the two capture paths.
@@ -47,7 +47,7 @@ log = logging.getLogger("coreml_matrix")
 
 def convert_one(name: str, variant: str, workdir: Path) -> dict[str, Any]:
     """One real conversion; the result row (``ok``, size, ops, dtypes) or the error it raised."""
-    from edgeformer.exporters.coreml import CoreMlConfig, export_coreml
+    from edgeformer.export.coreml import CoreMlConfig, export_coreml
 
     precision, capture, _ = VARIANTS[variant]
     out = workdir / f"{name}-{variant}"

@@ -35,9 +35,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeformer.artifact import sha256_file
-from edgeformer.data import synth
+from edgeformer.data import reference as refdata
 from edgeformer.data.audio import KWS_LABELS
-from edgeformer.models import AudioInput, create_model
+from edgeformer.inputs import AudioInput
+from edgeformer.models import create_model
+from edgeformer.models import reference as refmodels
 from edgeformer.models.audio import LogMelFrontend
 from edgeformer.models.checkpoints import load_strict
 
@@ -181,7 +183,7 @@ def _augment_digits(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_digits(recipe: Recipe, seed: int, progress: Progress) -> tuple[torch.nn.Module, dict[str, Any]]:
     rng = _seed_all(seed, recipe.name)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    x, y = synth.digits_split("train", resolution=DIGITS_RESOLUTION)
+    x, y = refdata.digits_split("train", resolution=DIGITS_RESOLUTION)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     model = create_model(recipe.model, **recipe.arch_overrides)
     steps = math.ceil(len(y) / recipe.batch_size)
@@ -193,22 +195,22 @@ def train_digits(recipe: Recipe, seed: int, progress: Progress) -> tuple[torch.n
             yield _augment_digits(xt[idx], gen), yt[idx]
 
     record = fit(model, recipe, batches, steps, progress)
-    xh, yh = synth.digits_split("heldout", resolution=DIGITS_RESOLUTION)
+    xh, yh = refdata.digits_split("heldout", resolution=DIGITS_RESOLUTION)
     record["heldout"] = (evaluate(model, xh, yh), len(yh))
     record["train_samples"] = len(y)
     dataset = {
         "name": "digits",
         "source": f"sklearn.datasets.load_digits (scikit-learn {_version('scikit-learn')}): 1797 8x8 images",
         "ink": "0..16 -> round(v * 255 / 16) as an 8-bit grayscale image",
-        "split": f"stratified, {synth.DIGITS_HELDOUT_FRACTION:.0%} held out per class, "
-        f"numpy default_rng({synth.SPLIT_SEED}) permutation per class in class order",
+        "split": f"stratified, {refdata.DIGITS_HELDOUT_FRACTION:.0%} held out per class, "
+        f"numpy default_rng({refdata.SPLIT_SEED}) permutation per class in class order",
         "preprocessing": "edgeformer.data.images.preprocess_image with the recorded input (bilinear 8 -> "
         f"{DIGITS_RESOLUTION} px, RGB, (x - 0.5) / 0.5)",
         "train_augmentation": "random affine: rotation ±10°, scale 0.9-1.1, shift ±10 %, background kept",
         "train_samples": len(y),
         "heldout_samples": len(yh),
     }
-    return model, {"record": record, "dataset": dataset, "input": synth.digits_input(DIGITS_RESOLUTION)}
+    return model, {"record": record, "dataset": dataset, "input": refdata.digits_input(DIGITS_RESOLUTION)}
 
 
 # --- keywords ----------------------------------------------------------------------------------------
@@ -230,14 +232,14 @@ def _spec_augment(feats: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def synthesize_keywords(progress: Progress, out: Path) -> dict[str, Any]:
     """Synthesize both splits with espeak-ng; write the held-out clips to ``out``."""
-    plans = {split: synth.keyword_plan(split) for split in ("train", "heldout")}
+    plans = {split: refdata.keyword_plan(split) for split in ("train", "heldout")}
     task = progress.add_task("espeak-ng", total=sum(len(p) for p, _ in plans.values()), info="synthesizing")
     clips = {}
     for split, (plan, labels) in plans.items():
-        clean = synth.synthesize_all(plan, workers=2, on_done=lambda k: progress.update(task, advance=k))
-        clips[split] = synth.with_silence(clean, labels, split)
+        clean = refdata.synthesize_all(plan, workers=2, on_done=lambda k: progress.update(task, advance=k))
+        clips[split] = refdata.with_silence(clean, labels, split)
         if split == "heldout":
-            synth.write_clips(out / synth.KEYWORDS_HELDOUT_FILE, *clips[split], plan)
+            refdata.write_clips(out / refdata.KEYWORDS_HELDOUT_FILE, *clips[split], plan)
     return clips
 
 
@@ -253,8 +255,8 @@ def train_keywords(
     # whose STFT/mel bases are non-persistent buffers rebuilt from the spec
     model = create_model(recipe.model, frontend=dataclasses.replace(spec, frontend="host"), **recipe.arch_overrides)
     keyword_idx = np.flatnonzero(labels < 10)
-    unknown_idx = np.flatnonzero(labels == synth.UNKNOWN)
-    silence_idx = np.flatnonzero(labels == synth.SILENCE)
+    unknown_idx = np.flatnonzero(labels == refdata.UNKNOWN)
+    silence_idx = np.flatnonzero(labels == refdata.SILENCE)
     per_class = len(keyword_idx) // 10
     epoch_size = len(keyword_idx) + 2 * per_class
     steps = math.ceil(epoch_size / recipe.batch_size)
@@ -263,7 +265,7 @@ def train_keywords(
         # every keyword clip, and as many _unknown_ and _silence_ clips as one keyword has: balanced classes
         pick = np.concatenate([keyword_idx, rng.choice(unknown_idx, per_class, replace=False), silence_idx])
         pick = rng.permutation(pick)
-        wave = synth.render_clips([clean[i] for i in pick], labels[pick], rng, train=True)
+        wave = refdata.render_clips([clean[i] for i in pick], labels[pick], rng, train=True)
         with torch.no_grad():
             feats = frontend(torch.from_numpy(wave))
         for i in range(steps):
@@ -273,28 +275,28 @@ def train_keywords(
     record = fit(model, recipe, batches, steps, progress)
     graph_model = create_model(recipe.model, **recipe.arch_overrides)
     load_strict(graph_model, model.state_dict(), source=f"{recipe.name} (trained with the host front-end)")
-    xh, yh = synth.render_split(*clips["heldout"], "heldout")
+    xh, yh = refdata.render_split(*clips["heldout"], "heldout")
     record["heldout"] = (evaluate(graph_model, xh, yh), len(yh))
     record["train_samples"] = len(labels)
-    npz = out / synth.KEYWORDS_HELDOUT_FILE
+    npz = out / refdata.KEYWORDS_HELDOUT_FILE
     dataset = {
         "name": "keywords",
-        "synthesizer": synth.espeak_version(),
-        "words": {"keywords": list(synth.KEYWORDS), "unknown": list(synth.UNKNOWN_WORDS)},
+        "synthesizer": refdata.espeak_version(),
+        "words": {"keywords": list(refdata.KEYWORDS), "unknown": list(refdata.UNKNOWN_WORDS)},
         "voices": {
-            "train_accents": list(synth.TRAIN_ACCENTS),
-            "train_timbres": list(synth.TRAIN_TIMBRES),
-            "heldout_accents": list(synth.HELDOUT_ACCENTS),
-            "heldout_timbres": list(synth.HELDOUT_TIMBRES),
+            "train_accents": list(refdata.TRAIN_ACCENTS),
+            "train_timbres": list(refdata.TRAIN_TIMBRES),
+            "heldout_accents": list(refdata.HELDOUT_ACCENTS),
+            "heldout_timbres": list(refdata.HELDOUT_TIMBRES),
             "heldout_rule": "accent or timbre never used in training",
         },
-        "speeds": {"train": list(synth.TRAIN_SPEEDS), "heldout": list(synth.HELDOUT_SPEEDS)},
-        "pitches": {"train": list(synth.TRAIN_PITCHES), "heldout": list(synth.HELDOUT_PITCHES)},
+        "speeds": {"train": list(refdata.TRAIN_SPEEDS), "heldout": list(refdata.HELDOUT_SPEEDS)},
+        "pitches": {"train": list(refdata.TRAIN_PITCHES), "heldout": list(refdata.HELDOUT_PITCHES)},
         "clips": "espeak-ng 22050 Hz -> resample_poly to 16 kHz, trimmed, peak-normalised, 8-bit mu-law",
         "render": "1 s window, random offset, noise (white/pink/brown/hum) at 10-30 dB SNR (train 5-30 dB), "
         "peak -24..-1 dBFS; _silence_ = noise at -70..-20 dB; train adds speed x0.9-1.1, one-pole colouring, "
         "SpecAugment",
-        "plan": f"edgeformer.data.synth.keyword_plan(split, seed={synth.SPLIT_SEED})",
+        "plan": f"edgeformer.data.refdata.keyword_plan(split, seed={refdata.SPLIT_SEED})",
         "heldout_file": npz.name,
         "heldout_sha256": sha256_file(npz),
         "train_samples": len(labels),
@@ -342,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             record = info["record"]
             accuracy, n_heldout = record["heldout"]
             params = sum(p.numel() for p in model.parameters())
-            labels = synth.DIGIT_LABELS if recipe.dataset == "digits" else KWS_LABELS
-            meta = synth.ReferenceMeta(
+            labels = refdata.DIGIT_LABELS if recipe.dataset == "digits" else KWS_LABELS
+            meta = refmodels.ReferenceMeta(
                 name=recipe.name,
                 model=recipe.model,
                 arch_overrides=recipe.arch_overrides,
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 weights="",
                 weights_sha256="",
             )
-            sidecar = synth.save_reference(model.state_dict(), meta, args.out)
+            sidecar = refmodels.save_reference(model.state_dict(), meta, args.out)
             results.append((recipe, params, accuracy, n_heldout, record, sidecar))
             console.log(f"{recipe.name}: held-out top-1 {accuracy:.2%} on {n_heldout} ({record['seconds']:.0f} s)")
     table = Table(title=f"reference models -> {args.out}")

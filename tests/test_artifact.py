@@ -106,7 +106,7 @@ def test_existing_output_is_refused_without_overwrite(tmp_path):
 
 
 def test_input_paths_guard_the_artifact_folder_or_only_the_bare_file(tmp_path):
-    from edgeformer.exporters import compile as dispatch
+    from edgeformer.compile import targets as dispatch
 
     art = write_artifact(tmp_path / "art")
     assert input_paths(art) == [tmp_path / "art"]

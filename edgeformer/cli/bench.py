@@ -111,8 +111,8 @@ def bench_cmd(
 
       edgeformer bench shvit_s1 --targets onnx,openvino --precisions int8 --calib images/ --out bench-s1
     """
+    from ..bench import BenchConfig, bench
     from ..models import get_spec
-    from ..profiling.bench import BenchConfig, bench
 
     setup_logging(verbose)
     get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows

@@ -13,7 +13,7 @@ from .export import parse_overrides
 
 def _target_help() -> str:
     try:
-        from ..exporters.compile import targets_help
+        from ..compile import targets_help
 
         return "Target runtime. " + "; ".join(targets_help().splitlines())
     except Exception:  # --help must render even if a target module is broken
@@ -48,7 +48,7 @@ def compile_cmd(
       edgeformer compile build/l1-int8 --target tensorrt --precision int8 --max-batch 8
       edgeformer compile build/l1 --target coreml --precision fp16
     """
-    from ..exporters.compile import compile as compile_artifact
+    from ..compile import compile as compile_artifact
 
     setup_logging(verbose)
     given: dict[str, Any] = {

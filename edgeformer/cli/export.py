@@ -78,12 +78,12 @@ def export_cmd(
 
     Example: edgeformer export efficientformer_l1 --out build/l1 --dynamic-batch
     """
-    from ..exporters import export
-    from ..exporters.onnx import OnnxExportConfig
+    from ..export import export
+    from ..export.onnx import OnnxExportConfig
 
     setup_logging(verbose)
     if fmt == "coreml":  # straight from torch; precision and compute units: `edgeformer compile --target coreml`
-        from ..exporters.coreml import CoreMlConfig
+        from ..export.coreml import CoreMlConfig
 
         config = CoreMlConfig(batch=batch, resolution=resolution)
     else:

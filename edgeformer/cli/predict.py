@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..runtimes import load
 from .common import ArtifactArg, BackendOpt, JsonOpt, ThreadsOpt, command, console, print_json, table
 
 
@@ -24,8 +25,6 @@ def predict_cmd(
     Example: edgeformer predict build/l1 cat.jpg dog.png --top-k 3
     """
     import numpy as np
-
-    from ..runtimes import load
 
     predictor = load(artifact, backend=backend, threads=threads)
     results = {}

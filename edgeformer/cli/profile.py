@@ -6,6 +6,9 @@ from typing import Annotated
 
 import typer
 
+from ..artifact import Artifact
+from ..profiling import ProfileConfig, profile
+from ..runtimes.ort import probe_in_subprocess
 from .common import (
     ArtifactArg,
     BackendOpt,
@@ -42,8 +45,6 @@ def profile_cmd(
 
     Example: edgeformer profile build/l1 --threads 2 --per-op
     """
-    from ..artifact import Artifact
-    from ..profiling import ProfileConfig, profile
 
     config = ProfileConfig(
         warmup=warmup, runs=runs, min_time_s=min_time, threads=threads, batch=batch, resolution=resolution,
@@ -51,8 +52,6 @@ def profile_cmd(
     )  # fmt: skip
     art = Artifact.load(artifact)
     if isolate and backend == "ort" and art.format == "onnx":
-        from ..runtimes.ort import probe_in_subprocess
-
         probe_in_subprocess(art.model_path)
     with console.status(f"profiling {art.manifest.model_name} on {backend}…", spinner="dots"):
         result = profile(art, config, backend=backend)

@@ -69,7 +69,7 @@ def quantize_cmd(
     )  # fmt: skip
     out = out or Path(f"{str(artifact).rstrip('/')}-int8")
     with console.status("calibrating and quantizing…", spinner="dots"):
-        from ..quant.placement import SearchConfig, quantize_search
+        from ..quant import SearchConfig, quantize_search
 
         result = quantize_search(
             artifact, config, calib=calib, out=out, overwrite=overwrite, eval_data=eval_data, max_drop=max_drop,

@@ -3,7 +3,7 @@
 This module is the reference the torch front-end (:class:`edgeformer.models.audio.LogMelFrontend`) is
 tested against, and what an edge runtime uses when a model was exported with ``frontend="host"``.
 
-The front-end, for an :class:`~edgeformer.models.spec.AudioInput` ``spec``:
+The front-end, for an :class:`~edgeformer.inputs.AudioInput` ``spec``:
 
 1. reflect-pad the waveform by ``n_fft // 2`` at both ends (a centred STFT, as ``torch.stft(center=True)``
    and librosa), so frame ``t`` is centred on sample ``t * hop_length`` and there are

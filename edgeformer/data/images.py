@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, InvalidInputError, ModelFileError
-from ..models.spec import ImageInput
+from ..inputs import ImageInput
 
 log = logging.getLogger(__name__)
 

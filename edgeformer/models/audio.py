@@ -49,10 +49,12 @@ from torch import nn
 
 from ..data.audio import KWS_LABELS, audio_spec_problems, hann_window, mel_filterbank
 from ..errors import ConfigError, InvalidArchError
+from ..inputs import AudioInput
 from .layers import ConvBN, ElasticModel, fuse_bn_linear
-from .spec import ArchBase, AudioInput, ExportHints, ModelSpec
+from .spec import ArchBase, ExportHints, ModelSpec
 from .spec import is_int as _is_int
 from .spec import to_tuples as _to_tuples
+from .zoo import register_model
 
 __all__ = ["KWS_LABELS", "AudioFormer", "AudioFormerArch", "LogMelFrontend"]
 
@@ -338,8 +340,6 @@ def _arch(widths, depths, n_attn, heads, key_dim, mlp_ratio, num_classes) -> Aud
 
 
 def _register() -> None:
-    from . import register_model
-
     for name, (widths, depths, n_attn, heads, key_dim, mlp, classes, labels, params_m, macs_g) in _VARIANTS.items():
         arch = _arch(widths, depths, n_attn, heads, key_dim, mlp, classes)
         register_model(ModelSpec(

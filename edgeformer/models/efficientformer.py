@@ -38,10 +38,11 @@ import torch
 from torch import nn
 
 from ..errors import InputMismatchError, InvalidArchError
-from . import register_model
+from ..inputs import IMAGENET_MEAN, IMAGENET_STD, ImageInput
 from .layers import ElasticModel, fuse_conv_bn
-from .spec import IMAGENET_MEAN, IMAGENET_STD, ArchBase, ExportHints, ImageInput, ModelSpec
+from .spec import ArchBase, ExportHints, ModelSpec
 from .spec import to_tuples as _to_tuples
+from .zoo import register_model
 
 # name: (widths, depths, attention blocks ending the last stage, published params (M) and MACs (G) at 224²)
 _VARIANTS = {

@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputMismatchError
-from . import register_model
+from ..inputs import ImageInput
 from .layers import ElasticModel, fuse_bn_linear, fuse_conv_bn
-from .spec import ArchBase, ExportHints, ImageInput, ModelSpec
+from .spec import ArchBase, ExportHints, ModelSpec
+from .zoo import register_model
 
 # name: widths, depths, per-block MLP ratios of stages 3 and 4 (stages 1-2 use 4), attention blocks closing
 # stages 3 and 4, published params (M, distillation head included) and MACs (G) at 224 px

@@ -40,10 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidArchError
+from ..inputs import IMAGENET_MEAN, IMAGENET_STD, ImageInput
 from .layers import ConvBN, ElasticModel, fuse_bn_linear
-from .spec import IMAGENET_MEAN, IMAGENET_STD, ArchBase, ExportHints, ImageInput, ModelSpec
+from .spec import ArchBase, ExportHints, ModelSpec
 from .spec import is_int as _is_int
 from .spec import to_tuples as _to_tuples
+from .zoo import register_model
 
 # name: (embed_dims, depths, partial_dims, resolution, published params (M), published MACs (G))
 _VARIANTS = {
@@ -475,8 +477,6 @@ def _arch(embed_dims: tuple[int, ...], depths: tuple[int, ...], partial_dims: tu
 
 
 def _register() -> None:
-    from . import register_model
-
     for name, (embed_dims, depths, partial_dims, resolution, params_m, macs_g) in _VARIANTS.items():
         register_model(ModelSpec(
             name=name,

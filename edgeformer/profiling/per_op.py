@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..runtimes import open_session
 from ..runtimes.base import SessionOptions
 from ..runtimes.feeds import check_feeds
 
@@ -233,7 +234,6 @@ def profile_ops(
 
 
 def _run_profiled(artifact: Any, feeds: Mapping[str, np.ndarray], n: int, threads: int | None, out: Path) -> Path:
-    from . import open_session  # the package imports this module; import at call time
 
     options = SessionOptions(threads=threads, enable_profiling=True, profile_dir=str(out))
     session = open_session(artifact, backend="ort", options=options)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import TensorSpec
+from ..data.images import load_image
 from ..errors import AccuracyBudgetError, CalibrationError, ConfigError
 from .config import QuantConfig
 from .fidelity import rounded_fields
@@ -86,7 +87,6 @@ def load_eval(source: str | Path, *, inputs: Sequence[TensorSpec], preprocessing
 
 
 def _image_folder(path: Path, preprocessing, labels) -> tuple[np.ndarray, np.ndarray]:
-    from ..data.images import load_image
 
     if preprocessing is None:
         raise CalibrationError(f"{path}: an image folder needs the artifact's preprocessing; pass an .npz instead.")

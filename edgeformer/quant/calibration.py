@@ -32,7 +32,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..artifact import TensorSpec
+from ..data.audio import AudioFileError, check_sample_rate, fix_length, log_mel, read_wav
+from ..data.images import as_image_input, load_image
 from ..errors import CalibrationError, ConfigError, DynamicShapeError, InvalidInputError
+from ..inputs import AudioInput
 from .config import QuantConfig
 
 log = logging.getLogger(__name__)
@@ -195,14 +198,12 @@ class ImageFolderSource(SampleSource):
     kind = "images"
 
     def __init__(self, files: Sequence[Path], root: Path, input_: TensorSpec, preprocessing: Mapping[str, Any]) -> None:
-        from ..data.images import as_image_input
 
         self.files, self.input_name, self.inputs = list(files), input_.name, [input_]
         self.names = [f.relative_to(root).as_posix() for f in files]
         self.spec = as_image_input(preprocessing)
 
     def load(self, i: int) -> dict[str, np.ndarray]:
-        from ..data.images import load_image
 
         return {self.input_name: load_image(self.files[i], self.spec)}
 
@@ -213,7 +214,6 @@ class WavFolderSource(SampleSource):
     kind = "audio"
 
     def __init__(self, files: Sequence[Path], root: Path, input_: TensorSpec, preprocessing: Mapping[str, Any]) -> None:
-        from ..models.spec import AudioInput
 
         self.files, self.input_name, self.inputs = list(files), input_.name, [input_]
         self.names = [f.relative_to(root).as_posix() for f in files]
@@ -221,7 +221,6 @@ class WavFolderSource(SampleSource):
         self.spec = AudioInput(**{k: v for k, v in preprocessing.items() if k in known})
 
     def load(self, i: int) -> dict[str, np.ndarray]:
-        from ..data.audio import AudioFileError, check_sample_rate, fix_length, log_mel, read_wav
 
         try:
             wave, rate = read_wav(self.files[i])

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelFileError, did_you_mean
+from ..modelfile import require_onnx, sniff
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 
 if TYPE_CHECKING:
@@ -203,7 +204,6 @@ def _tensor_info(arg: Any) -> TensorInfo:
 
 def _sniff(path: Path) -> None:
     """Name a wrong-type file (a PNG, a torch checkpoint) by its content before ORT reports a protobuf error."""
-    from ..modelfile import require_onnx, sniff
 
     if sniff(path) not in ("onnx", "ort"):  # a header read, no parse: cheap enough for every open
         require_onnx(path)  # raises ModelFileError saying what the file is and which command takes it

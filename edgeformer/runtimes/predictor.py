@@ -22,14 +22,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ..artifact import Artifact
+from ..data.audio import check_sample_rate, fix_length, log_mel, read_wav
+from ..data.images import as_image_input, load_image
 from ..errors import ConfigError, InvalidInputError, ModelFileError
-
-if TYPE_CHECKING:
-    from . import Session
+from ..inputs import AudioInput
+from .session import Session
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,6 @@ class Predictor:
             )
         self._image_spec = self._audio_spec = None
         if self.kind == "image":
-            from ..data.images import as_image_input
-
             self._image_spec = as_image_input(self.preprocessing)
         elif self.kind == "audio":
             self._audio_spec = _as_audio_input(self.preprocessing)
@@ -117,8 +117,6 @@ class Predictor:
                 )
             return x if x.ndim == rank else x[None]
         if self.kind == "image":
-            from ..data.images import load_image
-
             return self._to_input_dtype(load_image(x, self._image_spec))
         if self.kind == "audio":
             return self._to_input_dtype(self._audio(x))
@@ -141,12 +139,8 @@ class Predictor:
         return x
 
     def _audio(self, x: Any) -> np.ndarray:
-        from ..data.audio import check_sample_rate, fix_length, log_mel
-
         spec = self._audio_spec
         if isinstance(x, (str, Path)):
-            from ..data.audio import read_wav
-
             wave, sr = read_wav(x)
             check_sample_rate(sr, spec, source=str(x))
         elif isinstance(x, np.ndarray) and x.ndim == 1 and np.issubdtype(x.dtype, np.floating):
@@ -173,10 +167,19 @@ class Predictor:
 
 
 def _as_audio_input(d: dict[str, Any]):
-    from ..models.spec import AudioInput
-
     missing = [k for k in ("sample_rate", "clip_seconds", "frontend") if k not in d]
     if missing:
         raise ModelFileError(f"the recorded audio preprocessing lacks {', '.join(missing)}; re-export the artifact.")
     known = {f.name for f in dataclasses.fields(AudioInput)}
     return AudioInput(**{k: v for k, v in d.items() if k in known})
+
+
+def load(path_or_artifact: str | Path | Artifact, backend: str = "ort", threads: int | None = None) -> Predictor:
+    """Open an artifact for prediction with the preprocessing and labels recorded in it.
+
+    Example::
+
+        top = edgeformer.load("build/l1").predict("cat.jpg", top_k=1)[0]
+        print(top.label, top.score)
+    """
+    return Predictor(Session(path_or_artifact, backend=backend, threads=threads))

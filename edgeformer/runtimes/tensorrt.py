@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, InputMismatchError, InvalidInputError, ModelFileError
+from ..modelfile import sniff
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 from .feeds import FeedProblem, mismatch_error
 
@@ -349,7 +350,6 @@ class TensorRtSession(BackendSession):
         self.rt = rt = cudart()
         cuda_call(rt, rt.cudaSetDevice(self._device), f"selecting GPU {self._device}")
         check_engine_compatible(artifact.manifest.extra, device_facts(trt, self._device), str(artifact.path))
-        from ..modelfile import sniff
 
         kind = sniff(self.path)
         # "unknown" passes: the hashes already vouch for the file, and a future plan header may not start "ftrt"

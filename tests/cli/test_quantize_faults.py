@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from edgeformer.artifact import Artifact
 from edgeformer.cli.app import app
-from edgeformer.models.spec import ImageInput
+from edgeformer.inputs import ImageInput
 from edgeformer.quant import QuantConfig, open_calibration
 
 runner = CliRunner()

@@ -11,9 +11,8 @@ import pytest
 
 import edgeformer
 from edgeformer.artifact import Artifact
-from edgeformer.errors import BackendUnavailableError, ConfigError, OutputExistsError
-from edgeformer.exporters import compile as dispatch
-from edgeformer.exporters.compile import (
+from edgeformer.compile.ort_optimize import OrtOptimizeConfig
+from edgeformer.compile.targets import (
     TARGETS,
     Target,
     build_config,
@@ -23,7 +22,8 @@ from edgeformer.exporters.compile import (
     targets_available,
     targets_help,
 )
-from edgeformer.exporters.ort_optimize import OrtOptimizeConfig
+from edgeformer.errors import BackendUnavailableError, ConfigError, OutputExistsError
+from edgeformer.compile import targets as dispatch
 from edgeformer.runtimes import tensorrt as trt_runtime
 
 from .test_openvino import tiny_model, write_artifact
@@ -38,7 +38,7 @@ def tiny(tmp_path_factory) -> Artifact:
 def test_the_table_names_every_target_with_importable_configs_where_present():
     assert set(TARGETS) == {"tensorrt", "coreml", "openvino", "ort"}
     assert TARGETS["tensorrt"][:4] == (
-        "edgeformer.exporters.tensorrt:compile_tensorrt",
+        "edgeformer.compile.tensorrt:compile_tensorrt",
         ("fp32", "fp16", "int8"),
         "tensorrt",
         "NVIDIA GPU + CUDA driver (Linux/Windows)",
@@ -66,10 +66,10 @@ def test_targets_available_agrees_with_each_target():
 
 
 def test_a_target_whose_module_is_missing_names_its_extra(monkeypatch):
-    row = Target("edgeformer.exporters.no_such_target:compile_fake", ("fp32",), "fake", "a fake device", "x:y")
+    row = Target("edgeformer.export.no_such_target:compile_fake", ("fp32",), "fake", "a fake device", "x:y")
     monkeypatch.setitem(TARGETS, "fake", row)
     reason = target_unavailable("fake")
-    assert "edgeformer.exporters.no_such_target cannot be imported" in reason
+    assert "edgeformer.export.no_such_target cannot be imported" in reason
     assert "pip install 'edgeformer[fake]'" in reason
     with pytest.raises(BackendUnavailableError, match="--target fake cannot run here") as e:
         build_config("fake")
@@ -175,7 +175,7 @@ def test_dispatch_reaches_openvino(tiny, tmp_path):
 
 def test_importing_the_dispatcher_imports_no_vendor_sdk():
     code = (
-        "import sys, edgeformer.exporters.compile as c; c.targets_help(); "
+        "import sys, edgeformer.compile.targets as c; c.targets_help(); "
         "print(sorted(m for m in ('openvino', 'tensorrt', 'coremltools', 'nncf') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -26,15 +26,16 @@ from edgeformer.errors import (
     ModelFileError,
     OutputExistsError,
 )
-from edgeformer.exporters.coreml import (
+from edgeformer.export.coreml import (
     MAIN_FILE,
     CoreMlConfig,
     available,
-    compile_coreml,
     compile_coreml_module,
     export_coreml,
 )
-from edgeformer.models import ImageInput, get_spec, list_models
+from edgeformer.compile.coreml import compile_coreml
+from edgeformer.inputs import ImageInput
+from edgeformer.models import get_spec, list_models
 from edgeformer.runtimes import Session
 from edgeformer.runtimes import coreml as rt
 from edgeformer.runtimes.base import SessionOptions
@@ -227,9 +228,9 @@ def test_torch_export_capture_gives_the_same_program(tmp_path):
 def test_compile_rebuilds_a_checkpointed_onnx_parent(tmp_path):
     from safetensors.torch import save_file
 
-    from edgeformer.exporters import export
-    from edgeformer.exporters.compile import compile as compile_artifact
-    from edgeformer.exporters.onnx import OnnxExportConfig
+    from edgeformer.compile.targets import compile as compile_artifact
+    from edgeformer.export import export
+    from edgeformer.export.onnx import OnnxExportConfig
     from edgeformer.models import create_model
 
     name, arch = FAST["efficientformer"]
@@ -350,7 +351,7 @@ import sys
 sys.modules["coremltools"] = None  # what Python does for a package that is not installed: imports fail
 from pathlib import Path
 from edgeformer.errors import BackendUnavailableError
-from edgeformer.exporters import coreml
+from edgeformer.export import coreml
 from edgeformer.runtimes import coreml as rt
 print(coreml.available())
 try:
@@ -373,7 +374,7 @@ print(rt.available())
 
 def test_importing_the_coreml_modules_imports_neither_coremltools_nor_torch():
     code = (
-        "import sys, edgeformer.exporters.coreml, edgeformer.runtimes.coreml; "
+        "import sys, edgeformer.export.coreml, edgeformer.runtimes.coreml; "
         "print(sorted(m for m in ('coremltools', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest
+from edgeformer.compile.openvino import OpenVinoConfig, calibration_feeds, check_source, compile_openvino
 from edgeformer.errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -30,8 +31,7 @@ from edgeformer.errors import (
     OutputExistsError,
     QualityGateError,
 )
-from edgeformer.exporters.openvino import OpenVinoConfig, calibration_feeds, check_source, compile_openvino
-from edgeformer.exporters.parity import ort_runner, parity_inputs
+from edgeformer.export.parity import ort_runner, parity_inputs
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import SessionOptions
 from edgeformer.runtimes.openvino import OpenVinoBackend, available, precision_problem
@@ -245,7 +245,7 @@ def test_int8_from_a_qdq_model_runs_its_scales_as_fake_quantize(tiny_qdq, tmp_pa
 @pytest.mark.slow
 def test_int8_with_nncf_on_synthetic_data_warns_and_records_it(tiny, tmp_path, caplog):
     cfg = OpenVinoConfig(precision="int8", nncf=True, calib_size=16)
-    with caplog.at_level(logging.WARNING, logger="edgeformer.exporters.openvino"):
+    with caplog.at_level(logging.WARNING, logger="edgeformer.compile.openvino"):
         art = compile_openvino(tiny, cfg, tmp_path / "nncf")
     assert any("SYNTHETIC" in r.getMessage() for r in caplog.records)
     extra = art.manifest.extra
@@ -433,7 +433,7 @@ def test_an_onnx_artifact_on_the_openvino_backend_points_to_the_right_one(tiny):
 
 
 def test_importing_the_target_does_not_import_openvino():
-    code = "import sys, edgeformer.exporters.openvino, edgeformer.runtimes.openvino; print('openvino' in sys.modules)"
+    code = "import sys, edgeformer.compile.openvino, edgeformer.runtimes.openvino; print('openvino' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -448,7 +448,7 @@ SHVIT_TINY = {
 
 @pytest.fixture(scope="module")
 def shvit(tmp_path_factory) -> Artifact:
-    from edgeformer.exporters.onnx import OnnxExportConfig
+    from edgeformer.export.onnx import OnnxExportConfig
 
     out = tmp_path_factory.mktemp("zoo") / "shvit"
     return edgeformer.export("shvit_s1", out=out, config=OnnxExportConfig(resolution=64), **SHVIT_TINY)

@@ -12,9 +12,9 @@ import pytest
 
 import edgeformer
 from edgeformer.artifact import Artifact, Manifest
+from edgeformer.compile.ort_optimize import OrtOptimizeConfig, check_source, compile_ort
 from edgeformer.errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, OutputExistsError
-from edgeformer.exporters.ort_optimize import OrtOptimizeConfig, check_source, compile_ort
-from edgeformer.exporters.parity import ort_runner
+from edgeformer.export.parity import ort_runner
 from edgeformer.modelfile import sniff
 
 from .test_openvino import IMAGE, LABELS, SIDE, qdq_artifact, tiny_model, write_artifact

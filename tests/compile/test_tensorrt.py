@@ -23,17 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest, TensorSpec
-from edgeformer.errors import (
-    BackendUnavailableError,
-    ConfigError,
-    DynamicShapeError,
-    InputMismatchError,
-    ModelFileError,
-    OutputExistsError,
-)
-from edgeformer.exporters import tensorrt as trt_export
-from edgeformer.exporters.parity import fidelity, ort_runner, parity_inputs
-from edgeformer.exporters.tensorrt import (
+from edgeformer.compile.tensorrt import (
     BuildPlan,
     InputProfile,
     TensorRtConfig,
@@ -45,7 +35,17 @@ from edgeformer.exporters.tensorrt import (
     qdq_problems,
     to_fp16,
 )
-from edgeformer.exporters.tensorrt_cache import quarantine, write_bytes_atomic
+from edgeformer.compile.tensorrt_cache import quarantine, write_bytes_atomic
+from edgeformer.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DynamicShapeError,
+    InputMismatchError,
+    ModelFileError,
+    OutputExistsError,
+)
+from edgeformer.compile import tensorrt as trt_export
+from edgeformer.export.parity import fidelity, ort_runner, parity_inputs
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import get_backend
 from edgeformer.runtimes import tensorrt as trt_runtime
@@ -418,7 +418,7 @@ def test_importing_the_tensorrt_modules_imports_neither_tensorrt_nor_cuda_nor_to
                     attempts.append(name)
                 return None
         sys.meta_path.insert(0, Recorder())
-        import edgeformer.exporters.tensorrt, edgeformer.runtimes.tensorrt
+        import edgeformer.compile.tensorrt, edgeformer.runtimes.tensorrt
         from edgeformer.runtimes import get_backend
         get_backend("tensorrt")
         print(attempts)

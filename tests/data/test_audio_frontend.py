@@ -27,8 +27,8 @@ from edgeformer.data.audio import (
     read_wav,
 )
 from edgeformer.errors import ConfigError, InvalidInputError
+from edgeformer.inputs import AudioInput
 from edgeformer.models.audio import LogMelFrontend
-from edgeformer.models.spec import AudioInput
 
 SPEC = AudioInput()
 SR = SPEC.sample_rate

@@ -11,7 +11,7 @@ from PIL import Image
 
 from edgeformer.data.images import as_image_input, load_image, load_image_batch, open_image, preprocess_image
 from edgeformer.errors import ConfigError, InvalidInputError, ModelFileError
-from edgeformer.models.spec import AudioInput, ImageInput
+from edgeformer.inputs import AudioInput, ImageInput
 
 SPEC = ImageInput(resolution=32, crop_pct=1.0)
 MEAN, STD = np.array(SPEC.mean, np.float32), np.array(SPEC.std, np.float32)

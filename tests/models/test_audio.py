@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from edgeformer.errors import ConfigError, InvalidArchError, WeightsError
+from edgeformer.inputs import AudioInput
 from edgeformer.models import create_model, get_spec, list_models, slice_weights
 from edgeformer.models.audio import KWS_LABELS, AudioFormer, AudioFormerArch, LogMelFrontend
 from edgeformer.models.complexity import count_macs, count_params
-from edgeformer.models.spec import AudioInput
 
 VARIANTS = ["audioformer_t", "audioformer_s", "audioformer_m"]
 SHORT = AudioInput(clip_seconds=0.5)  # 51 frames: half the compute, same graph

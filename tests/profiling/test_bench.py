@@ -12,25 +12,18 @@ from onnx import numpy_helper
 from PIL import Image
 from torch import nn
 
+from edgeformer.bench import BenchConfig, BenchReport, BenchRow, RowProducer, bench, select
+from edgeformer.bench.context import parity_cosine
+from edgeformer.bench.rows import ROW_PRODUCERS, compiled
 from edgeformer.errors import BackendUnavailableError, CalibrationError, ConfigError, OutputExistsError
-from edgeformer.profiling.bench import (
-    BenchConfig,
-    BenchReport,
-    BenchRow,
-    RowProducer,
-    bench,
-    parity_cosine,
-    select,
-)
-from edgeformer.profiling.bench_rows import ROW_PRODUCERS, compiled
 
 FAST = BenchConfig(warmup=1, runs=5, parity_samples=3)
 PARITY = {"ok": True, "min_cosine": 0.99999, "outputs": [{"name": "logits", "cosine": 0.9999991, "max_abs": 1e-6}]}
 
 
 def _exporter_available() -> bool:
-    return hasattr(importlib.import_module("edgeformer.exporters"), "export") and (
-        importlib.util.find_spec("edgeformer.exporters.onnx") is not None
+    return hasattr(importlib.import_module("edgeformer.export"), "export") and (
+        importlib.util.find_spec("edgeformer.export.onnx") is not None
     )
 
 
@@ -293,7 +286,7 @@ def test_parity_cosine_takes_the_worst_output_at_any_depth():
 
 
 @pytest.mark.slow  # the dynamo exporter takes ~20 s even for a tiny module
-@pytest.mark.skipif(not _exporter_available(), reason="edgeformer.exporters.onnx is not written yet")
+@pytest.mark.skipif(not _exporter_available(), reason="edgeformer.export.onnx is not written yet")
 def test_default_table_benches_a_user_module_export_and_eager(tmp_path):
     config = BenchConfig(warmup=1, runs=5, targets=("pytorch", "onnx"))
     report = bench(TinyNet(), out=tmp_path, threads=1, config=config, example_inputs=(torch.randn(1, 3, 16, 16),))

@@ -13,8 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest
+from edgeformer.inputs import AudioInput, ImageInput
 from edgeformer.modelfile import embed_manifest, graph_io
-from edgeformer.models.spec import AudioInput, ImageInput
 
 RES = 16
 

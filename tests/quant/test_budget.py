@@ -94,9 +94,9 @@ def test_budget_records_each_fallback_with_its_latency_cost(artifact, calib_npz,
 def test_trained_digits_model_meets_a_half_point_budget_with_a_report(tmp_path):
     torch = pytest.importorskip("torch")
     from edgeformer.artifact import Artifact
-    from edgeformer.data.synth import load_reference, reference_heldout
-    from edgeformer.exporters import export
-    from edgeformer.quant.placement import SearchConfig, quantize_search
+    from edgeformer.export import export
+    from edgeformer.models.reference import load_reference, reference_heldout
+    from edgeformer.quant import SearchConfig, quantize_search
 
     model, meta = load_reference("digits_shvit")
     x, y = reference_heldout(meta)

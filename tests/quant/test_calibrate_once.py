@@ -11,7 +11,7 @@ import pytest
 from edgeformer.artifact import sha256_file
 from edgeformer.errors import ConfigError
 from edgeformer.quant import QuantConfig, QuantPlan, calibrate, quantize
-from edgeformer.quant.placement import SearchConfig, quantize_search
+from edgeformer.quant import SearchConfig, quantize_search
 
 from .conftest import RES
 from .test_placement import cost_model, int8_nodes

@@ -8,7 +8,7 @@ import pytest
 
 from edgeformer.artifact import TensorSpec
 from edgeformer.errors import CalibrationError, DynamicShapeError
-from edgeformer.models.spec import ImageInput
+from edgeformer.inputs import ImageInput
 from edgeformer.quant import compute_ranges, open_calibration, preprocess
 from edgeformer.quant.config import QuantConfig
 from edgeformer.quant.ranges import NUM_BINS, RangeCollector

@@ -11,7 +11,8 @@ from edgeformer.errors import ConfigError
 from edgeformer.quant import QuantConfig, compute_ranges, default_plan, node_groups, open_calibration, preprocess
 from edgeformer.quant.fidelity import compare_outputs
 from edgeformer.quant.ort_adapter import run_model
-from edgeformer.quant.placement import SearchConfig, ort_latency, quantize_search, search_placement
+from edgeformer.quant import quantize_search
+from edgeformer.quant.placement import SearchConfig, ort_latency, search_placement
 
 from .conftest import RES, attention_model
 

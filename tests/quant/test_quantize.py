@@ -361,8 +361,8 @@ def test_zoo_node_groups_follow_the_module_tree(zoo_artifact, tmp_path):
 def test_a_graph_ort_symbolic_inference_cannot_follow_still_quantizes(tmp_path, caplog, monkeypatch):
     """EfficientFormerV2's dynamic-batch export makes ORT's symbolic shape inference give up (a bare
     ``Exception``); pre-processing falls back to ONNX shape inference and says so instead of crashing."""
-    from edgeformer.exporters import export
-    from edgeformer.exporters.onnx import OnnxExportConfig
+    from edgeformer.export import export
+    from edgeformer.export.onnx import OnnxExportConfig
 
     fp32 = export("efficientformerv2_s0", fmt="onnx", out=tmp_path / "fp32", config=OnnxExportConfig(resolution=64))
     cwd = tmp_path / "cwd"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeformer.artifact import Artifact
-from edgeformer.models.spec import ImageInput
+from edgeformer.inputs import ImageInput
 
 from .tiny_models import COLOR_LABELS, color_model, write_artifact
 

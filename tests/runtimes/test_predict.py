@@ -13,7 +13,7 @@ from PIL import Image
 from edgeformer.data.audio import fix_length, log_mel, read_wav
 from edgeformer.data.images import load_image
 from edgeformer.errors import ConfigError, InvalidInputError, ModelFileError
-from edgeformer.models.spec import AudioInput, ImageInput
+from edgeformer.inputs import AudioInput, ImageInput
 from edgeformer.runtimes import Session, load
 from edgeformer.runtimes.predictor import Prediction, Predictor
 

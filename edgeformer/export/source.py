@@ -1,110 +1,25 @@
-"""Export: torch (zoo name or your ``nn.Module``) to a deployable artifact, one format per entry of :data:`FORMATS`.
-
-One table drives dispatch and validation (ultralytics' lesson): a target adds a row naming its function
-(imported lazily, so ``import edgeformer`` never imports torch or a vendor SDK), its file suffix and
-whether it starts from a torch module. Every exporter takes the same keyword arguments and returns the
-:class:`~edgeformer.artifact.Artifact` it wrote.
-
-Example::
-
-    import edgeformer
-    art = edgeformer.export("efficientformer_l1", out="build/l1")            # parity-checked ONNX
-    art = edgeformer.export(my_module, out="build/mine", example_inputs=(torch.randn(1, 3, 224, 224),))
-"""
+"""The torch side shared by every exporter that starts from a module: a zoo name or an ``nn.Module``
+becomes a :class:`SourceModel` (eval mode, fused, example inputs, input/output names, labels)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import ConfigError, did_you_mean
+import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    from ..artifact import Artifact
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportFormat:
-    """One export target: ``target`` is ``"module:function"`` with the signature of :func:`export`."""
-
-    name: str
-    target: str
-    suffix: str  # the main model file's suffix ("" for a folder such as an .mlpackage)
-    needs_torch: bool  # starts from a torch module (True) or from an ONNX artifact (False)
+from ..data.labels import resolve_labels
+from ..errors import ConfigError
+from ..models import ExportHints, create_model, get_spec
+from ..models.checkpoints import load_strict, read_state_dict
+from ..models.layers import ElasticModel
 
 
-FORMATS: dict[str, ExportFormat] = {
-    f.name: f
-    for f in (
-        ExportFormat(name="onnx", target="edgeformer.exporters.onnx:export_onnx", suffix=".onnx", needs_torch=True),
-        ExportFormat(name="coreml", target="edgeformer.exporters.coreml:export_coreml", suffix="", needs_torch=True),
-    )
-}
-
-
-def get_format(fmt: str) -> ExportFormat:
-    """The :class:`ExportFormat` named ``fmt``; unknown names raise with close matches."""
-    fmt = str(getattr(fmt, "value", fmt)).lower()  # accept the CLI's str Enum as well as a plain string
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; known: {', '.join(FORMATS)} (--format)."
-        )
-    return FORMATS[fmt]
-
-
-def export(
-    model: Any,
-    *,
-    fmt: str = "onnx",
-    out: str | Path,
-    example_inputs: tuple[Any, ...] | None = None,
-    input_spec: Any = None,
-    config: Any = None,
-    checkpoint: str | Path | None = None,
-    overwrite: bool = False,
-    **arch_overrides: Any,
-) -> Artifact:
-    """Export a zoo model (by name) or an ``nn.Module`` to ``fmt`` and write the artifact folder ``out``.
-
-    Args:
-        model: a zoo name (``"efficientformer_l1"``) or a torch ``nn.Module``.
-        fmt: a key of :data:`FORMATS` (``"onnx"``).
-        out: the artifact folder to write (atomically); it must not exist unless ``overwrite``.
-        example_inputs: a tuple of tensors, required for an ``nn.Module``; zoo models make their own.
-        input_spec: for an ``nn.Module``, its ``ImageInput``/``AudioInput`` (recorded as preprocessing).
-        config: the format's config (``OnnxExportConfig`` for ONNX); ``None`` uses the model's hints.
-        checkpoint: weights for a zoo model (official, timm or safetensors).
-        overwrite: replace ``out`` if it exists.
-        **arch_overrides: architecture fields of a zoo model (``num_classes=10``, ``depths=...``).
-
-    Returns:
-        The written :class:`~edgeformer.artifact.Artifact`.
-
-    Raises:
-        ConfigError: unknown format, bad config or overrides; ``OutputExistsError`` for an existing ``out``.
-        ParityError: the exported model's outputs differ from torch beyond tolerance.
-    """
-    spec = get_format(fmt)
-    module, _, attr = spec.target.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    return fn(
-        model,
-        out=Path(out),
-        example_inputs=example_inputs,
-        input_spec=input_spec,
-        config=config,
-        checkpoint=checkpoint,
-        overwrite=overwrite,
-        **arch_overrides,
-    )
-
-
-# --- the torch side, shared by every exporter that starts from a module ---------------------------------
 @dataclass(frozen=True, kw_only=True)
 class SourceModel:
     """A module ready to export: in eval mode, fused, with example inputs and the names the graph will use."""
@@ -158,12 +73,6 @@ def prepare_source(
 
     A module passed in is deep-copied first, so fusing never changes the caller's object.
     """
-    import torch
-    from torch import nn
-
-    from ..models import ExportHints, get_spec
-    from ..models.layers import ElasticModel
-
     if isinstance(model, str):
         return _zoo_source(
             model,
@@ -202,8 +111,6 @@ def prepare_source(
         )
     module = copy.deepcopy(model).eval()
     if checkpoint is not None:
-        from ..models.checkpoints import load_strict, read_state_dict
-
         load_strict(module, read_state_dict(checkpoint), source=str(checkpoint))
     if isinstance(module, ElasticModel):
         module.fuse()
@@ -227,10 +134,6 @@ def prepare_source(
 
 
 def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resolution, seed, overrides) -> SourceModel:
-    import torch
-
-    from ..models import create_model
-
     if example_inputs is not None or input_spec is not None:
         raise ConfigError(
             f"{name} is a zoo model: it makes its own inputs and preprocessing; set batch and "
@@ -280,8 +183,6 @@ def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resol
 
 def _output_names(module: Any, inputs: tuple[Any, ...], name: str) -> tuple[str, ...]:
     """Run the module once: it must work on its example inputs, and we learn how many outputs to name."""
-    import torch
-
     try:
         with torch.no_grad():
             outs = SourceModel.flatten_outputs(module(*inputs))
@@ -299,8 +200,6 @@ def _output_names(module: Any, inputs: tuple[Any, ...], name: str) -> tuple[str,
 
 def _labels(spec: Any, arch: Any) -> tuple[str, ...] | None:
     """The class names of the model's label set, if edgeformer ships it and the head still has that many classes."""
-    from ..data.labels import resolve_labels
-
     return resolve_labels(spec.labels, getattr(arch, "num_classes", spec.num_classes))
 
 

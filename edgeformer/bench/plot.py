@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .bench import BenchReport
+    from .report import BenchReport
 
 # a row identical to PyTorch (the reference itself) would sit at 1 - cosine = 0, off a log axis
 _FLOOR = 1e-8

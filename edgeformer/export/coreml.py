@@ -2,7 +2,7 @@
 
 coremltools 7+ no longer reads ONNX, so every path starts from torch: :func:`compile_coreml` rebuilds the
 parent ONNX artifact's model from its manifest (zoo name, recorded architecture, checkpoint, input shape;
-read by :mod:`~edgeformer.exporters.coreml_parent`) and checks the rebuild against the parent on ONNX
+read by :mod:`~edgeformer.compile.coreml`) and checks the rebuild against the parent on ONNX
 Runtime; :func:`export_coreml` takes a zoo name or a module like :func:`edgeformer.export`;
 :func:`compile_coreml_module` converts a module you hold.
 
@@ -56,7 +56,6 @@ from ..artifact import (
     Manifest,
     TensorSpec,
     check_output_path,
-    input_paths,
     now_iso,
     sha256_file,
     tool_versions,
@@ -69,8 +68,7 @@ from ..errors import (
     QualityGateError,
 )
 from ..runtimes import coreml as rt
-from .coreml_parent import parent_arch_overrides, parent_checkpoint, parent_shape
-from .parity import min_cosine_problem
+from .parity import fidelity, min_cosine_problem, ort_runner, parity_inputs
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +134,14 @@ def available() -> str | None:
     return f"CoreML conversion needs {' and '.join(missing)}: {rt.INSTALL}" if missing else None
 
 
-def _checked(config: Any) -> CoreMlConfig:
+def checked_config(config: Any) -> CoreMlConfig:
     cfg = CoreMlConfig() if config is None else config
     if not isinstance(cfg, CoreMlConfig):
         raise ConfigError(f"CoreML conversion takes a CoreMlConfig, got {type(cfg).__name__}.")
     return cfg
 
 
-def _require_tools() -> None:
+def require_tools() -> None:
     # after the argument, input and output checks: a wrong argument is reported as such, not as a missing tool
     if reason := available():
         raise BackendUnavailableError(reason)
@@ -168,15 +166,15 @@ def export_coreml(
         InvalidInputError: capture or conversion failed (coremltools names the op).
         BackendUnavailableError: coremltools or torch is not installed (exit 5).
     """
-    cfg = _checked(config)
+    cfg = checked_config(config)
     if checkpoint is not None and cfg.checkpoint is not None and Path(checkpoint) != cfg.checkpoint:
         raise ConfigError(f"checkpoint given twice ({checkpoint} and config.checkpoint {cfg.checkpoint}); give one.")
     ckpt = Path(checkpoint) if checkpoint is not None else cfg.checkpoint
     guard = [ckpt] if ckpt else []
     check_output_path(Path(out), guard, overwrite)  # before the slow part
-    _require_tools()
-    src = _prepare(model, cfg, example_inputs, input_spec, ckpt, cfg.resolution, dict(arch_overrides))
-    return _write(src, cfg, Path(out), overwrite, guard, parent=None, checkpoint=ckpt, extra={})
+    require_tools()
+    src = prepare_source_model(model, cfg, example_inputs, input_spec, ckpt, cfg.resolution, dict(arch_overrides))
+    return write_package(src, cfg, Path(out), overwrite, guard, parent=None, checkpoint=ckpt, extra={})
 
 
 def compile_coreml_module(
@@ -199,57 +197,11 @@ def compile_coreml_module(
     )
 
 
-def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrite: bool = False) -> Artifact:
-    """Rebuild the torch model behind an ONNX artifact, check it against the parent, convert it to ``coreml``.
-
-    Raises:
-        ConfigError: bad config; a parent from your own module (use :func:`compile_coreml_module`), a quantized
-            parent, a batch/resolution the parent does not have, a missing or wrong checkpoint.
-        ModelFileError: not an ONNX artifact, or the rebuilt model's shapes differ from the parent's.
-        InvalidInputError: capture or conversion failed (coremltools names the op).
-        QualityGateError: the rebuilt torch model differs from the parent ONNX, or macOS fidelity < ``min_cosine``.
-        BackendUnavailableError: coremltools or torch is not installed (exit 5).
-    """
-    cfg, out, m = _checked(config), Path(out), artifact.manifest
-    overrides = parent_arch_overrides(artifact)
-    batch, resolution = parent_shape(artifact, cfg)
-    ckpt = parent_checkpoint(artifact, cfg)
-    guard = [*input_paths(artifact), *([ckpt] if ckpt else [])]  # a bare .onnx guards the file, not its folder
-    check_output_path(out, guard, overwrite)
-    _require_tools()
-    cfg = dataclasses.replace(cfg, batch=batch)
-    src = _prepare(m.model_name, cfg, None, None, ckpt, resolution, overrides)
-    got, want = [tuple(t.shape)[1:] for t in src.example_inputs], [tuple(t.shape)[1:] for t in m.inputs]
-    if got != want or len(src.output_names) != len(m.outputs):
-        raise ModelFileError(
-            f"{artifact.path}: the rebuilt {m.model_name} takes {got} with {len(src.output_names)} "
-            f"outputs, the parent {want} with {len(m.outputs)}; convert with the edgeformer version "
-            "that exported it, or re-export the ONNX."
-        )
-    src = dataclasses.replace(
-        src, input_names=tuple(t.name for t in m.inputs), output_names=tuple(t.name for t in m.outputs)
-    )
-    if ckpt is not None:
-        source_check: Any = _source_check(src, artifact)
-    else:
-        source_check = (
-            "not run: the parent was exported without a checkpoint, so its random weights cannot be "
-            f"rebuilt; this package has its architecture with other random weights (seed {cfg.seed})"
-        )
-        log.warning(
-            "%s has random-init weights: the CoreML package gets its architecture with other random "
-            "weights; export and compile with --checkpoint to keep trained weights",
-            artifact.path,
-        )
-    extra = {"parent_format": m.format, "source_check": source_check}
-    return _write(src, cfg, out, overwrite, guard, parent=artifact, checkpoint=ckpt, extra=extra)
-
-
 # --- rebuilding the parent's torch model ------------------------------------------------------------
-def _prepare(model, cfg, example_inputs, input_spec, checkpoint, resolution, overrides) -> Any:
+def prepare_source_model(model, cfg, example_inputs, input_spec, checkpoint, resolution, overrides) -> Any:
     import torch
 
-    from . import prepare_source
+    from .source import prepare_source  # torch: kept out of `import edgeformer.export.coreml`
 
     with torch.random.fork_rng(devices=[]):  # random-init weights: reproducible per seed; caller's RNG untouched
         torch.manual_seed(cfg.seed)
@@ -265,7 +217,7 @@ def _prepare(model, cfg, example_inputs, input_spec, checkpoint, resolution, ove
         )
 
 
-def _torch_runner(src: Any) -> Any:
+def torch_runner(src: Any) -> Any:
     import torch
 
     def run(feeds):
@@ -276,8 +228,7 @@ def _torch_runner(src: Any) -> Any:
     return run
 
 
-def _samples(src: Any, cfg: CoreMlConfig) -> dict[str, dict[str, np.ndarray]]:
-    from .parity import parity_inputs
+def fidelity_samples(src: Any, cfg: CoreMlConfig) -> dict[str, dict[str, np.ndarray]]:
 
     spec, pairs = src.input_spec, list(zip(src.input_names, src.example_inputs, strict=True))
     kind = getattr(spec, "kind", None) if getattr(spec, "frontend", "graph") == "graph" else None
@@ -291,28 +242,6 @@ def _samples(src: Any, cfg: CoreMlConfig) -> dict[str, dict[str, np.ndarray]]:
     )
 
 
-def _source_check(src: Any, parent: Artifact) -> dict[str, Any]:
-    """The rebuilt torch model vs the parent ONNX on ORT: what CoreML converts is the parent's model."""
-    from .parity import check_parity, ort_runner
-
-    sc = parent.manifest.step_config
-    report = check_parity(
-        _torch_runner(src),
-        ort_runner(parent.model_path),
-        _samples(src, CoreMlConfig()),
-        atol=sc.get("atol") or 1e-4,
-        min_cosine=sc.get("min_cosine") or 0.99999,
-    )
-    if not report.ok:
-        raise QualityGateError(
-            f"the {src.name} rebuilt from {parent.path} differs from the parent ONNX: "
-            f"{'; '.join(o.describe() for o in report.failures)}. Convert with the edgeformer "
-            "version that exported it, or re-export the ONNX."
-        )
-    return report.to_dict()
-
-
-# --- conversion, checks, writing --------------------------------------------------------------------
 def _convert(src: Any, cfg: CoreMlConfig) -> tuple[Any, list[str]]:
     """Capture the module and convert it to an ML program of ``cfg.precision``.
 
@@ -391,7 +320,7 @@ def _io_dtype(t: Any) -> Any:
     return np.float32 if t.is_floating_point() else np.int32
 
 
-def _write(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra) -> Artifact:
+def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra) -> Artifact:
     started = time.perf_counter()
     mlmodel, tracer_warnings = _convert(src, cfg)
     convert_s = time.perf_counter() - started
@@ -501,7 +430,6 @@ def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | Non
     """CoreML vs the parent ONNX (else torch) on seeded inputs; prediction needs macOS."""
     if reason := rt.platform_reason():
         return f"not run: {reason}"
-    from .parity import fidelity, ort_runner
 
     def run(feeds):
         # the same casts the I/O types imply (float64 -> float32, int64 -> int32)
@@ -510,8 +438,8 @@ def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | Non
         }
         return {k: np.asarray(v, dtype=np.float32) for k, v in mlmodel.predict(cast).items()}
 
-    reference = ort_runner(parent_onnx) if parent_onnx is not None else _torch_runner(src)
-    report = fidelity(reference, run, _samples(src, cfg))
+    reference = ort_runner(parent_onnx) if parent_onnx is not None else torch_runner(src)
+    report = fidelity(reference, run, fidelity_samples(src, cfg))
     if cfg.min_cosine is not None and report["min_cosine"] < cfg.min_cosine:
         raise QualityGateError(
             f"the CoreML {cfg.precision} package's worst cosine is {report['min_cosine']:.6f} < "

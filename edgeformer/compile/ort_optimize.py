@@ -50,8 +50,12 @@ from ..errors import (
     QualityGateError,
     did_you_mean,
 )
+from ..export.parity import fidelity, min_cosine_problem, ort_runner
+from ..modelfile import embed_manifest, load_onnx
 from ..runtimes.base import SessionOptions
-from .parity import min_cosine_problem
+from ..runtimes.ort import OrtSession, _first_line, _native_errors
+from .openvino import SUSPECT_COSINE, fidelity_inputs
+from .tensorrt import FP32_OPS, to_fp16
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +167,6 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
     import onnx
     import onnxruntime as ort
 
-    from ..modelfile import embed_manifest, load_onnx
-
     _require_provider(ort, config.execution_provider)
     proto = load_onnx(artifact.model_path)  # external data is vetted before ORT reads any of it
     convert = config.precision == "fp16" and artifact.precision == "fp32"
@@ -174,8 +176,6 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
     ):
         source = artifact.model_path
         if convert:
-            from .tensorrt import FP32_OPS, to_fp16
-
             source = Path(tmp) / "model_fp16.onnx"
             onnx.save(to_fp16(proto), source)
         _optimize(ort, source, w.dir / MODEL_FILE, config, ort_format=False)
@@ -254,7 +254,6 @@ def _session_options(ort: Any, target: Path, config: OrtOptimizeConfig) -> Any:
 
 
 def _optimize(ort: Any, source: Path, target: Path, config: OrtOptimizeConfig, *, ort_format: bool) -> None:
-    from ..runtimes.ort import _first_line, _native_errors
 
     so = _session_options(ort, target, config)
     disabled = None
@@ -294,9 +293,6 @@ def _write_ort_format(ort: Any, source: Path, folder: Path, config: OrtOptimizeC
 
 def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOptimizeConfig) -> dict[str, Any]:
     """Fidelity of the saved model (and of ``model.ort``) vs the parent ONNX on ORT's CPU provider."""
-    from ..runtimes.ort import OrtSession
-    from .openvino import SUSPECT_COSINE, fidelity_inputs
-    from .parity import fidelity, ort_runner
 
     try:
         inputs = fidelity_inputs(parent, config.fidelity_samples)

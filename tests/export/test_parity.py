@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgeformer.errors import ModelFileError, ParityError
-from edgeformer.exporters.parity import check_parity, compare, fidelity, ort_runner, parity_inputs
+from edgeformer.export.parity import check_parity, compare, fidelity, ort_runner, parity_inputs
 
 
 def test_compare_is_relative_to_the_output_scale():

@@ -1,4 +1,7 @@
-"""What :func:`~edgeformer.exporters.coreml.compile_coreml` takes from its ONNX parent, checked before torch loads.
+"""Compile an ONNX artifact to CoreML: rebuild its torch model, check it against the parent, convert it.
+
+The conversion itself is :mod:`edgeformer.export.coreml`'s; this module holds what compiling takes from the
+ONNX parent, checked before torch loads.
 
 CoreML converts from torch, so compiling an ONNX artifact means rebuilding its torch model: the zoo variant
 with the architecture fields the export recorded, at the parent's batch and resolution, with the checkpoint
@@ -7,21 +10,25 @@ it was exported with (matched by sha256). Each refusal names what to run instead
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..artifact import Artifact, sha256_file
-from ..errors import ConfigError, ModelFileError, UnknownModelError
+from ..artifact import Artifact, check_output_path, input_paths, sha256_file
+from ..errors import ConfigError, ModelFileError, QualityGateError, UnknownModelError
+from ..export import coreml as cm
+from ..export.coreml import CoreMlConfig as CoreMlConfig  # the table finds config and probe beside compile_coreml
+from ..export.coreml import available as available
+from ..export.parity import check_parity, ort_runner
+from ..models import get_spec
 
-if TYPE_CHECKING:
-    from .coreml import CoreMlConfig
+log = logging.getLogger(__name__)
 
 
 def parent_arch_overrides(artifact: Artifact) -> dict[str, Any]:
     """The parent's recorded architecture fields that differ from its variant's, JSON lists back to tuples."""
-    from ..models import get_spec
-
     m, where = artifact.manifest, artifact.path
     if m.format != "onnx":
         raise ModelFileError(
@@ -101,3 +108,71 @@ def parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
 
 
 __all__ = ["parent_arch_overrides", "parent_checkpoint", "parent_shape"]
+
+
+def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrite: bool = False) -> Artifact:
+    """Rebuild the torch model behind an ONNX artifact, check it against the parent, convert it to ``coreml``.
+
+    Raises:
+        ConfigError: bad config; a parent from your own module (use :func:`compile_coreml_module`), a quantized
+            parent, a batch/resolution the parent does not have, a missing or wrong checkpoint.
+        ModelFileError: not an ONNX artifact, or the rebuilt model's shapes differ from the parent's.
+        InvalidInputError: capture or conversion failed (coremltools names the op).
+        QualityGateError: the rebuilt torch model differs from the parent ONNX, or macOS fidelity < ``min_cosine``.
+        BackendUnavailableError: coremltools or torch is not installed (exit 5).
+    """
+    cfg, out, m = cm.checked_config(config), Path(out), artifact.manifest
+    overrides = parent_arch_overrides(artifact)
+    batch, resolution = parent_shape(artifact, cfg)
+    ckpt = parent_checkpoint(artifact, cfg)
+    guard = [*input_paths(artifact), *([ckpt] if ckpt else [])]  # a bare .onnx guards the file, not its folder
+    check_output_path(out, guard, overwrite)
+    cm.require_tools()
+    cfg = dataclasses.replace(cfg, batch=batch)
+    src = cm.prepare_source_model(m.model_name, cfg, None, None, ckpt, resolution, overrides)
+    got, want = [tuple(t.shape)[1:] for t in src.example_inputs], [tuple(t.shape)[1:] for t in m.inputs]
+    if got != want or len(src.output_names) != len(m.outputs):
+        raise ModelFileError(
+            f"{artifact.path}: the rebuilt {m.model_name} takes {got} with {len(src.output_names)} "
+            f"outputs, the parent {want} with {len(m.outputs)}; convert with the edgeformer version "
+            "that exported it, or re-export the ONNX."
+        )
+    src = dataclasses.replace(
+        src, input_names=tuple(t.name for t in m.inputs), output_names=tuple(t.name for t in m.outputs)
+    )
+    if ckpt is not None:
+        source_check: Any = _source_check(src, artifact)
+    else:
+        source_check = (
+            "not run: the parent was exported without a checkpoint, so its random weights cannot be "
+            f"rebuilt; this package has its architecture with other random weights (seed {cfg.seed})"
+        )
+        log.warning(
+            "%s has random-init weights: the CoreML package gets its architecture with other random "
+            "weights; export and compile with --checkpoint to keep trained weights",
+            artifact.path,
+        )
+    extra = {"parent_format": m.format, "source_check": source_check}
+    return cm.write_package(src, cfg, out, overwrite, guard, parent=artifact, checkpoint=ckpt, extra=extra)
+
+
+def _source_check(src: Any, parent: Artifact) -> dict[str, Any]:
+    """The rebuilt torch model vs the parent ONNX on ORT: what CoreML converts is the parent's model."""
+    sc = parent.manifest.step_config
+    report = check_parity(
+        cm.torch_runner(src),
+        ort_runner(parent.model_path),
+        cm.fidelity_samples(src, CoreMlConfig()),
+        atol=sc.get("atol") or 1e-4,
+        min_cosine=sc.get("min_cosine") or 0.99999,
+    )
+    if not report.ok:
+        raise QualityGateError(
+            f"the {src.name} rebuilt from {parent.path} differs from the parent ONNX: "
+            f"{'; '.join(o.describe() for o in report.failures)}. Convert with the edgeformer "
+            "version that exported it, or re-export the ONNX."
+        )
+    return report.to_dict()
+
+
+# --- conversion, checks, writing --------------------------------------------------------------------

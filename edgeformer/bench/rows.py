@@ -1,7 +1,7 @@
-"""The bench table: one :class:`~edgeformer.profiling.bench.RowProducer` per target x precision x backend.
+"""The bench table: one :class:`~edgeformer.bench.pipeline.RowProducer` per target x precision x backend.
 
 Add a target by writing one producer (usually :func:`compiled`) and one line in :data:`ROW_PRODUCERS`.
-Sources are shared through :class:`~edgeformer.profiling.bench.BenchContext`: the FP32 export is made
+Sources are shared through :class:`~edgeformer.bench.pipeline.BenchContext`: the FP32 export is made
 once, each quantization preset once, so the OpenVINO, ORT and TensorRT int8 rows of one preset reuse
 one QDQ model.
 
@@ -21,9 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..artifact import Artifact
+from ..artifact import Artifact, ArtifactWriter
+from ..compile import compile
 from ..errors import BackendUnavailableError
-from .bench import BenchContext, BenchRow, RowProducer, time_torch
+from ..quant import QuantConfig, SearchConfig, open_calibration, quantize, quantize_search
+from ..quant.fidelity import compare_outputs
+from ..quant.ort_adapter import preprocess, run_model
+from ..runtimes import get_backend
+from .context import BenchContext, RowProducer, time_torch
+from .report import BenchRow
 
 ORT = ("onnxruntime",)
 OPENVINO = ("openvino",)
@@ -50,7 +56,6 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
 
 def int8_placement(ctx: BenchContext) -> Artifact:
     """edgeformer INT8 for ORT CPU: the transformer-aware plan refined by the latency-aware placement search."""
-    from ..quant.placement import SearchConfig, quantize_search
 
     fp32 = ctx.onnx_fp32()
     search = SearchConfig(threads=ctx.threads or 2, time_budget_s=SEARCH_BUDGET_S, max_candidates=12,
@@ -65,7 +70,6 @@ def int8_preset(target: str) -> Callable[[BenchContext], Artifact]:
     """edgeformer INT8 with the QDQ preset of ``target`` (``"openvino"``, ``"tensorrt"``) and its default plan."""
 
     def make(ctx: BenchContext) -> Artifact:
-        from ..quant import QuantConfig, quantize
 
         fp32 = ctx.onnx_fp32()
         config = QuantConfig.for_target(target)
@@ -110,8 +114,6 @@ def compiled(
     backend = "ort" if target == "ort" else target
 
     def run(ctx: BenchContext) -> BenchRow:
-        from ..exporters.compile import compile
-        from ..runtimes import get_backend
 
         reason = get_backend(backend).available()
         if reason:  # before building anything: the artifact could not be timed here
@@ -131,7 +133,6 @@ def compiled(
 def _openvino_nncf(ctx: BenchContext) -> BenchRow:
     """The peer: NNCF's post-training INT8 (transformer preset) on the same calibration data, run by OpenVINO."""
     calib = Path(ctx.calib) if ctx.calib is not None else None  # None: NNCF on seeded synthetic inputs
-    from ..quant import QuantConfig
 
     # as many samples as edgeformer's own INT8 rows calibrate on, drawn by the same seeded split
     row = compiled("openvino", "int8", _fp32, key="openvino-int8-nncf", nncf=True, calib=calib,
@@ -147,11 +148,6 @@ def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact
     """
     import onnx
     from onnxruntime.quantization import quantize_static
-
-    from ..artifact import ArtifactWriter
-    from ..quant import QuantConfig, open_calibration
-    from ..quant.fidelity import compare_outputs
-    from ..quant.ort_adapter import preprocess, run_model
 
     config = QuantConfig()
     data = open_calibration(calib or "synthetic", inputs=fp32.manifest.inputs,

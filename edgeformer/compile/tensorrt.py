@@ -15,7 +15,7 @@ Layers the QDQ model leaves in float run in fp32.
 Dynamic batch becomes one optimization profile (min/opt/max from :class:`TensorRtConfig`); every other
 dim must be concrete (symbolic height/width take ``resolution``). The timing cache is shared between
 builds and processes: loaded before the build, merged under a lock file and replaced atomically after,
-a corrupt one quarantined with a warning (:mod:`edgeformer.exporters.tensorrt_cache`).
+a corrupt one quarantined with a warning (:mod:`edgeformer.compile.tensorrt_cache`).
 
 Example::
 
@@ -38,10 +38,20 @@ import numpy as np
 
 from ..artifact import Artifact, ArtifactWriter, TensorSpec, check_output_path
 from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, QualityGateError
+from ..export.parity import fidelity, min_cosine_problem, ort_runner, parity_inputs
+from ..modelfile import load_onnx
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
-from ..runtimes.tensorrt import available, cuda_call, cudart, device_facts, import_tensorrt, trt_logger, trt_major
-from .parity import fidelity, min_cosine_problem
+from ..runtimes.tensorrt import (
+    TensorRtSession,
+    available,
+    cuda_call,
+    cudart,
+    device_facts,
+    import_tensorrt,
+    trt_logger,
+    trt_major,
+)
 from .tensorrt_cache import attach_timing_cache, save_timing_cache
 from .tensorrt_cache import quarantine as quarantine  # re-exported for existing imports
 from .tensorrt_cache import write_bytes_atomic as write_bytes_atomic  # re-exported for existing imports
@@ -309,7 +319,6 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
     reason = available()
     if reason:
         raise BackendUnavailableError(f"TensorRT compile cannot run here: {reason}")
-    from ..modelfile import load_onnx
 
     proto = load_onnx(artifact.model_path)  # external data is vetted here, before TensorRT reads any of it
     bad = qdq_problems(proto) if artifact.precision in _QUANT else []
@@ -409,8 +418,6 @@ def _build(
 def _check_fidelity(
     parent: Artifact, engine: Artifact, profile: Sequence[InputProfile], config: TensorRtConfig
 ) -> dict:
-    from ..runtimes.tensorrt import TensorRtSession
-    from .parity import ort_runner, parity_inputs
 
     shapes = {p.name: p.opt for p in profile}
     dtypes = {t.name: t.dtype for t in parent.manifest.inputs}

@@ -34,8 +34,8 @@ import onnx
 from ..artifact import Artifact, ArtifactWriter, Manifest, now_iso, sha256_file, tool_versions
 from ..errors import ConfigError, InvalidInputError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
-from . import SourceModel, prepare_source
 from .parity import ParityReport, check_parity, ort_runner, parity_inputs
+from .source import SourceModel, prepare_source
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,4 @@
-"""Compile: one artifact in, a target-specific artifact out (TensorRT engine, CoreML, OpenVINO IR, ORT-optimized).
-
-:data:`TARGETS` is the single source of truth: the dispatcher validates against it, the CLI builds its
-help text from it (:func:`targets_help`), and bench asks it what can run here (:func:`targets_available`).
-Each row names the target's compile function and config class (imported lazily, so importing edgeformer
-never imports a vendor SDK), its precisions, the pip extra that installs it and the hardware it needs.
-
-Order of checks, so that each failure is reported as what it is: target, precision and options
-(exit 2), the input artifact (exit 3), the output path (exit 2), then whether the target can run here
-(exit 5), and only then the target's own work.
-
-Example::
-
-    import edgeformer
-    ir = edgeformer.compile("build/l1", target="openvino", precision="bf16")        # build/l1-openvino-bf16
-    ort = edgeformer.compile("build/l1", target="ort", save_ort_format=True, out="build/l1-mobile")
-"""
+"""The compile target table and the dispatcher that validates against it."""
 
 from __future__ import annotations
 
@@ -42,32 +26,32 @@ class Target(NamedTuple):
 
 TARGETS: dict[str, Target] = {
     "tensorrt": Target(
-        "edgeformer.exporters.tensorrt:compile_tensorrt",
+        "edgeformer.compile.tensorrt:compile_tensorrt",
         ("fp32", "fp16", "int8"),
         "tensorrt",
         "NVIDIA GPU + CUDA driver (Linux/Windows)",
-        "edgeformer.exporters.tensorrt:TensorRtConfig",
+        "edgeformer.compile.tensorrt:TensorRtConfig",
     ),
     "coreml": Target(
-        "edgeformer.exporters.coreml:compile_coreml",
+        "edgeformer.compile.coreml:compile_coreml",
         ("fp32", "fp16", "int8"),
         "coreml",
         "any OS to convert; macOS to predict (Apple silicon for the Neural Engine)",
-        "edgeformer.exporters.coreml:CoreMlConfig",
+        "edgeformer.compile.coreml:CoreMlConfig",
     ),
     "openvino": Target(
-        "edgeformer.exporters.openvino:compile_openvino",
+        "edgeformer.compile.openvino:compile_openvino",
         ("fp32", "bf16", "int8"),
         "openvino",
         "x86-64 or ARM CPU (bf16: AVX512_BF16 or AMX), Intel GPU/NPU",
-        "edgeformer.exporters.openvino:OpenVinoConfig",
+        "edgeformer.compile.openvino:OpenVinoConfig",
     ),
     "ort": Target(
-        "edgeformer.exporters.ort_optimize:compile_ort",
+        "edgeformer.compile.ort_optimize:compile_ort",
         ("fp32", "fp16", "int8"),
         None,
         "any CPU ONNX Runtime runs on; the optimized model runs on the same execution provider",
-        "edgeformer.exporters.ort_optimize:OrtOptimizeConfig",
+        "edgeformer.compile.ort_optimize:OrtOptimizeConfig",
     ),
 }
 DEFAULT_PRECISION = "fp32"

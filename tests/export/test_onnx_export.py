@@ -14,11 +14,12 @@ from torch import nn
 
 from edgeformer.artifact import Artifact, sha256_file
 from edgeformer.errors import ConfigError, OutputExistsError, ParityError
-from edgeformer.exporters import FORMATS, export, prepare_source
-from edgeformer.exporters.onnx import OnnxExportConfig
+from edgeformer.export import FORMATS, export
+from edgeformer.export.source import prepare_source
+from edgeformer.export.onnx import OnnxExportConfig
+from edgeformer.inputs import ImageInput
 from edgeformer.modelfile import read_embedded_manifest
 from edgeformer.models import create_model, get_spec, list_models
-from edgeformer.models.spec import ImageInput
 
 SMALL = 64  # every image family runs at 64x64 (EfficientFormer/V2 size their bias tables from it; SHViT is conv)
 

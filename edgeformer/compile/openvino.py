@@ -45,17 +45,21 @@ from ..errors import (
     ModelFileError,
     QualityGateError,
 )
+from ..export.parity import fidelity, min_cosine_problem, ort_runner, parity_inputs
+from ..modelfile import load_onnx
+from ..quant.calibration import open_calibration
+from ..quant.config import QuantConfig
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
 from ..runtimes.openvino import (
     INFERENCE_PRECISION,
     PERFORMANCE_HINTS,
+    OpenVinoSession,
     available,
     device_facts,
     import_openvino,
     precision_problem,
 )
-from .parity import min_cosine_problem
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +176,6 @@ def feed_shapes(artifact: Artifact) -> dict[str, tuple[int, ...]]:
 
 def fidelity_inputs(artifact: Artifact, samples: int, seed: int = 1) -> dict[str, dict[str, np.ndarray]]:
     """Seeded batch-1 inputs for a fidelity check (plus a natural one for images and audio)."""
-    from .parity import parity_inputs
 
     kind = (artifact.manifest.preprocessing or {}).get("kind")
     dtypes = {t.name: t.dtype for t in artifact.manifest.inputs}
@@ -198,8 +201,6 @@ def calibration_feeds(artifact: Artifact, config: OpenVinoConfig) -> tuple[list[
         )
         log.warning(warning)
         return feeds, {"source": "synthetic", "samples": len(feeds), "seed": config.seed, "warning": warning}
-    from ..quant.calibration import open_calibration
-    from ..quant.config import QuantConfig
 
     # the same seeded draw as `edgeformer quantize`, holding out the same samples: NNCF never calibrates on
     # the ones edgeformer's fidelity checks (and bench's parity rows) are measured on
@@ -279,7 +280,6 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
     reason = available()
     if reason:
         raise BackendUnavailableError(f"OpenVINO compile cannot run here: {reason}")
-    from ..modelfile import load_onnx
 
     load_onnx(artifact.model_path)  # external data is vetted here, before OpenVINO reads any of it
     extra: dict[str, Any] = {"source_precision": artifact.precision}
@@ -352,8 +352,6 @@ def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any,
                 "drop --min-cosine or compile on the target device."
             )
         return {"skipped": why}
-    from ..runtimes.openvino import OpenVinoSession
-    from .parity import fidelity, ort_runner
 
     session = OpenVinoSession(ir, SessionOptions(providers=(config.device,)))
     try:

@@ -1,4 +1,4 @@
-"""Reference datasets the project can build offline, and the trained reference models that go with them.
+"""Reference datasets the project can build offline (the trained models on them: :mod:`edgeformer.models.reference`).
 
 Quantization accuracy means little on random weights, and nothing may be downloaded here, so edgeformer
 trains small zoo variants (``scripts/train_reference.py``) on two datasets it can regenerate exactly:
@@ -35,17 +35,17 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, ModelFileError
-from ..models.spec import AudioInput, ImageInput, input_spec_from_dict
+from ..inputs import ImageInput
 from .audio import KWS_LABELS
+from .images import preprocess_image
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,6 @@ def digits_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Digits of ``split`` as model input: float32 NCHW, normalized by :func:`digits_input`, and int64 labels."""
     from PIL import Image
-
-    from .images import preprocess_image
 
     images, labels = digits_images(split, seed=seed)
     spec = digits_input(resolution)
@@ -400,138 +398,3 @@ def read_clips(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
 def _check_split(split: str) -> None:
     if split not in ("train", "heldout"):
         raise ConfigError(f"split must be 'train' or 'heldout', got {split!r}.")
-
-
-# --- reference checkpoints ---------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class ReferenceMeta:
-    """The JSON sidecar of a reference checkpoint: everything needed to rebuild, evaluate and reproduce it."""
-
-    name: str
-    model: str  # zoo name
-    arch_overrides: dict[str, Any]
-    labels: tuple[str, ...]
-    label_set: str
-    input: ImageInput | AudioInput
-    dataset: dict[str, Any]  # {"name": "digits"|"keywords", ...recipe}
-    seed: int
-    command: str
-    heldout_accuracy: float
-    heldout_samples: int
-    training: dict[str, Any]
-    weights: str  # file name beside the sidecar
-    weights_sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["input"] = self.input.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "sidecar") -> ReferenceMeta:
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(d, Mapping) or set(d) != names:
-            got = set(d) if isinstance(d, Mapping) else set()
-            raise ModelFileError(f"{source}: sidecar fields differ (missing {sorted(names - got)}, "
-                                 f"unknown {sorted(got - names)}); re-run scripts/train_reference.py.")  # fmt: skip
-        kw = dict(d)
-        kw["input"] = input_spec_from_dict(d["input"])
-        kw["labels"] = tuple(d["labels"])
-        return cls(**kw)
-
-
-def _tuples(v: Any) -> Any:
-    """JSON lists back to the tuples the frozen arch dataclasses hold."""
-    if isinstance(v, list | tuple):
-        return tuple(_tuples(x) for x in v)
-    if isinstance(v, dict):
-        return {k: _tuples(x) for k, x in v.items()}
-    return v
-
-
-def list_references(root: str | Path | None = None) -> list[str]:
-    """Names of the reference checkpoints under ``root`` (default: the committed ``zoo_weights``)."""
-    return sorted(p.stem for p in Path(root or ZOO_WEIGHTS_DIR).glob("*.json"))
-
-
-def read_reference_meta(name: str, root: str | Path | None = None) -> ReferenceMeta:
-    """The sidecar of reference ``name``; unknown names raise with close matches."""
-    import json
-
-    from ..errors import did_you_mean
-
-    root = Path(root or ZOO_WEIGHTS_DIR)
-    path = root / f"{name}.json"
-    if not path.is_file():
-        known = list_references(root)
-        raise ConfigError(f"unknown reference model {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}.")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelFileError(f"{path}: unreadable sidecar ({e}); re-run scripts/train_reference.py.") from e
-    return ReferenceMeta.from_dict(d, source=str(path))
-
-
-def build_reference(meta: ReferenceMeta):
-    """The untrained zoo model that ``meta`` describes (arch rebuilt from the recorded overrides)."""
-    from ..models import create_model
-
-    return create_model(meta.model, **_tuples(meta.arch_overrides))
-
-
-def load_reference(name: str, root: str | Path | None = None):
-    """Rebuild reference model ``name`` and load its weights strictly; returns ``(model.eval(), meta)``.
-
-    Raises:
-        ConfigError: an unknown name.
-        ModelFileError: a missing or edited weights file (its sha256 differs from the sidecar's).
-        WeightsError: weights that do not fit the recorded architecture.
-    """
-    from ..artifact import sha256_file
-    from ..models.checkpoints import load_strict, read_state_dict
-
-    meta = read_reference_meta(name, root)
-    path = Path(root or ZOO_WEIGHTS_DIR) / meta.weights
-    if not path.is_file() or sha256_file(path) != meta.weights_sha256:
-        raise ModelFileError(f"{path}: missing, or its sha256 differs from {name}.json; re-run "
-                             f"scripts/train_reference.py or restore the file.")  # fmt: skip
-    model = build_reference(meta)
-    load_strict(model, read_state_dict(path), source=str(path))
-    return model.eval(), meta
-
-
-def reference_heldout(meta: ReferenceMeta, root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out inputs and labels that ``meta.heldout_accuracy`` was measured on."""
-    if meta.dataset.get("name") == "digits":
-        return digits_split("heldout", resolution=meta.input.resolution)
-    if meta.dataset.get("name") == "keywords":
-        return keywords_split("heldout", source="npz", root=root)
-    raise ModelFileError(f"{meta.name}: unknown dataset {meta.dataset.get('name')!r} in the sidecar.")
-
-
-def save_reference(state: Mapping[str, Any], meta: ReferenceMeta, root: str | Path) -> Path:
-    """Write ``{name}.safetensors`` then ``{name}.json`` atomically; returns the sidecar path.
-
-    ``meta.weights``/``weights_sha256`` are filled in here from the file actually written.
-    """
-    from safetensors.torch import save_file
-
-    from ..artifact import sha256_file, tool_versions, write_json_atomic
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    weights = root / f"{meta.name}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{weights.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these are package data
-        os.replace(tmp, weights)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    meta = dataclasses.replace(meta, weights=weights.name, weights_sha256=sha256_file(weights))
-    d = meta.to_dict()
-    d["training"] = {**d["training"], "tool_versions": tool_versions()}
-    sidecar = root / f"{meta.name}.json"
-    write_json_atomic(sidecar, d)
-    return sidecar

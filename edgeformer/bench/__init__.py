@@ -1,0 +1,30 @@
+"""The bench pipeline: export a model, build and time every target here, one table row per target x precision.
+
+:func:`bench` runs the rows of :data:`~edgeformer.bench.rows.ROW_PRODUCERS` (each a :class:`RowProducer`
+over the shared :class:`BenchContext`) and writes a :class:`BenchReport` (``bench.json``, ``bench.md``,
+``bench.png``).
+"""
+
+from .context import BenchContext, RowProducer, time_torch
+from .pipeline import bench, select
+from .report import DEFAULT_MIN_COSINE, PRECISIONS, TARGETS, BenchConfig, BenchReport, BenchRow
+from .rows import ROW_PRODUCERS
+
+__all__ = [
+    "DEFAULT_MIN_COSINE",
+    "PRECISIONS",
+    "ROW_PRODUCERS",
+    "TARGETS",
+    "BenchConfig",
+    "BenchContext",
+    "BenchReport",
+    "BenchRow",
+    "RowProducer",
+    "bench",
+    "select",
+    "time_torch",
+]
+
+from ..callable_package import make_callable
+
+make_callable(__name__, bench)

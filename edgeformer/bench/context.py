@@ -1,0 +1,257 @@
+"""What every bench row shares: :class:`BenchContext` (the model, the artifacts made so far, the parity
+reference) and :class:`RowProducer` (one target x precision x backend of the table)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..errors import BackendUnavailableError, ConfigError
+from ..export import export
+from ..export.source import prepare_source
+from ..export.onnx import OnnxExportConfig
+from ..models import get_spec
+from ..profiling import LatencyStats, ProfileConfig, build_feeds, measure, profile
+from ..quant import QuantConfig, open_calibration
+from ..quant.fidelity import compare_outputs
+from ..runtimes import Session
+from .report import BenchConfig, BenchRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchContext:
+    """What every producer shares: the model, the output folder, the settings and the artifacts made so far."""
+
+    model: Any  # zoo name or torch.nn.Module
+    out: Path
+    batch: int
+    threads: int | None
+    resolution: int | None
+    config: BenchConfig
+    profile_config: ProfileConfig
+    example_inputs: tuple[Any, ...] | None = None
+    calib: Any = None  # calibration data of the INT8 rows; None: synthetic (pipeline check, says so in the row)
+    _made: dict[str, Any] = field(default_factory=dict)  # results (or errors) of _once, by key
+    parity_on: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.model if isinstance(self.model, str) else type(self.model).__name__
+
+    def _once(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` once per ``key``; later calls (from other producers) reuse the result or re-raise its error."""
+        if key not in self._made:
+            try:
+                self._made[key] = make()
+            except Exception as e:  # remembered so that dependent rows fail with the same reason, without redoing it
+                self._made[key] = e
+        made = self._made[key]
+        if isinstance(made, BaseException):
+            raise made
+        return made
+
+    def artifact(self, key: str, make: Callable[[Path], Artifact]) -> Artifact:
+        """``make(self.out / key)`` once, shared by every producer that asks for ``key``."""
+        return self._once(f"artifact:{key}", lambda: make(self.out / key))
+
+    def onnx_fp32(self) -> Artifact:
+        """The FP32 ONNX export (made once, parity-checked by the exporter)."""
+        return self.artifact("onnx-fp32", self._export_onnx)
+
+    def _export_onnx(self, dest: Path) -> Artifact:
+
+        # a user module's example inputs fix its shape; a zoo model is exported at the bench's batch
+        batch = self.batch if isinstance(self.model, str) else None
+        config = OnnxExportConfig(batch=batch, resolution=self.resolution)
+        return export(
+            self.model, fmt="onnx", out=dest, overwrite=True, example_inputs=self.example_inputs, config=config
+        )
+
+    def torch_model(self) -> tuple[Any, tuple[Any, ...]]:
+        """The fused eval-mode PyTorch model and its timing inputs (built once)."""
+        return self._once("torch", lambda: _torch_model_and_inputs(self))
+
+    def profile_row(self, artifact: Artifact, *, backend: str) -> BenchRow:
+        """Profile ``artifact`` on ``backend``, check it against PyTorch, and return an ``ok`` row."""
+        result = profile(artifact, self.profile_config, backend=backend)
+        lat = result.latency
+        fid, problem = self.parity(artifact, backend)
+        reason = f"parity vs PyTorch not measured: {problem}" if problem else ""
+        return BenchRow(
+            name="",  # set by the driver from the producer
+            target="",
+            format=artifact.format,
+            precision=artifact.precision,
+            backend=backend,
+            status="ok",
+            reason=reason,
+            size_mb=result.size_bytes / 1e6,
+            parity_cosine=None if fid is None else fid.cosine_min,
+            top1_agreement=None if fid is None else fid.top1_agreement,
+            parity_samples=None if fid is None else fid.samples,
+            p50_ms=lat.p50_ms,
+            p90_ms=lat.p90_ms,
+            fps=lat.throughput,
+            stable=lat.stable,
+            unstable_reason="" if lat.stable else str(lat.unstable_reason),
+            artifact_path=str(artifact.path),
+        )
+
+    def parity(self, artifact: Artifact, backend: str) -> tuple[Any, str]:
+        """``(Fidelity vs PyTorch, "")`` for ``artifact`` run on ``backend``, or ``(None, why not)``.
+
+        A parity failure does not fail the row (the timing is still a fact); the row says why it has no
+        cosine, and without one it can never get the fidelity marker.
+        """
+
+        try:
+            feeds = self._feeds_for(artifact)
+            reference = self._reference_outputs(feeds, [t.name for t in artifact.manifest.inputs])
+            with Session(artifact, backend=backend, threads=self.threads) as session:
+                names = [o.name for o in session.outputs]
+                outputs = [[np.asarray(out[n]) for n in names] for out in map(session.run, feeds)]
+            return compare_outputs(reference, outputs, on=self.parity_on), ""
+        except Exception as e:
+            log.info("parity of %s on %s not measured", artifact.path, backend, exc_info=True)
+            return None, f"{type(e).__name__}: {e}"
+
+    def _feeds_for(self, artifact: Artifact) -> list[dict[str, np.ndarray]]:
+        """The parity inputs, made once and shared by every row so that each is judged on the same data.
+
+        With ``calib``: the calibration split's held-out samples (the INT8 rows never calibrated on them,
+        and ``QuantConfig``'s seeded split makes them the same ones the quantizer held out). Without:
+        seeded standard-normal inputs shaped from the artifact's manifest.
+        """
+        return self._once("parity-feeds", lambda: self._make_feeds(artifact))
+
+    def _make_feeds(self, artifact: Artifact) -> list[dict[str, np.ndarray]]:
+        inputs = artifact.manifest.inputs
+        n = self.config.parity_samples
+        if self.calib is not None:
+            data = open_calibration(self.calib, inputs=inputs, preprocessing=artifact.manifest.preprocessing,
+                                    config=QuantConfig(fidelity_samples=n))  # fmt: skip
+            feeds = list(data.holdout)[:n]
+            self.parity_on = f"{len(feeds)} held-out samples of {data.summary.source}"
+        else:
+            feeds = [
+                build_feeds(inputs, batch=self.batch, resolution=self.resolution, seed=self.config.seed + 1 + i)
+                for i in range(n)
+            ]
+            self.parity_on = f"{n} seeded random inputs (pass --calib for real samples and a meaningful top-1)"
+        if not feeds:
+            raise ConfigError(f"{self.calib}: no held-out samples to check parity on; give more samples.")
+        return feeds
+
+    def _reference_outputs(self, feeds: list[dict[str, np.ndarray]], names: list[str]) -> list[list[np.ndarray]]:
+        """PyTorch's outputs on the parity feeds (computed once)."""
+
+        def run() -> list[list[np.ndarray]]:
+            import torch
+
+            model, _ = self.torch_model()
+            with torch.inference_mode():
+                return [_flatten(model(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names))) for f in feeds]
+
+        return self._once("reference", run)
+
+
+@dataclass(frozen=True)
+class RowProducer:
+    """One bench target: ``run(ctx)`` returns its :class:`BenchRow` or raises.
+
+    ``target`` is what ``--targets`` selects (``pytorch``, ``onnx``, ``ort``, ``openvino``, ``tensorrt``,
+    ``coreml``); ``tools`` the Python distributions whose versions the row reports; ``peer`` marks a
+    baseline a user gets without edgeformer.
+    """
+
+    name: str
+    target: str
+    precision: str
+    backend: str
+    run: Callable[[BenchContext], BenchRow]
+    tools: tuple[str, ...] = ()
+    peer: bool = False
+
+
+def parity_cosine(parity: Any) -> float | None:
+    """The worst measured cosine in a parity report (``cosine`` keys at any depth of dicts and lists)."""
+    found: list[float] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                # "cosine" is a measured value; "min_cosine" next to it is the threshold, not a result
+                if key == "cosine" and isinstance(value, int | float) and not isinstance(value, bool):
+                    found.append(float(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list | tuple):
+            for item in node:
+                walk(item)
+
+    walk(parity)
+    return min(found) if found else None
+
+
+def time_torch(model: Any, inputs: tuple[Any, ...], config: ProfileConfig) -> LatencyStats:
+    """Time ``model(*inputs)`` under ``inference_mode`` with ``config.threads`` torch threads (restored after)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        with torch.inference_mode():
+            return measure(lambda: model(*inputs), config)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _flatten(out: Any) -> list[np.ndarray]:
+    """A module's outputs (tensor, tuple/list, dict) as a flat list of arrays, in the order ONNX export uses."""
+    if isinstance(out, dict):
+        return [a for v in out.values() for a in _flatten(v)]
+    if isinstance(out, list | tuple):
+        return [a for v in out for a in _flatten(v)]
+    return [out.detach().float().cpu().numpy()]
+
+
+def _torch_model_and_inputs(ctx: BenchContext) -> tuple[Any, tuple[Any, ...]]:
+    """The module the ONNX export is made from (same seed, so random-init weights are identical), fused."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise BackendUnavailableError("the PyTorch reference row needs torch: pip install torch") from e
+
+    if not isinstance(ctx.model, str) and ctx.example_inputs is None:
+        raise ConfigError("benching a user module needs example_inputs (a tuple of tensors shaped like its input).")
+    source = prepare_source(
+        ctx.model, example_inputs=ctx.example_inputs, input_spec=None, checkpoint=None,
+        batch=ctx.batch if isinstance(ctx.model, str) else None, resolution=ctx.resolution,
+        seed=OnnxExportConfig().seed, arch_overrides={},
+    )  # fmt: skip
+    return source.module, tuple(source.example_inputs)
+
+
+def arch_for_resolution(name: str, resolution: int | None) -> dict[str, Any]:
+    """Architecture overrides that build zoo model ``name`` for ``resolution`` (``{}`` when none are needed).
+
+    Families whose attention-bias tables depend on the input size carry a ``resolution`` arch field;
+    the others take any input size as is.
+    """
+
+    if resolution is None:
+        return {}
+    spec = get_spec(name)
+    if spec.input.kind != "image":
+        raise ConfigError(f"{name} takes {spec.input.kind} input; --resolution applies to image models only.")
+    return {"resolution": resolution} if "resolution" in {f.name for f in dataclasses.fields(spec.arch)} else {}

@@ -1,0 +1,89 @@
+"""The export format table and :func:`export`, the one entry point that dispatches on it."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from ..artifact import Artifact
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportFormat:
+    """One export target: ``target`` is ``"module:function"`` with the signature of :func:`export`."""
+
+    name: str
+    target: str
+    suffix: str  # the main model file's suffix ("" for a folder such as an .mlpackage)
+    needs_torch: bool  # starts from a torch module (True) or from an ONNX artifact (False)
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(name="onnx", target="edgeformer.export.onnx:export_onnx", suffix=".onnx", needs_torch=True),
+        ExportFormat(name="coreml", target="edgeformer.export.coreml:export_coreml", suffix="", needs_torch=True),
+    )
+}
+
+
+def get_format(fmt: str) -> ExportFormat:
+    """The :class:`ExportFormat` named ``fmt``; unknown names raise with close matches."""
+    fmt = str(getattr(fmt, "value", fmt)).lower()  # accept the CLI's str Enum as well as a plain string
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; known: {', '.join(FORMATS)} (--format)."
+        )
+    return FORMATS[fmt]
+
+
+def export(
+    model: Any,
+    *,
+    fmt: str = "onnx",
+    out: str | Path,
+    example_inputs: tuple[Any, ...] | None = None,
+    input_spec: Any = None,
+    config: Any = None,
+    checkpoint: str | Path | None = None,
+    overwrite: bool = False,
+    **arch_overrides: Any,
+) -> Artifact:
+    """Export a zoo model (by name) or an ``nn.Module`` to ``fmt`` and write the artifact folder ``out``.
+
+    Args:
+        model: a zoo name (``"efficientformer_l1"``) or a torch ``nn.Module``.
+        fmt: a key of :data:`FORMATS` (``"onnx"``).
+        out: the artifact folder to write (atomically); it must not exist unless ``overwrite``.
+        example_inputs: a tuple of tensors, required for an ``nn.Module``; zoo models make their own.
+        input_spec: for an ``nn.Module``, its ``ImageInput``/``AudioInput`` (recorded as preprocessing).
+        config: the format's config (``OnnxExportConfig`` for ONNX); ``None`` uses the model's hints.
+        checkpoint: weights for a zoo model (official, timm or safetensors).
+        overwrite: replace ``out`` if it exists.
+        **arch_overrides: architecture fields of a zoo model (``num_classes=10``, ``depths=...``).
+
+    Returns:
+        The written :class:`~edgeformer.artifact.Artifact`.
+
+    Raises:
+        ConfigError: unknown format, bad config or overrides; ``OutputExistsError`` for an existing ``out``.
+        ParityError: the exported model's outputs differ from torch beyond tolerance.
+    """
+    spec = get_format(fmt)
+    module, _, attr = spec.target.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    return fn(
+        model,
+        out=Path(out),
+        example_inputs=example_inputs,
+        input_spec=input_spec,
+        config=config,
+        checkpoint=checkpoint,
+        overwrite=overwrite,
+        **arch_overrides,
+    )

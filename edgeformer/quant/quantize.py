@@ -1,0 +1,225 @@
+"""The quantize step: calibrate once, write the QDQ model for a plan, check it against FP32, commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, Manifest, TensorSpec, write_json_atomic
+from ..errors import ConfigError, InvalidInputError, QualityGateError
+from ..modelfile import embed_manifest, graph_io, load_onnx
+from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
+from .config import QuantConfig
+from .fidelity import Fidelity, compare_outputs
+from .ort_adapter import compute_ranges, preprocess, quantize_qdq, run_model, write_qdq
+from .ranges import TensorRanges
+from .recipe import NodeGroup, QuantPlan, attention_matmuls, default_plan, node_groups
+
+log = logging.getLogger(__name__)
+
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
+             "DynamicQuantizeLinear", "MatMulNBits", "QGemm", "QLinearAdd")  # fmt: skip
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)  # eq=False: held-out feeds are arrays, == would be ambiguous
+class Calibration:
+    """One calibration of one model, made by :func:`calibrate`, to hand to ``quantize(calibration=...)``.
+
+    Attributes:
+        source: the FP32 model file it was made from.
+        config: the settings it was made with (the ranges and the pre-processed graph depend on them).
+        model_path: the pre-processed graph the ranges (and any plan) belong to; the caller owns the file
+            and keeps it until the last ``quantize`` that uses this calibration has returned.
+        data: the opened calibration data: its reader, held-out feeds and summary.
+        ranges: the activation range of every float tensor of ``model_path``.
+    """
+
+    source: Path
+    config: QuantConfig
+    model_path: Path
+    data: CalibrationData
+    ranges: TensorRanges
+
+
+def calibrate(model_path: str | Path, calib: Any, *, inputs: Sequence[TensorSpec],
+              preprocessing: Mapping[str, Any] | None, config: QuantConfig,
+              workdir: str | Path) -> Calibration:  # fmt: skip
+    """Open ``calib``, pre-process ``model_path`` into ``workdir/pre.onnx`` and compute the ranges (one data pass).
+
+    Raises:
+        CalibrationError, DynamicShapeError: as :func:`open_calibration` and :func:`compute_ranges`.
+    """
+    data = open_calibration(calib, inputs=inputs, preprocessing=preprocessing, config=config)
+    pre = preprocess(model_path, Path(workdir) / "pre.onnx", config)
+    ranges = compute_ranges(pre, data.reader, config, data.summary)
+    return Calibration(source=Path(model_path), config=config, model_path=pre, data=data, ranges=ranges)
+
+
+def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any = None,
+             out: str | Path, overwrite: bool = False, plan: QuantPlan | None = None,
+             calibration: Calibration | None = None) -> Artifact:  # fmt: skip
+    """Quantize an FP32 ONNX artifact to INT8 (QDQ) and write it as a new artifact.
+
+    Args:
+        artifact: an ONNX artifact folder, a bare ``.onnx`` file, or a loaded :class:`Artifact`.
+        config: quantization settings; ``QuantConfig()`` (the ``ort-cpu`` preset) by default.
+        calib: an image or wav folder (decoded with the artifact's preprocessing), a ``.npy``/``.npz``
+            file, ``"synthetic"`` (pipeline checks only), or a reader with ``get_next``/``rewind``.
+        out: the artifact folder to write (atomically).
+        overwrite: replace ``out`` if it exists.
+        plan: the placement to use, made for the *pre-processed* graph; :func:`default_plan` if omitted.
+        calibration: instead of ``calib``, what :func:`calibrate` made for this artifact's model with this
+            ``config``; the data is not read for ranges again and the result is byte-identical to
+            passing ``calib``.
+
+    Returns:
+        The new artifact; ``manifest.extra`` holds ``calibration``, ``plan``, ``ranges`` and ``fidelity``.
+
+    Raises:
+        ConfigError: neither or both of ``calib`` and ``calibration``, or a ``calibration`` made from another
+            model or with another config.
+        InvalidInputError: the input is not ONNX or is already quantized.
+        CalibrationError: unusable calibration data (empty, unreadable, NaN/Inf, too few samples).
+        DynamicShapeError: synthetic calibration of a model with dynamic non-batch dimensions.
+        QualityGateError: outputs diverge from FP32 below ``config.min_cosine``; nothing is written.
+        OutputExistsError: ``out`` exists (without ``overwrite``) or overlaps the input.
+    """
+    config = config or QuantConfig()
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(
+            f"config must be a QuantConfig, got {type(config).__name__}; build one with QuantConfig(...)."
+        )
+    if (calib is None) == (calibration is None):
+        raise ConfigError("pass calibration data as calib=... or a calibrate() result as calibration=..., not "
+                          f"{'both' if calib is not None else 'neither'}.")  # fmt: skip
+    src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if src.format != "onnx":
+        raise InvalidInputError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
+                                "artifact this one was compiled from.")  # fmt: skip
+    if calibration is not None:
+        _check_calibration(calibration, src, config)
+    bare = not (src.path / MANIFEST_NAME).is_file()
+    proto = load_onnx(src.model_path, full_check=False)
+    refuse_quantized(src, proto)
+    inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
+    with ArtifactWriter(out, overwrite=overwrite, inputs=[src.model_path if bare else src.path]) as w, \
+            tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:  # fmt: skip
+        cal = calibration or calibrate(src.model_path, calib, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                                       config=config, workdir=tmp)  # fmt: skip
+        data, pre, ranges = cal.data, cal.model_path, cal.ranges
+        pre_model = onnx.load(str(pre))
+        plan = plan or default_plan(pre_model, config)
+        staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
+        fidelity = check_fidelity(src.model_path, staged, data, config)
+        summary = data.summary
+        manifest = Manifest(
+            format="onnx",
+            precision="int8",
+            model_name=src.manifest.model_name,
+            main_file=MODEL_FILE,
+            task=src.manifest.task,
+            inputs=tuple(inputs),
+            outputs=src.manifest.outputs or graph_io(proto)[1],
+            preprocessing=src.manifest.preprocessing,
+            labels=src.manifest.labels,
+            step="quantize",
+            step_config={**config.to_dict(), "calib": summary.source},
+            parent_sha=src.sha,
+            extra={
+                "calibration": summary.to_dict(),
+                "plan": plan.summary(pre_model),
+                "ranges": {
+                    "method": ranges.method,
+                    "num_samples": ranges.num_samples,
+                    "tensors": len(ranges),
+                    "widened": list(ranges.widened),
+                },
+                "fidelity": fidelity.to_dict(),
+            },
+        )
+        qmodel = onnx.load(str(staged))
+        embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
+        onnx.save(qmodel, str(w.dir / MODEL_FILE))
+        write_json_atomic(w.dir / "plan.json", plan.to_dict())
+        result = w.commit(manifest)
+    log.info("quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s", src.manifest.model_name,
+             fidelity.cosine_mean, fidelity.cosine_min, fidelity.samples, fidelity.on)  # fmt: skip
+    return result
+
+
+def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData,
+                   config: QuantConfig) -> Fidelity:  # fmt: skip
+    """Compare ``int8_path`` with ``fp32_path`` on ORT CPU (full optimisation) over the held-out samples.
+
+    Raises:
+        QualityGateError: the worst sample's cosine is below ``config.min_cosine``.
+    """
+    feeds, on = data.fidelity_feeds(config.fidelity_samples)
+    fidelity = compare_outputs(run_model(fp32_path, feeds), run_model(int8_path, feeds), on=on)
+    if config.min_cosine is not None and fidelity.cosine_min < config.min_cosine:
+        raise QualityGateError(
+            f"the quantized model diverges from FP32: worst cosine {fidelity.cosine_min:.4f} < {config.min_cosine} "
+            f"on {fidelity.samples} {on}; nothing was written. Keep more nodes float (keep_float_op_types / "
+            "keep_float_nodes), leave quantize_attention_matmuls off, or try method='percentile'."
+        )
+    if fidelity.cosine_mean < 0.99:
+        log.warning("quantized outputs are far from FP32 (mean cosine %.4f); check accuracy before deploying",
+                    fidelity.cosine_mean)  # fmt: skip
+    return fidelity
+
+
+def _check_calibration(cal: Calibration, src: Artifact, config: QuantConfig) -> None:
+    """A calibration belongs to one model and one config: ranges of another graph would quantize the wrong
+    tensors (or none), and ranges from other settings (method, symmetry) would silently change the result."""
+    if Path(cal.source).resolve() != Path(src.model_path).resolve():
+        raise ConfigError(f"the calibration was made from {cal.source}, not {src.model_path}; run calibrate() on "
+                          "the model you quantize.")  # fmt: skip
+    if cal.config != config:
+        diff = sorted(k for k, v in config.to_dict().items() if cal.config.to_dict()[k] != v)
+        raise ConfigError(f"the calibration was made with other quantization settings ({', '.join(diff)} differ); "
+                          "pass the same QuantConfig to calibrate() and quantize().")  # fmt: skip
+
+
+def refuse_quantized(src: Artifact, proto) -> None:
+    found = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANT_OPS})
+    if src.precision in ("int8", "mixed") or found:
+        what = f"it contains {', '.join(found)} nodes" if found else f"its precision is {src.precision}"
+        parent = f" (its parent artifact has sha256 {src.manifest.parent_sha[:12]}…)" if src.manifest.parent_sha else ""
+        raise InvalidInputError(
+            f"{src.model_path} is already quantized: {what}. Quantizing twice compounds the error; quantize the "
+            f"FP32 artifact it came from{parent}."
+        )
+
+
+__all__ = [
+    "Calibration",
+    "CalibrationData",
+    "CalibrationReader",
+    "CalibrationSummary",
+    "Fidelity",
+    "NodeGroup",
+    "QuantConfig",
+    "QuantPlan",
+    "TensorRanges",
+    "attention_matmuls",
+    "calibrate",
+    "check_fidelity",
+    "compare_outputs",
+    "compute_ranges",
+    "default_plan",
+    "node_groups",
+    "open_calibration",
+    "preprocess",
+    "quantize",
+    "quantize_qdq",
+    "run_model",
+    "write_qdq",
+]

@@ -1,0 +1,174 @@
+"""Quantize with a search: sensitivity analysis, latency-aware placement, an optional accuracy budget, a report.
+
+The orchestration above the pieces (:mod:`.placement`, :mod:`.budget`, :mod:`.sensitivity`, :mod:`.report`)
+and the core :func:`~edgeformer.quant.quantize.quantize_core` that writes the chosen plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, check_output_path
+from ..errors import ConfigError, QualityGateError
+from ..modelfile import graph_io, load_onnx
+from ..profiling import device_card
+from .budget import apply_budget, load_eval, top1
+from .config import QuantConfig
+from .fidelity import compare_outputs
+from .ort_adapter import run_model
+from .placement import LatencyFn, SearchConfig, ort_latency, search_placement
+from .quantize import calibrate, quantize, refuse_quantized
+from .recipe import default_plan, node_groups
+from .report import QuantReport, write_report
+from .sensitivity import group_alone, group_sqnr, tensor_sqnr
+
+log = logging.getLogger(__name__)
+
+
+def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: Any, out: str | Path,
+                    overwrite: bool = False, eval_data: str | Path | None = None, max_drop: float | None = None,
+                    search: SearchConfig = SearchConfig(), latency: LatencyFn | None = None) -> Any:  # fmt: skip
+    """Quantize with sensitivity analysis, latency-aware placement, an optional accuracy budget, and a report.
+
+    Calibrates once, measures per-tensor SQNR and each group quantized alone, searches the placement on
+    ORT CPU (:func:`search_placement`), applies the ``max_drop`` budget on ``eval_data`` when given, writes
+    the chosen plan through :func:`edgeformer.quant.quantize`, and adds ``quant_report.{json,md,png}`` to
+    the artifact (hashed in its manifest; ``extra["placement"]`` holds the headline figures).
+
+    Args:
+        artifact: an FP32 ONNX artifact folder, bare ``.onnx`` or :class:`~edgeformer.artifact.Artifact`.
+        config: quantization settings (``QuantConfig()`` by default).
+        calib: calibration data, as for :func:`edgeformer.quant.quantize`.
+        out: the artifact folder to write (atomically).
+        overwrite: replace ``out`` if it exists.
+        eval_data: labelled eval data (``.npz`` with ``x``/``y`` or a folder of class folders).
+        max_drop: top-1 points the INT8 model may lose vs FP32 on ``eval_data``.
+        search: search bounds and thresholds.
+        latency: timing function override (tests); :func:`ort_latency` by default.
+
+    Returns:
+        The new INT8 artifact.
+
+    Raises:
+        ConfigError: ``max_drop`` without ``eval_data``.
+        AccuracyBudgetError: no placement meets ``max_drop``.
+        QualityGateError: no placement reaches ``search.min_cosine`` vs FP32.
+        (and everything :func:`edgeformer.quant.quantize` raises)
+    """
+    config = config or QuantConfig()
+    if max_drop is not None and eval_data is None:
+        raise ConfigError("--max-drop needs labelled eval data (--eval DATA: an .npz with x/y or class folders).")
+    src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if src.format != "onnx":
+        raise ConfigError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}.")
+    src_input = src.model_path if not (src.path / MANIFEST_NAME).is_file() else src.path
+    out = Path(out)
+    check_output_path(out, [src_input], overwrite)
+    proto = load_onnx(src.model_path, full_check=False)
+    refuse_quantized(src, proto)
+    inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
+    with tempfile.TemporaryDirectory(prefix="edgeformer-search-") as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "cands").mkdir()
+        # the one pass over the calibration data: the search, the sensitivity analysis and the final
+        # quantize() below all reuse these ranges
+        calibration = calibrate(src.model_path, calib, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                                config=config, workdir=tmp)  # fmt: skip
+        data, pre, ranges = calibration.data, calibration.model_path, calibration.ranges
+        pre_model = onnx.load(str(pre))
+        plan0 = default_plan(pre_model, config)
+        groups = node_groups(pre_model, search.level)
+        feeds = _fidelity_feeds(data, config)
+        reference = run_model(src.model_path, feeds, threads=search.threads)
+        eval_set = (load_eval(eval_data, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                              labels=src.manifest.labels) if eval_data is not None else None)  # fmt: skip
+        metric = (lambda p: top1(p, eval_set, threads=search.threads)) if eval_set is not None else None
+        sqnr = tensor_sqnr(pre, ranges, plan0, config, feeds[:4])
+        per_group = group_sqnr(groups, sqnr)
+        alone = {a.group: a for a in group_alone(pre, ranges, plan0, groups, config, feeds, reference, metric=metric,
+                                                 max_groups=search.max_sensitivity_groups, threads=search.threads)
+                 } if search.max_sensitivity_groups else {}  # fmt: skip
+        lat = latency or ort_latency(feeds[0], threads=search.threads, rounds=search.rounds,
+                                     runs_per_round=search.runs_per_round, warmup=search.warmup)  # fmt: skip
+        placed = search_placement(pre, ranges, plan0, groups, config, feeds=feeds, reference=reference,
+                                  workdir=tmp / "cands", search=search, latency=lat)  # fmt: skip
+        plan, chosen, decisions = placed.plan, placed.path, {d.group: d for d in placed.decisions}
+        accuracy = None
+        if eval_set is not None:
+            fp32_top1 = top1(src.model_path, eval_set, threads=search.threads)
+            if max_drop is not None:
+                # most sensitive first: lowest metric alone, then lowest cosine alone, then lowest SQNR
+                def rank(name: str) -> tuple[float, float, float]:
+                    a = alone.get(name)
+                    return (a.metric if a and a.metric is not None else math.inf,
+                            a.cosine_min if a else math.inf, per_group.get(name, math.inf))  # fmt: skip
+
+                order = sorted(decisions, key=rank)
+                budget = apply_budget(pre, ranges, plan, groups, config, eval_set=eval_set, max_drop=max_drop,
+                                      fp32_metric=fp32_top1, order=order, workdir=tmp / "cands", latency=lat,
+                                      threads=search.threads)  # fmt: skip
+                plan, chosen, accuracy = budget.plan, budget.path, budget.to_dict()
+                for f in budget.fallbacks:
+                    decisions[f.group] = dataclasses.replace(
+                        decisions[f.group], decision="float", reason="accuracy", latency_int8_ms=f.latency_before_ms,
+                        latency_float_ms=f.latency_after_ms, note=f"top-1 {f.metric:.2f}% after returning it to float",
+                    )  # fmt: skip
+            else:
+                accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
+        fidelity = compare_outputs(reference, run_model(chosen, feeds, threads=search.threads))
+        t_fp32, t_int8 = lat([src.model_path, chosen])
+        core = quantize(src, config, calibration=calibration, out=tmp / "core", plan=plan)
+        report = QuantReport(
+            model=src.manifest.model_name,
+            device=device_card(backend="ort", threads=search.threads).to_dict(),
+            latency={"fp32_ms": round(t_fp32, 4), "int8_ms": round(t_int8, 4),
+                     "speedup": round(t_fp32 / t_int8, 3) if t_int8 > 0 else None, "threads": search.threads},
+            fidelity=fidelity.to_dict(),
+            groups=[{**d.to_dict(), "sqnr_db": _round(per_group.get(d.group)),
+                     "alone_cosine": _round(alone[d.group].cosine_min, 6) if d.group in alone else None,
+                     "alone_top1": alone[d.group].metric if d.group in alone else None}
+                    for d in decisions.values()],
+            tensors=[t.to_dict() for t in sqnr],
+            candidates=[c.to_dict() for c in placed.candidates],
+            accuracy=accuracy,
+            search={**search.to_dict(), "searched": placed.searched, "stopped": placed.stopped,
+                    "elapsed_s": round(placed.elapsed_s, 2)},
+            calibration=data.summary.to_dict(),
+        )  # fmt: skip
+        with ArtifactWriter(out, overwrite=overwrite, inputs=[src_input]) as w:
+            for rel in core.manifest.files:
+                (w.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(core.path / rel, w.dir / rel)
+            write_report(w.dir, report)
+            m = core.manifest
+            manifest = dataclasses.replace(
+                m, files={}, created="", tool_versions={},
+                step_config={**m.step_config, "search": search.to_dict(),
+                             "eval": str(eval_data) if eval_data is not None else None, "max_drop": max_drop},
+                extra={**m.extra, "placement": report.summary()},
+            )  # fmt: skip
+            result = w.commit(manifest)
+    log.info("quantized %s with placement search: %.3f -> %.3f ms (%.2fx), cosine %.5f", src.manifest.model_name,
+             t_fp32, t_int8, t_fp32 / t_int8 if t_int8 else float("nan"), fidelity.cosine_min)  # fmt: skip
+    return result
+
+
+def _fidelity_feeds(data: Any, config: QuantConfig) -> list[dict[str, np.ndarray]]:
+    """The same feeds the core's fidelity check uses; none at all is an error here (nothing to search on)."""
+    feeds, _ = data.fidelity_feeds(config.fidelity_samples)
+    if not feeds:
+        raise QualityGateError("no samples to check fidelity on; pass calibration data with at least one sample.")
+    return feeds
+
+
+def _round(v: float | None, nd: int = 3) -> float | None:
+    return round(v, nd) if v is not None and math.isfinite(v) else None
