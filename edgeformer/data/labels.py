@@ -1,15 +1,12 @@
 """Named label sets referenced by ``ModelSpec.labels`` and copied into artifact manifests.
 
 ImageNet's 1000 class names are not shipped (edgeformer downloads nothing and has no pretrained
-weights to pair them with): ``"imagenet"`` resolves to ``None`` and predictions show ``class_<i>``
-unless the user passes a labels file.
+weights to pair them with): ``"imagenet"`` resolves to ``None`` and predictions show ``class_<i>``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 from .audio import KWS_LABELS
 
 _SETS: dict[str, tuple[str, ...] | None] = {
@@ -25,20 +22,8 @@ def resolve_labels(name: str | None, num_classes: int | None = None) -> tuple[st
     if name is None:
         return None
     if name not in _SETS:
-        raise ConfigError(f"unknown label set {name!r}; known: {', '.join(_SETS)}, or pass a labels file.")
+        raise ConfigError(f"unknown label set {name!r} (ModelSpec.labels); known: {', '.join(_SETS)}.")
     labels = _SETS[name]
     if labels is not None and num_classes is not None and len(labels) != num_classes:
         return None  # an override changed the head (e.g. num_classes=10): names no longer apply
-    return labels
-
-
-def read_labels_file(path: str | Path, num_classes: int | None = None) -> tuple[str, ...]:
-    """One label per line (blank lines ignored); the count must equal ``num_classes`` when given."""
-    path = Path(path)
-    try:
-        labels = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"{path}: cannot read labels file ({e}).") from e
-    if num_classes is not None and len(labels) != num_classes:
-        raise InvalidInputError(f"{path}: has {len(labels)} labels but the model has {num_classes} classes.")
     return labels

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..errors import InvalidArchError
 from .layers import ElasticModel
 
@@ -37,9 +35,3 @@ def slice_weights(parent: ElasticModel, child_arch) -> ElasticModel:
     child.load_state_dict(new_state, strict=True)
     child.train(parent.training)
     return child
-
-
-def same_outputs(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
-    """Max abs difference between two models' outputs on ``x`` (a test helper)."""
-    with torch.no_grad():
-        return float((a(x) - b(x)).abs().max())
