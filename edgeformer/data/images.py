@@ -33,6 +33,9 @@ from ..inputs import ImageInput
 log = logging.getLogger(__name__)
 
 ImageLike = str | Path | Image.Image | np.ndarray
+# The one list of what a folder scan (calibration or evaluation set) takes for an image, lower case; Pillow's
+# wheels decode every one of them.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
