@@ -60,10 +60,19 @@ def _torch_compile(ctx: BenchContext) -> BenchRow:
         ref, out = model(*inputs), compiled(*inputs)
     cos = torch.nn.functional.cosine_similarity(ref.flatten().double(), out.flatten().double(), dim=0).item()
     return BenchRow(
-        name="", target="", format="pytorch", precision="fp32", backend="inductor", status="ok",
+        name="",
+        target="",
+        format="pytorch",
+        precision="fp32",
+        backend="inductor",
+        status="ok",
         reason=f"compiled in {compile_s:.1f} s; cosine vs eager on the timing input",
-        parity_cosine=cos, p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, fps=stats.throughput, stable=stats.stable,
-    )  # fmt: skip
+        parity_cosine=cos,
+        p50_ms=stats.p50_ms,
+        p90_ms=stats.p90_ms,
+        fps=stats.throughput,
+        stable=stats.stable,
+    )
 
 
 COMPILE_ROW = RowProducer("pytorch-fp32-compile", "pytorch", "fp32", "inductor", _torch_compile, ("torch",), True)
@@ -126,23 +135,37 @@ def main() -> None:
         root = args.keep or Path(tmp)
         for name in args.models.split(","):
             t0 = time.perf_counter()
-            report = bench(name, out=root / name, threads=args.threads, config=config, producers=producers,
-                           calib=args.calib, overwrite=True)  # fmt: skip
+            report = bench(
+                name,
+                out=root / name,
+                threads=args.threads,
+                config=config,
+                producers=producers,
+                calib=args.calib,
+                overwrite=True,
+            )
             rows = [r.to_dict() for r in report.rows]
             summary = summarize(rows, args.min_cosine)
-            result["models"][name] = {"rows": rows, "summary": summary, "wall_s": round(time.perf_counter() - t0, 1),
-                                      "parity_on": report.parity_on}  # fmt: skip
+            result["models"][name] = {
+                "rows": rows,
+                "summary": summary,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "parity_on": report.parity_on,
+            }
             table = Table(title=f"{name} · threads {args.threads} · {report.device.get('cpu_model')}")
             for col in ("row", "peer", "status", "p50 ms", "cos vs torch", "top-1", "stable", "note"):
                 table.add_column(col)
             for r in report.rows:
                 table.add_row(
-                    ("★ " if r.name == summary["marked"] else "") + r.name, "peer" if r.peer else "", r.status,
+                    ("★ " if r.name == summary["marked"] else "") + r.name,
+                    "peer" if r.peer else "",
+                    r.status,
                     "-" if r.p50_ms is None else f"{r.p50_ms:.2f}",
                     "-" if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
                     "-" if r.top1_agreement is None else f"{r.top1_agreement:.2f}",
-                    "" if r.stable is None else str(r.stable), (r.reason or "")[:60],
-                )  # fmt: skip
+                    "" if r.stable is None else str(r.stable),
+                    (r.reason or "")[:60],
+                )
             console.print(table)
             console.print(
                 f"marked {summary['marked']}: {summary['marked_vs_best_peer_any']}x the best peer "

@@ -49,8 +49,16 @@ def export(name: str, out: Path) -> tuple[Path, tuple[int, ...]]:
 
     shape = get_spec(name).input.shape(1)
     model = create_model(name).eval().fuse()
-    torch.onnx.export(model, (torch.randn(*shape),), str(out), dynamo=True, opset_version=18,
-                      input_names=["input"], output_names=["logits"], external_data=False)  # fmt: skip
+    torch.onnx.export(
+        model,
+        (torch.randn(*shape),),
+        str(out),
+        dynamo=True,
+        opset_version=18,
+        input_names=["input"],
+        output_names=["logits"],
+        external_data=False,
+    )
     return out, shape
 
 
@@ -165,15 +173,26 @@ def main() -> None:
             # one thread + thread CPU time: the caller's thread does all the work, and time spent
             # descheduled by other processes does not count; wall time at --threads counts everything
             cpu = interleaved(paths, x, 1, args.runs, time.thread_time_ns)
-            wall = {v: [np.nan] for v in paths} if args.no_wall else interleaved(paths, x, args.threads, args.runs,
-                                                                                 time.perf_counter_ns)  # fmt: skip
+            wall = (
+                {v: [np.nan] for v in paths}
+                if args.no_wall
+                else interleaved(paths, x, args.threads, args.runs, time.perf_counter_ns)
+            )
             for v in paths:
                 row[v]["cpu1t"], row[v]["p50"] = cpu[v], wall[v]
             base_w, base_c = np.percentile(wall["fp32"], 50), np.percentile(cpu["fp32"], 10)
             for v, r in row.items():
                 w, c = np.percentile(r["p50"], 50), np.percentile(r["cpu1t"], 10)
-                log.info("%-22s %-28s p50 %7.2f ms (%4.2fx)  cpu1t p10 %7.2f ms (%4.2fx)  cos %.5f",
-                         name, v, w, base_w / w, c, base_c / c, r["cos"])  # fmt: skip
+                log.info(
+                    "%-22s %-28s p50 %7.2f ms (%4.2fx)  cpu1t p10 %7.2f ms (%4.2fx)  cos %.5f",
+                    name,
+                    v,
+                    w,
+                    base_w / w,
+                    c,
+                    base_c / c,
+                    r["cos"],
+                )
             results[name] = row
     args.json.write_text(json.dumps(results, indent=1))
 

@@ -48,8 +48,12 @@ def ov_int8_runner(fp32_onnx: Path, calib: np.ndarray, threads: int):
 
     core = ov.Core()
     model = core.read_model(str(fp32_onnx))
-    q = nncf.quantize(model, nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
-                      model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))  # fmt: skip
+    q = nncf.quantize(
+        model,
+        nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calib),
+    )
     compiled = core.compile_model(q, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
     return lambda x: compiled(x)[0]
 
@@ -88,13 +92,16 @@ def compare_model(name: str, tmp: Path, args) -> dict:
     calib = rng.standard_normal((args.calib, *shape[1:])).astype(np.float32)
     np.savez(tmp / f"{name}-calib.npz", **{fp32.manifest.inputs[0].name: calib})
     search = SearchConfig(threads=args.threads, time_budget_s=args.search_s, max_sensitivity_groups=0)
-    int8 = quantize_search(fp32, calib=tmp / f"{name}-calib.npz", out=tmp / f"{name}-int8", overwrite=True,
-                           search=search)  # fmt: skip
+    int8 = quantize_search(
+        fp32, calib=tmp / f"{name}-calib.npz", out=tmp / f"{name}-int8", overwrite=True, search=search
+    )
     t_quant = time.monotonic() - t0
     peer = quantize_static_defaults(fp32, tmp / f"{name}-calib.npz", tmp / f"{name}-static")
-    runners = {"ort_fp32": ort_runner(fp32.model_path, args.threads),
-               "ort_static_defaults": ort_runner(peer.model_path, args.threads),
-               "edgeformer_int8": ort_runner(int8.model_path, args.threads)}  # fmt: skip
+    runners = {
+        "ort_fp32": ort_runner(fp32.model_path, args.threads),
+        "ort_static_defaults": ort_runner(peer.model_path, args.threads),
+        "edgeformer_int8": ort_runner(int8.model_path, args.threads),
+    }
     if not args.skip_ov:
         try:
             runners["openvino_nncf_int8"] = ov_int8_runner(fp32.model_path, calib[: min(64, len(calib))], args.threads)
@@ -106,8 +113,11 @@ def compare_model(name: str, tmp: Path, args) -> dict:
     row = {"model": name, "export_quantize_s": round(t_quant, 1), "variants": {}}
     for k, f in runners.items():
         cos = min(cosine(r, f(held[i : i + 1])) for i, r in enumerate(ref))
-        row["variants"][k] = {"p50_ms": round(p50[k], 3), "ratio_vs_fp32": round(p50["ort_fp32"] / p50[k], 3),
-                              "cosine_min": round(cos, 6)}  # fmt: skip
+        row["variants"][k] = {
+            "p50_ms": round(p50[k], 3),
+            "ratio_vs_fp32": round(p50["ort_fp32"] / p50[k], 3),
+            "cosine_min": round(cos, 6),
+        }
     return row
 
 
@@ -123,9 +133,8 @@ def trained_drop(tmp: Path, args) -> list[dict]:
 
     from edgeformer.export import export
     from edgeformer.models.reference import list_references, load_reference, reference_heldout
-    from edgeformer.quant import QuantConfig, quantize
+    from edgeformer.quant import QuantConfig, SearchConfig, quantize, quantize_search
     from edgeformer.quant.budget import EvalSet, top1
-    from edgeformer.quant import SearchConfig, quantize_search
 
     out = []
     for ref in list_references():
@@ -133,27 +142,44 @@ def trained_drop(tmp: Path, args) -> list[dict]:
         x, y = reference_heldout(meta)
         order = np.random.default_rng(0).permutation(len(y))
         cal, ev = order[:128], order[128:]
-        fp32 = export(model.eval(), fmt="onnx", out=tmp / f"{ref}-fp32", overwrite=True,
-                      example_inputs=(torch.from_numpy(x[:1]),))  # fmt: skip
+        fp32 = export(
+            model.eval(), fmt="onnx", out=tmp / f"{ref}-fp32", overwrite=True, example_inputs=(torch.from_numpy(x[:1]),)
+        )
         name = fp32.manifest.inputs[0].name
         np.savez(tmp / f"{ref}-calib.npz", **{name: x[cal]})
         np.savez(tmp / f"{ref}-eval.npz", x=x[ev], y=y[ev])
         evs = EvalSet(feeds=tuple({name: x[i : i + 1]} for i in ev), labels=y[ev], source="heldout")
         a32 = top1(fp32.model_path, evs)
-        core = quantize(fp32, QuantConfig(min_cosine=None), calib=tmp / f"{ref}-calib.npz", out=tmp / f"{ref}-int8",
-                        overwrite=True)  # fmt: skip
+        core = quantize(
+            fp32, QuantConfig(min_cosine=None), calib=tmp / f"{ref}-calib.npz", out=tmp / f"{ref}-int8", overwrite=True
+        )
         search = SearchConfig(threads=args.threads, time_budget_s=args.search_s, max_sensitivity_groups=8)
         t0 = time.monotonic()
-        budget = quantize_search(fp32, calib=tmp / f"{ref}-calib.npz", out=tmp / f"{ref}-int8-budget",
-                                 overwrite=True, eval_data=tmp / f"{ref}-eval.npz", max_drop=args.max_drop,
-                                 search=search)  # fmt: skip
+        budget = quantize_search(
+            fp32,
+            calib=tmp / f"{ref}-calib.npz",
+            out=tmp / f"{ref}-int8-budget",
+            overwrite=True,
+            eval_data=tmp / f"{ref}-eval.npz",
+            max_drop=args.max_drop,
+            search=search,
+        )
         a_core, a_budget = top1(core.model_path, evs), top1(budget.model_path, evs)
         speedup = budget.manifest.extra.get("placement", {}).get("latency", {}).get("speedup")
-        out.append({"reference": ref, "eval_samples": len(ev), "calib_samples": len(cal), "fp32_top1": round(a32, 2),
-                    "int8_default_top1": round(a_core, 2), "drop_default": round(a32 - a_core, 2),
-                    "int8_budget_top1": round(a_budget, 2), "drop_budget": round(a32 - a_budget, 2),
-                    "budget_search_s": round(time.monotonic() - t0, 1),
-                    "budget_speedup": speedup})  # fmt: skip
+        out.append(
+            {
+                "reference": ref,
+                "eval_samples": len(ev),
+                "calib_samples": len(cal),
+                "fp32_top1": round(a32, 2),
+                "int8_default_top1": round(a_core, 2),
+                "drop_default": round(a32 - a_core, 2),
+                "int8_budget_top1": round(a_budget, 2),
+                "drop_budget": round(a32 - a_budget, 2),
+                "budget_search_s": round(time.monotonic() - t0, 1),
+                "budget_speedup": speedup,
+            }
+        )
     return out
 
 

@@ -91,8 +91,12 @@ def run(models: list[str], variants: list[str], json_path: Path, resume: bool) -
                     continue
                 log.info("converting %s (%s)", name, variant)
                 row = convert_one(name, variant, Path(tmp))
-                log.info("  %s in %.0f s%s", "ok" if row["ok"] else "FAILED", row["seconds"],
-                         "" if row["ok"] else f": {row['error']}")  # fmt: skip
+                log.info(
+                    "  %s in %.0f s%s",
+                    "ok" if row["ok"] else "FAILED",
+                    row["seconds"],
+                    "" if row["ok"] else f": {row['error']}",
+                )
                 data["results"].setdefault(name, {})[variant] = row
                 write_json_atomic(json_path, data)
                 gc.collect()  # a full-size conversion holds several copies of the weights
@@ -150,9 +154,15 @@ def render(data: dict[str, Any]) -> str:
                 errors.append((name, v, r["error"]))
                 cells.append(f"❌ [error](#{name}-{v})")
         lines.append(f"| {name} | {'×'.join(map(str, shape))} | " + " | ".join(cells) + " |")
-    lines += ["", "## ML-program ops (fp16, torch.jit.trace)", "",
-              "Counted by op type in the saved spec; `const` ops (weights and constants) are left out.", "",
-              "| model | ops | by type |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## ML-program ops (fp16, torch.jit.trace)",
+        "",
+        "Counted by op type in the saved spec; `const` ops (weights and constants) are left out.",
+        "",
+        "| model | ops | by type |",
+        "|---|---|---|",
+    ]
     for name in sorted(results):
         r = results[name].get("fp16")
         if r and r["ok"]:
@@ -160,14 +170,19 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"| {name} | {total} | {_ops_line(r['ops'])} |")
     if any("fp16-export" in r and r["fp16-export"]["ok"] and "fp16" in r and r["fp16"]["ok"] for r in results.values()):
         counts = {v: sum(r.get(v, {}).get("ok", False) for r in results.values()) for v in ("fp16", "fp16-export")}
-        lines += ["", "## torch.jit.trace vs torch.export (fp16)", "",
-                  f"torch.jit.trace converted {counts['fp16']} of {len(results)} models, torch.export "
-                  f"{counts['fp16-export']}. Ops (without `const`) of the same model through both capture paths, and "
-                  "conversion time. `square`/`sqrt`/`real_div` on one side where the other has `layer_norm` means a "
-                  "normalization was decomposed into elementwise ops: in fp16 its squared deviations overflow past "
-                  "|x - mean| = 256, while one `layer_norm` op leaves the reduction to Core ML's kernel.", "",
-                  "| model | trace: ops | export: ops | trace: s | export: s | ops only in one path |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## torch.jit.trace vs torch.export (fp16)",
+            "",
+            f"torch.jit.trace converted {counts['fp16']} of {len(results)} models, torch.export "
+            f"{counts['fp16-export']}. Ops (without `const`) of the same model through both capture paths, and "
+            "conversion time. `square`/`sqrt`/`real_div` on one side where the other has `layer_norm` means a "
+            "normalization was decomposed into elementwise ops: in fp16 its squared deviations overflow past "
+            "|x - mean| = 256, while one `layer_norm` op leaves the reduction to Core ML's kernel.",
+            "",
+            "| model | trace: ops | export: ops | trace: s | export: s | ops only in one path |",
+            "|---|---|---|---|---|---|",
+        ]
         for name in sorted(results):
             a, b = results[name].get("fp16"), results[name].get("fp16-export")
             if not (a and b and a["ok"] and b["ok"]):
@@ -175,23 +190,31 @@ def render(data: dict[str, Any]) -> str:
             ta = {k: v for k, v in a["ops"].items() if k != "const"}
             tb = {k: v for k, v in b["ops"].items() if k != "const"}
             diff = sorted(set(ta) ^ set(tb))
-            lines.append(f"| {name} | {sum(ta.values())} | {sum(tb.values())} | {a['seconds']:.0f} | "
-                         f"{b['seconds']:.0f} | {', '.join(diff) or '–'} |")  # fmt: skip
-    lines += ["", "## int8 weights", "",
-              "Weight-only int8 (symmetric, per output channel) over the fp16 program; tensors under 2048 elements "
-              "stay fp16. Where the int8 package is under half the fp16 size, the random-init model has identical "
-              "all-zero weights (zero-initialized residual branches, folded into their convs), which "
-              "coremltools' compression pipeline stores once; trained weights give close to half the fp16 size.",
-              "",
-              "| model | int8 tensors | int8 share of weight elements | fp16 size | int8 size |",
-              "|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {name} | {sum(ta.values())} | {sum(tb.values())} | {a['seconds']:.0f} | "
+                f"{b['seconds']:.0f} | {', '.join(diff) or '–'} |"
+            )
+    lines += [
+        "",
+        "## int8 weights",
+        "",
+        "Weight-only int8 (symmetric, per output channel) over the fp16 program; tensors under 2048 elements "
+        "stay fp16. Where the int8 package is under half the fp16 size, the random-init model has identical "
+        "all-zero weights (zero-initialized residual branches, folded into their convs), which "
+        "coremltools' compression pipeline stores once; trained weights give close to half the fp16 size.",
+        "",
+        "| model | int8 tensors | int8 share of weight elements | fp16 size | int8 size |",
+        "|---|---|---|---|---|",
+    ]
     for name in sorted(results):
         q, h = results[name].get("int8"), results[name].get("fp16")
         if q and q["ok"]:
             w = q["weight_dtypes"]
             share = w.get("int8", 0) / max(1, w.get("int8", 0) + w.get("float16", 0))
-            lines.append(f"| {name} | {q['quantized_weights'].get('int8', 0)} | {share:.1%} | "
-                         f"{_mb(h['size_bytes']) if h and h['ok'] else '–'} | {_mb(q['size_bytes'])} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {q['quantized_weights'].get('int8', 0)} | {share:.1%} | "
+                f"{_mb(h['size_bytes']) if h and h['ok'] else '–'} | {_mb(q['size_bytes'])} |"
+            )
     lines += ["", "## Errors", ""]
     if not errors:
         lines.append("None: every model converted at every precision.")

@@ -332,8 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     datasets = TASKS[args.task]
     recipes = [dataclasses.replace(r, epochs=args.epochs or r.epochs) for r in RECIPES if r.dataset in datasets]
     results = []
-    columns = (TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         clips = synthesize_keywords(progress, args.out) if "keywords" in datasets else None
         for recipe in recipes:
@@ -380,9 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col)
     for recipe, params, accuracy, n_heldout, record, sidecar in results:
         weights = sidecar.with_suffix(".safetensors")
-        table.add_row(recipe.name, recipe.model, f"{params / 1e6:.3f} M",
-                      str(record["train_samples"]), str(n_heldout), f"{accuracy:.2%}", f"{record['seconds']:.0f} s",
-                      f"{weights.stat().st_size / 1e6:.2f} MB")  # fmt: skip
+        table.add_row(
+            recipe.name,
+            recipe.model,
+            f"{params / 1e6:.3f} M",
+            str(record["train_samples"]),
+            str(n_heldout),
+            f"{accuracy:.2%}",
+            f"{record['seconds']:.0f} s",
+            f"{weights.stat().st_size / 1e6:.2f} MB",
+        )
     console.print(table)
     return 0
 

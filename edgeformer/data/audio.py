@@ -31,10 +31,20 @@ import numpy as np
 from ..errors import ConfigError, InvalidInputError
 
 # Speech Commands v0.02 keyword-spotting label set (Warden 2018): ten keywords, silence, everything else.
-# fmt: off
-KWS_LABELS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
-                               "_silence_", "_unknown_")
-# fmt: on
+KWS_LABELS: tuple[str, ...] = (
+    "yes",
+    "no",
+    "up",
+    "down",
+    "left",
+    "right",
+    "on",
+    "off",
+    "stop",
+    "go",
+    "_silence_",
+    "_unknown_",
+)
 
 _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 

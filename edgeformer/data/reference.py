@@ -106,21 +106,92 @@ KEYWORDS: tuple[str, ...] = KWS_LABELS[:10]
 SILENCE, UNKNOWN = KWS_LABELS.index("_silence_"), KWS_LABELS.index("_unknown_")
 # Speech Commands' auxiliary words: what "_unknown_" means there
 UNKNOWN_WORDS: tuple[str, ...] = (
-    "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow", "backward", "forward",
-    "follow", "learn", "visual", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-)  # fmt: skip
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "happy",
+    "house",
+    "marvin",
+    "sheila",
+    "tree",
+    "wow",
+    "backward",
+    "forward",
+    "follow",
+    "learn",
+    "visual",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+)
 # A voice is an accent (espeak-ng language) plus a timbre (variant). Held-out voices have an accent or a
 # timbre that training never hears; held-out speeds and pitches sit between the training ones.
 TRAIN_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan")
 HELDOUT_ACCENTS = ("en-029", "en-gb-x-gbcwmd")
-# fmt: off
-TRAIN_TIMBRES = ("", "m1", "m2", "m4", "m5", "m6", "m8", "f1", "f3", "f5", "klatt", "klatt3", "klatt4", "Andy",
-                 "Annie", "Denis", "Gene", "Jacky", "Lee", "Mike", "adam", "aunty", "boris", "david", "edward",
-                 "grandma", "john", "linda", "max", "norbert", "paul", "quincy", "rob", "shelby", "steph", "travis",
-                 "whisper", "zac")
-HELDOUT_TIMBRES = ("m3", "m7", "f2", "f4", "klatt2", "Alicia", "belinda", "benjamin", "grandpa", "michel", "robert",
-                   "steph2", "victor", "whisperf")
-# fmt: on
+TRAIN_TIMBRES = (
+    "",
+    "m1",
+    "m2",
+    "m4",
+    "m5",
+    "m6",
+    "m8",
+    "f1",
+    "f3",
+    "f5",
+    "klatt",
+    "klatt3",
+    "klatt4",
+    "Andy",
+    "Annie",
+    "Denis",
+    "Gene",
+    "Jacky",
+    "Lee",
+    "Mike",
+    "adam",
+    "aunty",
+    "boris",
+    "david",
+    "edward",
+    "grandma",
+    "john",
+    "linda",
+    "max",
+    "norbert",
+    "paul",
+    "quincy",
+    "rob",
+    "shelby",
+    "steph",
+    "travis",
+    "whisper",
+    "zac",
+)
+HELDOUT_TIMBRES = (
+    "m3",
+    "m7",
+    "f2",
+    "f4",
+    "klatt2",
+    "Alicia",
+    "belinda",
+    "benjamin",
+    "grandpa",
+    "michel",
+    "robert",
+    "steph2",
+    "victor",
+    "whisperf",
+)
 TRAIN_SPEEDS, HELDOUT_SPEEDS = (120, 140, 160, 180, 200, 220), (130, 150, 170, 190, 210)
 TRAIN_PITCHES, HELDOUT_PITCHES = (20, 35, 50, 65, 80), (28, 42, 58, 72)
 KEYWORDS_HELDOUT_FILE = "keywords_heldout.npz"
@@ -146,8 +217,12 @@ def keyword_plan(split: str = "train", *, seed: int = SPLIT_SEED) -> tuple[list[
         voices = [_voice(a, t) for a in TRAIN_ACCENTS for t in TRAIN_TIMBRES]
         speeds, pitches = TRAIN_SPEEDS, TRAIN_PITCHES
     else:
-        voices = [_voice(a, t) for a in TRAIN_ACCENTS + HELDOUT_ACCENTS for t in TRAIN_TIMBRES + HELDOUT_TIMBRES
-                  if a in HELDOUT_ACCENTS or t in HELDOUT_TIMBRES]  # fmt: skip
+        voices = [
+            _voice(a, t)
+            for a in TRAIN_ACCENTS + HELDOUT_ACCENTS
+            for t in TRAIN_TIMBRES + HELDOUT_TIMBRES
+            if a in HELDOUT_ACCENTS or t in HELDOUT_TIMBRES
+        ]
         speeds, pitches = HELDOUT_SPEEDS, HELDOUT_PITCHES
     words = [w for w in KEYWORDS for _ in range(per_keyword)]
     words += [UNKNOWN_WORDS[i] for i in rng.integers(0, len(UNKNOWN_WORDS), n_unknown)]
@@ -371,8 +446,14 @@ def write_clips(path: Path, clips: Sequence[np.ndarray], labels: np.ndarray, pla
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, mulaw=np.concatenate(clips).astype(np.uint8), offsets=offsets, labels=labels,
-                            sample_rate=np.int64(16000), **fields)  # fmt: skip
+        np.savez_compressed(
+            tmp,
+            mulaw=np.concatenate(clips).astype(np.uint8),
+            offsets=offsets,
+            labels=labels,
+            sample_rate=np.int64(16000),
+            **fields,
+        )
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; this is package data
         os.replace(tmp, path)
     finally:

@@ -255,10 +255,12 @@ class Stage(nn.Module):
         super().__init__()
         dim = arch.widths[i]
         self.down = ConvBN(arch.widths[i - 1], dim, 3, stride=2) if i > 0 else nn.Identity()
-        self.blocks = nn.Sequential(*(
-            Block(dim, r, a, arch.heads[i], arch.key_dims[i], arch.value_dims[i])
-            for r, a in zip(arch.mlp_ratios[i], arch.attn[i], strict=True)
-        ))  # fmt: skip
+        self.blocks = nn.Sequential(
+            *(
+                Block(dim, r, a, arch.heads[i], arch.key_dims[i], arch.value_dims[i])
+                for r, a in zip(arch.mlp_ratios[i], arch.attn[i], strict=True)
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.down(x))
@@ -342,25 +344,27 @@ def _arch(widths, depths, n_attn, heads, key_dim, mlp_ratio, num_classes) -> Aud
 def _register() -> None:
     for name, (widths, depths, n_attn, heads, key_dim, mlp, classes, labels, params_m, macs_g) in _VARIANTS.items():
         arch = _arch(widths, depths, n_attn, heads, key_dim, mlp, classes)
-        register_model(ModelSpec(
-            name=name,
-            family="audioformer",
-            task="audio-classification",
-            build=AudioFormer,
-            arch=arch,
-            input=arch.frontend,
-            num_classes=classes,
-            export=ExportHints(opset=18, dynamo=True),
-            remap=None,
-            labels=labels,
-            paper="AST (arXiv:2104.01778); SHViT (arXiv:2401.16456); EfficientFormerV2 (arXiv:2212.08059)",
-            repo="",
-            license="n/a: own design, no upstream weights",
-            params_m=params_m,
-            macs_g=macs_g,
-            notes="params/MACs measured by edgeformer (no paper figures); MACs include the log-mel front-end"
-            + ("; multi-label tagging: apply a sigmoid" if labels is None else ""),
-        ))  # fmt: skip
+        register_model(
+            ModelSpec(
+                name=name,
+                family="audioformer",
+                task="audio-classification",
+                build=AudioFormer,
+                arch=arch,
+                input=arch.frontend,
+                num_classes=classes,
+                export=ExportHints(opset=18, dynamo=True),
+                remap=None,
+                labels=labels,
+                paper="AST (arXiv:2104.01778); SHViT (arXiv:2401.16456); EfficientFormerV2 (arXiv:2212.08059)",
+                repo="",
+                license="n/a: own design, no upstream weights",
+                params_m=params_m,
+                macs_g=macs_g,
+                notes="params/MACs measured by edgeformer (no paper figures); MACs include the log-mel front-end"
+                + ("; multi-label tagging: apply a sigmoid" if labels is None else ""),
+            )
+        )
 
 
 _register()

@@ -50,7 +50,8 @@ from .spec import ArchBase, ExportHints, ModelSpec
 from .zoo import register_model
 
 # name: widths, depths, per-block MLP ratios of stages 3 and 4 (stages 1-2 use 4), attention blocks closing
-# stages 3 and 4, published params (M, distillation head included) and MACs (G) at 224 px
+# stages 3 and 4, published params (M, distillation head included) and MACs (G) at 224 px; kept one variant per
+# row so the columns read as the paper's table (ruff would stack every nested tuple vertically)
 # fmt: off
 _VARIANTS = {
     "efficientformerv2_s0": ((32, 48, 96, 176), (2, 2, 6, 4), ((4, 3, 3, 3, 4, 4), (4, 3, 3, 4)), 2, 3.5, 0.40),
@@ -86,8 +87,11 @@ class EfficientFormerV2Arch(ArchBase):
     depths: tuple[int, ...] = (2, 2, 6, 4)
     mlp_ratios: tuple[tuple[float, ...], ...] = ((4, 4), (4, 4), (4, 3, 3, 3, 4, 4), (4, 3, 3, 4))
     attn: tuple[tuple[bool, ...], ...] = (
-        (False, False), (False, False), (False, False, False, False, True, True), (False, False, True, True),
-    )  # fmt: skip
+        (False, False),
+        (False, False),
+        (False, False, False, False, True, True),
+        (False, False, True, True),
+    )
     attn_downsample: bool = True
     num_heads: int = 8
     key_dim: int = 32
@@ -444,14 +448,19 @@ class Stem(nn.Module):
 
 
 # --- model --------------------------------------------------------------------------------------
-# fmt: off
 _HEAD_GROUPED = {  # attention tensor name -> (dim whose channels are grouped per head, "k" or "v" group size)
-    "q.conv": (0, "k"), "q.bn": (0, "k"), "q.proj.conv": (0, "k"), "q.proj.bn": (0, "k"),
-    "k.conv": (0, "k"), "k.bn": (0, "k"),
-    "v.conv": (0, "v"), "v.bn": (0, "v"), "v_local.conv": (0, "v"), "v_local.bn": (0, "v"),
+    "q.conv": (0, "k"),
+    "q.bn": (0, "k"),
+    "q.proj.conv": (0, "k"),
+    "q.proj.bn": (0, "k"),
+    "k.conv": (0, "k"),
+    "k.bn": (0, "k"),
+    "v.conv": (0, "v"),
+    "v.bn": (0, "v"),
+    "v_local.conv": (0, "v"),
+    "v_local.bn": (0, "v"),
     "proj.conv.weight": (1, "v"),
 }
-# fmt: on
 
 
 class EfficientFormerV2(ElasticModel):

@@ -55,8 +55,10 @@ class ReferenceMeta:
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, Mapping) or set(d) != names:
             got = set(d) if isinstance(d, Mapping) else set()
-            raise ModelFileError(f"{source}: sidecar fields differ (missing {sorted(names - got)}, "
-                                 f"unknown {sorted(got - names)}); re-run scripts/train_reference.py.")  # fmt: skip
+            raise ModelFileError(
+                f"{source}: sidecar fields differ (missing {sorted(names - got)}, "
+                f"unknown {sorted(got - names)}); re-run scripts/train_reference.py."
+            )
         kw = dict(d)
         kw["input"] = input_spec_from_dict(d["input"])
         kw["labels"] = tuple(d["labels"])
@@ -107,8 +109,10 @@ def load_reference(name: str, root: str | Path | None = None):
     meta = read_reference_meta(name, root)
     path = Path(root or ZOO_WEIGHTS_DIR) / meta.weights
     if not path.is_file() or sha256_file(path) != meta.weights_sha256:
-        raise ModelFileError(f"{path}: missing, or its sha256 differs from {name}.json; re-run "
-                             f"scripts/train_reference.py or restore the file.")  # fmt: skip
+        raise ModelFileError(
+            f"{path}: missing, or its sha256 differs from {name}.json; re-run "
+            f"scripts/train_reference.py or restore the file."
+        )
     model = build_reference(meta)
     load_strict(model, read_state_dict(path), source=str(path))
     return model.eval(), meta

@@ -366,11 +366,14 @@ class SHViT(ElasticModel):
         self.arch = arch
         e0 = arch.embed_dims[0]
         self.patch_embed = nn.Sequential(
-            ConvBN(arch.in_chans, e0 // 8, 3, 2, 1), nn.ReLU(),
-            ConvBN(e0 // 8, e0 // 4, 3, 2, 1), nn.ReLU(),
-            ConvBN(e0 // 4, e0 // 2, 3, 2, 1), nn.ReLU(),
+            ConvBN(arch.in_chans, e0 // 8, 3, 2, 1),
+            nn.ReLU(),
+            ConvBN(e0 // 8, e0 // 4, 3, 2, 1),
+            nn.ReLU(),
+            ConvBN(e0 // 4, e0 // 2, 3, 2, 1),
+            nn.ReLU(),
             ConvBN(e0 // 2, e0, 3, 2, 1),
-        )  # fmt: skip
+        )
         self.stages = nn.Sequential(*(Stage(arch, i) for i in range(arch.num_stages)))
         self.head = BNLinear(arch.embed_dims[-1], arch.num_classes)
         self.head_dist = BNLinear(arch.embed_dims[-1], arch.num_classes) if arch.distillation else None
@@ -478,28 +481,31 @@ def _arch(embed_dims: tuple[int, ...], depths: tuple[int, ...], partial_dims: tu
 
 def _register() -> None:
     for name, (embed_dims, depths, partial_dims, resolution, params_m, macs_g) in _VARIANTS.items():
-        register_model(ModelSpec(
-            name=name,
-            family="shvit",
-            task="image-classification",
-            build=SHViT,
-            arch=_arch(embed_dims, depths, partial_dims),
-            # timm's pretrained cfg (upstream's LeViT-derived eval transform): resize 256/224, center crop
-            input=ImageInput(resolution=resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
-                             interpolation="bicubic"),
-            num_classes=1000,
-            export=ExportHints(opset=18, dynamo=True),
-            remap=remap_checkpoint,
-            labels="imagenet",
-            paper="Yun & Ro, SHViT: Single-Head Vision Transformer with Memory Efficient Macro Design, CVPR 2024, "
-            "arXiv:2401.16456",
-            repo="https://github.com/ysj9909/SHViT",
-            license="MIT",
-            params_m=params_m,
-            macs_g=macs_g,
-            counts_distillation_head=False,  # released models are trained without distillation (no head_dist)
-            notes="Any input size works (no position biases). Keys follow timm; official blocks1/2/3 are remapped.",
-        ))  # fmt: skip
+        register_model(
+            ModelSpec(
+                name=name,
+                family="shvit",
+                task="image-classification",
+                build=SHViT,
+                arch=_arch(embed_dims, depths, partial_dims),
+                # timm's pretrained cfg (upstream's LeViT-derived eval transform): resize 256/224, center crop
+                input=ImageInput(
+                    resolution=resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bicubic"
+                ),
+                num_classes=1000,
+                export=ExportHints(opset=18, dynamo=True),
+                remap=remap_checkpoint,
+                labels="imagenet",
+                paper="Yun & Ro, SHViT: Single-Head Vision Transformer with Memory Efficient Macro Design, CVPR 2024, "
+                "arXiv:2401.16456",
+                repo="https://github.com/ysj9909/SHViT",
+                license="MIT",
+                params_m=params_m,
+                macs_g=macs_g,
+                counts_distillation_head=False,  # released models are trained without distillation (no head_dist)
+                notes="Any input size works (no position biases). Keys follow timm; official blocks1/2/3 are remapped.",
+            )
+        )
 
 
 _register()

@@ -133,8 +133,16 @@ def test_frontend_onnx_matches_torch_and_reference(dynamo, tmp_path):
         if dynamo
         else {"dynamic_axes": {"wave": {0: "batch"}, "log_mel": {0: "batch"}}}
     )
-    torch.onnx.export(frontend, (x,), str(path), dynamo=dynamo, opset_version=18, input_names=["wave"],
-                      output_names=["log_mel"], **kwargs)  # fmt: skip
+    torch.onnx.export(
+        frontend,
+        (x,),
+        str(path),
+        dynamo=dynamo,
+        opset_version=18,
+        input_names=["wave"],
+        output_names=["log_mel"],
+        **kwargs,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ref = log_mel(BATCH, SPEC)
     with torch.no_grad():

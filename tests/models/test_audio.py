@@ -87,8 +87,16 @@ def test_invalid_arch_lists_every_field():
     with pytest.raises(InvalidArchError) as e:
         bad.validate()
     fields = [p.split(":")[0] for p in e.value.problems]
-    assert fields == ["widths", "mlp_ratios", "attn", "heads", "key_dims", "value_dims", "num_classes",
-                      "frontend.f_max"]  # fmt: skip
+    assert fields == [
+        "widths",
+        "mlp_ratios",
+        "attn",
+        "heads",
+        "key_dims",
+        "value_dims",
+        "num_classes",
+        "frontend.f_max",
+    ]
     with pytest.raises(InvalidArchError) as e:
         PARENT.replace(depths=(2, 2)).validate()
     assert [p.split(":")[0] for p in e.value.problems] == ["depths"]
@@ -195,8 +203,9 @@ def _export_and_compare(model: nn.Module, x: torch.Tensor, path, dynamo: bool) -
         if dynamo
         else {"dynamic_axes": {"wave": {0: "batch"}, "logits": {0: "batch"}}}
     )
-    torch.onnx.export(model, (x,), str(path), dynamo=dynamo, opset_version=18, input_names=["wave"],
-                      output_names=["logits"], **kwargs)  # fmt: skip
+    torch.onnx.export(
+        model, (x,), str(path), dynamo=dynamo, opset_version=18, input_names=["wave"], output_names=["logits"], **kwargs
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x3 = torch.cat([x, _wave(model.arch.frontend, 1, seed=1)])  # another batch size: the batch axis is dynamic
     with torch.no_grad():

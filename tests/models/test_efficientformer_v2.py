@@ -253,8 +253,14 @@ def _official_attn(rest: list[str]) -> list[str]:
 
 def _to_official(model: EfficientFormerV2) -> dict[str, torch.Tensor]:
     """Our state dict in the layout of snap-research/EfficientFormer's ``models/efficientformer_v2.py``."""
-    mlp = {"fc1.conv": "fc1", "fc1.bn": "norm1", "mid.conv": "mid", "mid.bn": "mid_norm", "fc2.conv": "fc2",
-           "fc2.bn": "norm2"}  # fmt: skip
+    mlp = {
+        "fc1.conv": "fc1",
+        "fc1.bn": "norm1",
+        "mid.conv": "mid",
+        "mid.bn": "mid_norm",
+        "fc2.conv": "fc2",
+        "fc2.bn": "norm2",
+    }
     out = {}
     for key, value in model.state_dict().items():
         p = key.split(".")
@@ -313,10 +319,16 @@ def test_timm_and_safetensors_checkpoints_load(s0_small, tmp_path):
 
     state = s0_small.state_dict()
     # our layout is timm's: a few of timm's own key names, as its efficientformerv2 modules name them
-    for key in ("stem.conv2.bn.running_mean", "stages.1.downsample.conv.conv.weight",
-                "stages.2.blocks.5.token_mixer.stride_conv.conv.weight", "stages.3.downsample.attn.q.local.weight",
-                "stages.3.downsample.attn.q.proj.bn.bias", "stages.3.blocks.3.ls1.gamma",
-                "stages.2.blocks.0.mlp.mid.bn.weight", "head_dist.weight"):  # fmt: skip
+    for key in (
+        "stem.conv2.bn.running_mean",
+        "stages.1.downsample.conv.conv.weight",
+        "stages.2.blocks.5.token_mixer.stride_conv.conv.weight",
+        "stages.3.downsample.attn.q.local.weight",
+        "stages.3.downsample.attn.q.proj.bn.bias",
+        "stages.3.blocks.3.ls1.gamma",
+        "stages.2.blocks.0.mlp.mid.bn.weight",
+        "head_dist.weight",
+    ):
         assert key in state
     torch.save(state, tmp_path / "timm.pth")
     _check_loads(tmp_path / "timm.pth", s0_small)

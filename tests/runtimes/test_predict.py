@@ -224,8 +224,9 @@ def _tone(n, rate, freq=440.0, amp=0.5):
 
 def test_audio_graph_frontend_feeds_the_padded_waveform(tmp_path):
     spec = AudioInput(**AUDIO, frontend="graph")
-    art = write_artifact(tmp_path / "kws", _graph_frontend_model(spec.num_samples), preprocessing=spec.to_dict(),
-                         labels=("a", "b", "c"))  # fmt: skip
+    art = write_artifact(
+        tmp_path / "kws", _graph_frontend_model(spec.num_samples), preprocessing=spec.to_dict(), labels=("a", "b", "c")
+    )
     wav = _write_wav(tmp_path / "short.wav", _tone(3000, 8000) + 0.1, 8000)  # shorter than the 4000-sample clip
     wave_, _ = read_wav(wav)
     x = fix_length(wave_, spec.num_samples)
@@ -238,8 +239,9 @@ def test_audio_graph_frontend_feeds_the_padded_waveform(tmp_path):
 
 def test_audio_host_frontend_computes_log_mel_with_numpy(tmp_path):
     spec = AudioInput(**AUDIO, frontend="host")
-    art = write_artifact(tmp_path / "host", _host_frontend_model(spec.n_mels, spec.num_frames),
-                         preprocessing=spec.to_dict())  # fmt: skip
+    art = write_artifact(
+        tmp_path / "host", _host_frontend_model(spec.n_mels, spec.num_frames), preprocessing=spec.to_dict()
+    )
     tone = _tone(spec.num_samples, 8000, freq=1000.0)
     mean = log_mel(tone, spec).mean()
     expected = _softmax(np.array([mean, -mean, 0.5 * mean]))
@@ -279,9 +281,15 @@ def test_torch_exported_model_predicts_like_torch(tmp_path):
     module = Tiny().eval()
     onnx_path = tmp_path / "tiny.onnx"
     torch.onnx.export(
-        module, (torch.zeros(1, 3, 32, 32),), str(onnx_path), input_names=["pixels"], output_names=["logits"],
-        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=18, dynamo=False,
-    )  # fmt: skip
+        module,
+        (torch.zeros(1, 3, 32, 32),),
+        str(onnx_path),
+        input_names=["pixels"],
+        output_names=["logits"],
+        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=18,
+        dynamo=False,
+    )
     spec = ImageInput(resolution=32, crop_pct=0.875)
     art = write_artifact(tmp_path / "art", onnx.load(onnx_path), preprocessing=spec.to_dict())
     image = tmp_path / "noise.jpg"

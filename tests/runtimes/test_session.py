@@ -307,8 +307,13 @@ def test_session_and_predict_work_with_torch_blocked(color_artifact, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-c", _TORCH_BLOCKED, str(color_artifact.path), str(image)],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["shape"] == [2, 5]
