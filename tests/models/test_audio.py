@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,7 +10,8 @@ from edgeformer.errors import ConfigError, InvalidArchError, WeightsError
 from edgeformer.inputs import AudioInput
 from edgeformer.models import create_model, get_spec, list_models, slice_weights
 from edgeformer.models.audio import KWS_LABELS, AudioFormer, AudioFormerArch, LogMelFrontend
-from edgeformer.models.complexity import count_macs, count_params
+
+from .conftest import assert_loads_as, assert_onnx_matches, batchnorms, params_and_macs, rel_err, save_safetensors
 
 VARIANTS = ["audioformer_t", "audioformer_s", "audioformer_m"]
 SHORT = AudioInput(clip_seconds=0.5)  # 51 frames: half the compute, same graph
@@ -48,10 +48,6 @@ def _wave(spec: AudioInput, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return 0.3 * torch.randn(batch, spec.num_samples, generator=g)
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
 # --- spec --------------------------------------------------------------------------------------------
 def test_zoo_lists_the_audio_family():
     assert set(VARIANTS) <= set(list_models("audioformer_*"))
@@ -65,9 +61,7 @@ def test_spec_figures_match_measurement(name):
     assert spec.input.frontend == "graph" and spec.input.shape(2) == (2, 16000)
     assert spec.num_classes == spec.arch.num_classes
     assert spec.labels == ("kws12" if spec.num_classes == len(KWS_LABELS) else None)
-    with torch.device("meta"):
-        params = count_params(spec.build(spec.arch))
-    macs = count_macs(lambda: spec.build(spec.arch), spec.input.shape(1))
+    params, macs = params_and_macs(spec)
     assert params / 1e6 == pytest.approx(spec.params_m, rel=0.01)
     assert macs / 1e9 == pytest.approx(spec.macs_g, rel=0.03)
 
@@ -180,8 +174,8 @@ def test_fuse_removes_every_batchnorm_and_matches(name):
         expected = model(x)
         model.fuse()
         out = model(x)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    assert _rel(out, expected) <= 1e-5
+    assert not batchnorms(model)
+    assert rel_err(out, expected) <= 1e-5
 
 
 def test_host_frontend_takes_log_mel_and_shares_weights():
@@ -194,24 +188,6 @@ def test_host_frontend_takes_log_mel_and_shares_weights():
     assert tuple(mel.shape) == host.arch.frontend.shape(2)
     with torch.no_grad():
         torch.testing.assert_close(host(mel), graph(x), rtol=0, atol=1e-6)
-
-
-def _export_and_compare(model: nn.Module, x: torch.Tensor, path, dynamo: bool) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    kwargs = (
-        {"dynamic_shapes": ({0: torch.export.Dim("batch")},)}
-        if dynamo
-        else {"dynamic_axes": {"wave": {0: "batch"}, "logits": {0: "batch"}}}
-    )
-    torch.onnx.export(
-        model, (x,), str(path), dynamo=dynamo, opset_version=18, input_names=["wave"], output_names=["logits"], **kwargs
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x3 = torch.cat([x, _wave(model.arch.frontend, 1, seed=1)])  # another batch size: the batch axis is dynamic
-    with torch.no_grad():
-        expected = model(x3).numpy()
-    out = session.run(None, {"wave": x3.numpy()})[0]
-    assert float(np.abs(out - expected).max()) <= 1e-4 * float(np.abs(expected).max())
 
 
 def _fused(arch: AudioFormerArch) -> nn.Module:
@@ -227,7 +203,7 @@ TINY = get_spec("audioformer_t").arch.replace(
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_narrowed_variant_exports_to_onnx_and_matches(dynamo, tmp_path):
-    _export_and_compare(_fused(TINY), _wave(SHORT), tmp_path / "m.onnx", dynamo)
+    assert_onnx_matches(_fused(TINY), _wave(SHORT), _wave(SHORT, 3, seed=1), tmp_path / "m.onnx", dynamo)
 
 
 @pytest.mark.slow
@@ -235,24 +211,19 @@ def test_narrowed_variant_exports_to_onnx_and_matches(dynamo, tmp_path):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_variant_exports_to_onnx_and_matches(name, dynamo, tmp_path):
     arch = get_spec(name).arch
-    _export_and_compare(_fused(arch), _wave(arch.frontend), tmp_path / "m.onnx", dynamo)
+    clip = arch.frontend
+    assert_onnx_matches(_fused(arch), _wave(clip), _wave(clip, 3, seed=1), tmp_path / "m.onnx", dynamo)
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
 def test_checkpoint_layouts_load_and_match(tmp_path):
-    from safetensors.torch import save_file
-
     source = _randomize_bn(create_model("audioformer_t")).eval()
     state = source.state_dict()
     torch.save({"model": state}, tmp_path / "wrapped.pth")
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "dataparallel.pth")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
-    x = _wave(source.arch.frontend)
-    with torch.no_grad():
-        expected = source(x)
-        for name in ("wrapped.pth", "dataparallel.pth", "w.safetensors"):
-            loaded = create_model("audioformer_t", checkpoint=tmp_path / name).eval()
-            assert torch.equal(loaded(x), expected), name
+    save_safetensors(state, tmp_path / "w.safetensors")
+    for name in ("wrapped.pth", "dataparallel.pth", "w.safetensors"):
+        assert_loads_as("audioformer_t", tmp_path / name, source, _wave(source.arch.frontend))
 
 
 def test_mismatched_checkpoint_lists_every_key(tmp_path):

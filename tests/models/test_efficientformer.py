@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from edgeformer.errors import InputMismatchError, InvalidArchError, WeightsError
 from edgeformer.models import create_model, get_spec, list_models, slice_weights
-from edgeformer.models.complexity import count_macs, count_params
+from edgeformer.models.complexity import count_params
 from edgeformer.models.efficientformer import (
     ATTN,
     MLP,
@@ -20,6 +19,16 @@ from edgeformer.models.efficientformer import (
     EfficientFormerArch,
     LayerScale,
     remap_checkpoint,
+)
+
+from .conftest import (
+    assert_loads_as,
+    assert_onnx_matches,
+    batchnorms,
+    images,
+    params_and_macs,
+    rel_err,
+    save_safetensors,
 )
 
 VARIANTS = ["efficientformer_l1", "efficientformer_l3", "efficientformer_l7"]
@@ -61,10 +70,6 @@ def _tiny_arch(**kw) -> EfficientFormerArch:
     return EfficientFormerArch(**{**base, **kw})
 
 
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
 # --- faithful -----------------------------------------------------------------------------------
 
 
@@ -75,11 +80,9 @@ def test_zoo_lists_the_three_variants():
 @pytest.mark.parametrize("name", VARIANTS)
 def test_params_and_macs_match_the_paper(name):
     spec = get_spec(name)
+    params, macs = params_and_macs(spec)
     with torch.device("meta"):
-        model = EfficientFormer(spec.arch)
-    params = count_params(model)
-    without_dist = count_params(model, exclude=lambda k: k.startswith("head_dist."))
-    macs = count_macs(lambda: EfficientFormer(spec.arch), spec.input.shape())
+        without_dist = count_params(EfficientFormer(spec.arch), exclude=lambda k: k.startswith("head_dist."))
     # the paper's counts include the distillation head: closer for every variant, and l1 is 3.7 % short without it
     assert spec.counts_distillation_head
     assert abs(params / 1e6 - spec.params_m) <= 0.01 * spec.params_m, params
@@ -118,7 +121,7 @@ def test_per_block_fields_must_match_depths_and_kinds():
 def test_child_with_parent_arch_reproduces_parent_exactly():
     parent = _randomize(create_model("efficientformer_l1", **NARROW)).eval()
     child = slice_weights(parent, parent.arch).eval()
-    x = torch.randn(2, 3, RES, RES)
+    x = images(2, RES)
     with torch.no_grad():
         assert torch.equal(child(x), parent(x))
 
@@ -154,9 +157,9 @@ def test_smaller_child_computes_what_the_parent_computes_without_the_removed_par
         fc2 = parent.stages[2].blocks[0].mlp.fc2.weight
         fc2[:, 2 * p.widths[2] :] = 0
     child = slice_weights(parent, child_arch).eval()
-    x = torch.randn(2, 3, RES, RES)
+    x = images(2, RES)
     with torch.no_grad():
-        assert _rel_err(child(x), parent(x)) < 1e-5
+        assert rel_err(child(x), parent(x)) < 1e-5
 
 
 def test_narrow_child_inherits_leading_and_per_head_slices_and_runs():
@@ -182,7 +185,7 @@ def test_narrow_child_inherits_leading_and_per_head_slices_and_runs():
     pp = ps["stages.3.blocks.2.token_mixer.proj.weight"].view(256, 8, 128)
     assert torch.equal(cs["stages.3.blocks.2.token_mixer.proj.weight"].view(192, 4, 64), pp[:192, :4, :64])
     with torch.no_grad():
-        out = child.eval()(torch.randn(2, 3, RES, RES))
+        out = child.eval()(images(2, RES))
     assert out.shape == (2, 1000) and torch.isfinite(out).all()
 
 
@@ -221,50 +224,29 @@ def test_wrong_input_size_raises_with_the_fix():
 @pytest.mark.parametrize("arch", [_tiny_arch(), get_spec("efficientformer_l1").arch.replace(resolution=RES)])
 def test_fuse_removes_every_batchnorm_and_keeps_outputs(arch):
     model = _randomize(EfficientFormer(arch)).eval()
-    x = torch.randn(2, 3, RES, RES)
+    x = images(2, RES)
     with torch.no_grad():
         ref = model(x)
         model.fuse()
         out = model(x)
-    kinds = {type(m) for m in model.modules()}
-    assert not kinds & {nn.BatchNorm1d, nn.BatchNorm2d}
+    assert not batchnorms(model)
     assert not any(isinstance(m, LayerScale) and m.channels_first is False for m in model.modules())
     assert "attention_biases" not in "".join(model.state_dict())
-    assert _rel_err(out, ref) <= 1e-5
-
-
-def _export_and_compare(model: nn.Module, path, dynamo: bool) -> None:
-    import onnxruntime as ort
-
-    x = torch.randn(1, 3, RES, RES)
-    if dynamo:
-        batch = torch.export.Dim("batch", min=1, max=64)
-        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, dynamic_shapes={"x": {0: batch}})
-        program.save(str(path))
-    else:
-        torch.onnx.export(
-            model, (x,), str(path), dynamo=False, opset_version=18, input_names=["x"], dynamic_axes={"x": {0: "batch"}}
-        )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x3 = torch.randn(3, 3, RES, RES)  # a batch size other than the one exported with
-    (got,) = session.run(None, {session.get_inputs()[0].name: x3.numpy()})
-    with torch.no_grad():
-        want = model(x3).numpy()
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert rel_err(out, ref) <= 1e-5
 
 
 @pytest.mark.parametrize("dynamo", [True, False])
 def test_tiny_arch_exports_to_onnx_and_matches_onnxruntime(dynamo, tmp_path):
     model = _randomize(EfficientFormer(_tiny_arch())).eval().fuse()
-    _export_and_compare(model, tmp_path / "tiny.onnx", dynamo)
+    assert_onnx_matches(model, images(2, RES), images(3, RES, seed=2), tmp_path / "tiny.onnx", dynamo)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variant_exports_to_onnx_and_matches_onnxruntime(name, tmp_path):
     model = _randomize(create_model(name, resolution=RES)).eval().fuse()
-    _export_and_compare(model, tmp_path / f"{name}.onnx", dynamo=get_spec(name).export.dynamo)
+    x, x3 = images(2, RES), images(3, RES, seed=2)
+    assert_onnx_matches(model, x, x3, tmp_path / f"{name}.onnx", dynamo=get_spec(name).export.dynamo)
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -329,10 +311,8 @@ def _timm_state(model: EfficientFormer) -> dict[str, torch.Tensor]:
 def test_checkpoint_in_upstream_layouts_loads_and_matches(name, layout, tmp_path):
     source = _randomize(create_model(name, **NARROW)).eval()
     if layout == "safetensors":
-        from safetensors.torch import save_file
-
         path = tmp_path / "w.safetensors"
-        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+        save_safetensors(source.state_dict(), path)
     else:
         path = tmp_path / "w.pth"
         if layout == "timm":
@@ -341,10 +321,7 @@ def test_checkpoint_in_upstream_layouts_loads_and_matches(name, layout, tmp_path
         else:
             state = {"model": _official_state(source, with_idxs=layout == "official")}
         torch.save(state, path)
-    loaded = create_model(name, checkpoint=path, **NARROW).eval()
-    x = torch.randn(2, 3, RES, RES)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), source(x))
+    assert_loads_as(name, path, source, images(2, RES), **NARROW)
 
 
 def test_remap_leaves_our_keys_alone():

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
 from edgeformer.errors import InputMismatchError, InvalidArchError, WeightsError
 from edgeformer.models import create_model, get_spec, list_models, slice_weights
-from edgeformer.models.complexity import count_macs, count_params
 from edgeformer.models.efficientformer_v2 import EfficientFormerV2, EfficientFormerV2Arch, remap_checkpoint
+
+from .conftest import (
+    assert_loads_as,
+    assert_onnx_matches,
+    batchnorms,
+    images,
+    params_and_macs,
+    rel_err,
+    save_safetensors,
+)
 
 VARIANTS = ["efficientformerv2_s0", "efficientformerv2_s1", "efficientformerv2_s2", "efficientformerv2_l"]
 SMALL = 64  # smallest cheap size: stage 3 is 4x4 (its stride attention 2x2), stage 4 is 2x2
@@ -62,10 +70,6 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def _x(batch: int = 2, res: int = SMALL, seed: int = 1) -> torch.Tensor:
-    return torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module")
 def s0_small() -> EfficientFormerV2:
     return _randomize(create_model("efficientformerv2_s0", resolution=SMALL))
@@ -85,9 +89,7 @@ def test_zoo_registers_the_four_published_variants():
 @pytest.mark.parametrize("name", VARIANTS)
 def test_params_and_macs_match_the_reference_and_the_paper(name):
     spec = get_spec(name)
-    with torch.device("meta"):
-        params = count_params(EfficientFormerV2(spec.arch))
-    macs = count_macs(lambda: EfficientFormerV2(spec.arch), spec.input.shape())
+    params, macs = params_and_macs(spec)
     assert (params, macs) == REFERENCE[name]
     assert params / 1e6 == pytest.approx(spec.params_m, rel=PUBLISHED_PARAMS_RTOL.get(name, 0.01))
     assert macs / 1e9 == pytest.approx(spec.macs_g, rel=0.03)
@@ -101,7 +103,7 @@ def test_published_arch_is_upstreams():
     assert arch.mlp_ratios[2] == (4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4)
     assert (arch.num_heads, arch.key_dim, arch.attn_ratio, arch.down_num_heads, arch.down_key_dim) == (8, 32, 4, 8, 16)
     model = create_model("efficientformerv2_s0", resolution=SMALL)
-    assert model(_x()).shape == (2, 1000)
+    assert model(images(2, SMALL)).shape == (2, 1000)
 
 
 # --- elastic -------------------------------------------------------------------------------------
@@ -129,18 +131,18 @@ def test_depths_override_alone_names_the_per_block_fields():
 def test_resolution_without_stage3_attention_may_be_any_size():
     arch = TINY.replace(attn=((False,), (False,), (False, False), (False, True)), resolution=112)
     assert arch.problems() == []
-    assert EfficientFormerV2(arch).eval()(_x(1, 112)).shape == (1, 1000)
+    assert EfficientFormerV2(arch).eval()(images(1, 112)).shape == (1, 1000)
 
 
 def test_wrong_input_size_is_refused_with_the_fix():
     with pytest.raises(InputMismatchError, match="resolution=96"):
-        EfficientFormerV2(TINY)(_x(1, 96))
+        EfficientFormerV2(TINY)(images(1, 96))
 
 
 def test_slice_with_the_parents_own_arch_reproduces_the_parent(s0_small):
     child = slice_weights(s0_small, s0_small.arch)
     with torch.no_grad():
-        assert torch.equal(child(_x()), s0_small(_x()))
+        assert torch.equal(child(images(2, SMALL)), s0_small(images(2, SMALL)))
 
 
 def test_smaller_child_inherits_leading_slices_and_runs(s0_small):
@@ -172,7 +174,7 @@ def test_smaller_child_inherits_leading_slices_and_runs(s0_small):
     assert torch.equal(c[bias], p[bias].reshape(8, 4, 4)[:4, :2, :2].reshape(4, 4))
     assert not any(k.startswith("stages.3.blocks.2.token_mixer") for k in c)
     with torch.no_grad():
-        out = child(_x(2, 32))
+        out = child(images(2, 32))
     assert out.shape == (2, 1000) and torch.isfinite(out).all()
 
 
@@ -194,44 +196,28 @@ def test_child_that_is_not_a_subnetwork_raises(s0_small, overrides):
 # --- export-ready --------------------------------------------------------------------------------
 def test_fuse_removes_every_batchnorm_and_matches(s0_small):
     fused = copy.deepcopy(s0_small).fuse()
-    assert not [m for m in fused.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert not batchnorms(fused)
     names = [n for n, _ in fused.named_parameters()] + [n for n, _ in fused.named_buffers()]
     assert not [n for n in names if "gamma" in n or n.endswith(("attention_biases", "attention_bias_idxs"))]
     assert sum(n.endswith("attention_bias_dense") for n in names) == 5  # 2 + 2 blocks and the downsample
     with torch.no_grad():
-        ref, out = s0_small(_x()), fused(_x())
-    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
-
-
-def _export_and_compare(model: torch.nn.Module, path, dynamo: bool) -> None:
-    import onnxruntime as ort
-
-    model = model.eval()
-    if dynamo:
-        kw = {"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}}
-    else:
-        kw = {"input_names": ["x"], "output_names": ["logits"], "dynamic_axes": {"x": {0: "batch"}}}
-    res = model.arch.resolution
-    torch.onnx.export(model, (_x(2, res),), str(path), dynamo=dynamo, opset_version=18, **kw)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = _x(3, res, seed=5)  # another batch size than at export: the batch stays dynamic
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        want = model(x).numpy()
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+        ref, out = s0_small(images(2, SMALL)), fused(images(2, SMALL))
+    assert rel_err(out, ref) <= 1e-5
 
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_small_model_exports_to_onnx_and_matches_onnxruntime(dynamo, tmp_path):
-    _export_and_compare(_randomize(EfficientFormerV2(TINY)).fuse(), tmp_path / "tiny.onnx", dynamo=dynamo)
+    model = _randomize(EfficientFormerV2(TINY)).fuse()
+    assert_onnx_matches(model, images(2, SMALL), images(3, SMALL, seed=5), tmp_path / "tiny.onnx", dynamo=dynamo)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_variant_exports_to_onnx_and_matches_onnxruntime(name, tmp_path):
     model = _randomize(create_model(name, resolution=SMALL))
-    _export_and_compare(model, tmp_path / "unfused.onnx", dynamo=True)
-    _export_and_compare(model.fuse(), tmp_path / "fused.onnx", dynamo=True)
+    x, x3 = images(2, SMALL), images(3, SMALL, seed=5)
+    assert_onnx_matches(model, x, x3, tmp_path / "unfused.onnx", dynamo=True)
+    assert_onnx_matches(model.fuse(), x, x3, tmp_path / "fused.onnx", dynamo=True)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -294,9 +280,7 @@ def _to_official(model: EfficientFormerV2) -> dict[str, torch.Tensor]:
 
 
 def _check_loads(path, reference: EfficientFormerV2) -> None:
-    loaded = create_model("efficientformerv2_s0", checkpoint=path, resolution=SMALL).eval()
-    with torch.no_grad():
-        assert torch.equal(loaded(_x()), reference(_x()))
+    assert_loads_as("efficientformerv2_s0", path, reference, images(2, SMALL), resolution=SMALL)
 
 
 def test_remap_turns_official_keys_into_ours(s0_small):
@@ -315,8 +299,6 @@ def test_official_checkpoint_loads(s0_small, tmp_path):
 
 
 def test_timm_and_safetensors_checkpoints_load(s0_small, tmp_path):
-    from safetensors.torch import save_file
-
     state = s0_small.state_dict()
     # our layout is timm's: a few of timm's own key names, as its efficientformerv2 modules name them
     for key in (
@@ -332,7 +314,7 @@ def test_timm_and_safetensors_checkpoints_load(s0_small, tmp_path):
         assert key in state
     torch.save(state, tmp_path / "timm.pth")
     _check_loads(tmp_path / "timm.pth", s0_small)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    save_safetensors(state, tmp_path / "model.safetensors")
     _check_loads(tmp_path / "model.safetensors", s0_small)
 
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 import copy
 import re
 
-import numpy as np
 import pytest
 import torch
 
 from edgeformer.errors import InvalidArchError, WeightsError
 from edgeformer.models import create_model, get_spec, list_models, slice_weights
-from edgeformer.models.complexity import count_macs, count_params
 from edgeformer.models.shvit import SHViT, SHViTArch, remap_checkpoint
+
+from .conftest import (
+    assert_loads_as,
+    assert_onnx_matches,
+    batchnorms,
+    images,
+    params_and_macs,
+    rel_err,
+    save_safetensors,
+)
 
 VARIANTS = ["shvit_s1", "shvit_s2", "shvit_s3", "shvit_s4"]
 RES = 64  # no position biases: any size works, and 64 keeps every test fast
@@ -42,15 +50,6 @@ def _tiny_arch(**overrides) -> SHViTArch:
     return base.replace(**overrides)
 
 
-def _x(batch: int = 2, seed: int = 1) -> torch.Tensor:
-    return torch.randn(batch, 3, RES, RES, generator=torch.Generator().manual_seed(seed))
-
-
-def _rel_err(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    return float((a - b).abs().max() / b.abs().max())
-
-
 # --- faithful ------------------------------------------------------------------------------------
 def test_zoo_registers_the_four_published_variants():
     assert list_models("shvit_*") == VARIANTS
@@ -65,9 +64,7 @@ def test_zoo_registers_the_four_published_variants():
 @pytest.mark.parametrize("name", VARIANTS)
 def test_params_and_macs_match_the_paper(name):
     spec = get_spec(name)
-    with torch.device("meta"):
-        params = count_params(spec.build(spec.arch))
-    macs = count_macs(lambda: spec.build(spec.arch), spec.input.shape())
+    params, macs = params_and_macs(spec)
     assert params / 1e6 == pytest.approx(spec.params_m, rel=0.01)
     assert macs / 1e9 == pytest.approx(spec.macs_g, rel=0.03)
 
@@ -114,7 +111,7 @@ def test_arch_from_lists_is_tuples_and_hashable():
 def test_slice_with_the_parents_own_arch_reproduces_the_parent():
     parent = _randomize(SHViT(_tiny_arch(distillation=True))).eval()
     child = slice_weights(parent, parent.arch).eval()
-    x = _x()
+    x = images(2, RES)
     with torch.no_grad():
         assert torch.equal(child(x), parent(x))
 
@@ -143,7 +140,7 @@ def test_smaller_child_inherits_leading_slices_and_runs():
     rv = p["stages.1.blocks.2.mixer.m.qkv.bn.running_var"]
     assert torch.equal(c["stages.1.blocks.2.mixer.m.qkv.bn.running_var"], torch.cat([rv[:8], rv[16:24], rv[32:64]]))
     with torch.no_grad():
-        out = child(_x())
+        out = child(images(2, RES))
     assert out.shape == (2, 1000) and torch.isfinite(out).all()
 
 
@@ -165,13 +162,13 @@ def test_child_that_is_not_a_subnetwork_raises(overrides):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_fuse_removes_every_batchnorm_and_matches(name):
     model = _randomize(create_model(name, distillation=name == "shvit_s2")).eval()
-    x = _x()
+    x = images(2, RES)
     with torch.no_grad():
         ref = model(x)
         fused = copy.deepcopy(model).fuse()
         out = fused(x)
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
-    assert _rel_err(out, ref) < 1e-5
+    assert not batchnorms(fused)
+    assert rel_err(out, ref) < 1e-5
 
 
 # torch-internal noise: the exporter's pytree LeafSpec deprecation, and the legacy TorchScript exporter's
@@ -180,28 +177,11 @@ _quiet_leafspec = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 _quiet_tracer = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
 
-def _export_and_compare(model: torch.nn.Module, path, dynamo: bool) -> None:
-    import onnxruntime as ort
-
-    model = _randomize(model).eval().fuse()
-    if dynamo:
-        kw = dict(dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
-    else:
-        kw = dict(input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}})
-    torch.onnx.export(model, (_x(2),), str(path), dynamo=dynamo, opset_version=18, **kw)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = _x(3, seed=7)  # another batch size: the batch axis must stay dynamic
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        ref = model(x)
-    assert out.shape == tuple(ref.shape)
-    assert _rel_err(out, ref) <= 1e-4
-
-
 @_quiet_leafspec
 def test_small_shvit_exports_to_onnx_and_matches_onnxruntime(tmp_path):
     arch = _tiny_arch(embed_dims=(64, 96, 128), partial_dims=(16, 24, 128), num_classes=10)  # pdim == width too
-    _export_and_compare(SHViT(arch), tmp_path / "tiny.onnx", dynamo=True)
+    model = _randomize(SHViT(arch)).eval().fuse()
+    assert_onnx_matches(model, images(2, RES), images(3, RES, seed=7), tmp_path / "tiny.onnx", dynamo=True)
 
 
 @pytest.mark.slow
@@ -210,7 +190,8 @@ def test_small_shvit_exports_to_onnx_and_matches_onnxruntime(tmp_path):
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_variant_exports_to_onnx_and_matches_onnxruntime(name, dynamo, tmp_path):
-    _export_and_compare(create_model(name), tmp_path / f"{name}.onnx", dynamo=dynamo)
+    model = _randomize(create_model(name)).eval().fuse()
+    assert_onnx_matches(model, images(2, RES), images(3, RES, seed=7), tmp_path / f"{name}.onnx", dynamo=dynamo)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -242,10 +223,7 @@ def trained_s1():
 
 
 def _check_loads(path, reference: torch.nn.Module, **overrides) -> None:
-    loaded = create_model("shvit_s1", checkpoint=path, **overrides).eval()
-    x = _x()
-    with torch.no_grad():
-        assert torch.equal(loaded(x), reference(x))
+    assert_loads_as("shvit_s1", path, reference, images(2, RES), **overrides)
 
 
 def test_official_checkpoint_loads(trained_s1, tmp_path):
@@ -265,12 +243,10 @@ def test_official_distillation_checkpoint_loads(tmp_path):
 
 
 def test_timm_and_safetensors_checkpoints_load(trained_s1, tmp_path):
-    from safetensors.torch import save_file
-
     state = trained_s1.state_dict()
     torch.save(state, tmp_path / "timm.pth")
     _check_loads(tmp_path / "timm.pth", trained_s1)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    save_safetensors(state, tmp_path / "model.safetensors")
     _check_loads(tmp_path / "model.safetensors", trained_s1)
 
 
