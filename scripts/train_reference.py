@@ -1,7 +1,7 @@
 """Train the reference models of ``edgeformer/zoo_weights`` on CPU, deterministically, in minutes each.
 
 Quantization accuracy must be measured on trained weights and nothing can be downloaded, so we train small
-zoo variants on data the project regenerates (:mod:`edgeformer.data.synth`): sklearn's digits (upscaled to
+zoo variants on data the project regenerates (:mod:`edgeformer.data.reference`): sklearn's digits (upscaled to
 64 px) for two vision families, espeak-ng keywords for the audio family.
 
 Usage::
@@ -19,10 +19,12 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import sys
+import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgeformer.artifact import sha256_file
+from edgeformer.artifact import sha256_file, tool_versions, write_json_atomic
 from edgeformer.data import reference as refdata
 from edgeformer.data.audio import KWS_LABELS
 from edgeformer.inputs import AudioInput
@@ -239,8 +241,34 @@ def synthesize_keywords(progress: Progress, out: Path) -> dict[str, Any]:
         clean = refdata.synthesize_all(plan, workers=2, on_done=lambda k: progress.update(task, advance=k))
         clips[split] = refdata.with_silence(clean, labels, split)
         if split == "heldout":
-            refdata.write_clips(out / refdata.KEYWORDS_HELDOUT_FILE, *clips[split], plan)
+            write_clips(out / refdata.KEYWORDS_HELDOUT_FILE, *clips[split], plan)
     return clips
+
+
+def write_clips(path: Path, clips: Sequence[np.ndarray], labels: np.ndarray, plan: Sequence[refdata.Utterance]) -> None:
+    """Save clean µ-law clips (concatenated, with offsets) and their recipe as a compressed npz, atomically.
+
+    The layout is what :func:`edgeformer.data.reference.read_clips` reads: ``mulaw``, ``offsets``, ``labels``,
+    ``sample_rate`` (16000), plus one array per :class:`~edgeformer.data.reference.Utterance` field.
+    """
+    offsets = np.cumsum([0, *(len(c) for c in clips)]).astype(np.int64)
+    recipe = list(plan) + [refdata.Utterance("", "", 0, 0)] * (len(clips) - len(plan))  # silence entries
+    fields = {f.name: np.array([getattr(u, f.name) for u in recipe]) for f in dataclasses.fields(refdata.Utterance)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(
+            tmp,
+            mulaw=np.concatenate(clips).astype(np.uint8),
+            offsets=offsets,
+            labels=labels,
+            sample_rate=np.int64(16000),
+            **fields,
+        )
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; this is package data
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def train_keywords(
@@ -296,7 +324,7 @@ def train_keywords(
         "render": "1 s window, random offset, noise (white/pink/brown/hum) at 10-30 dB SNR (train 5-30 dB), "
         "peak -24..-1 dBFS; _silence_ = noise at -70..-20 dB; train adds speed x0.9-1.1, one-pole colouring, "
         "SpecAugment",
-        "plan": f"edgeformer.data.refdata.keyword_plan(split, seed={refdata.SPLIT_SEED})",
+        "plan": f"edgeformer.data.reference.keyword_plan(split, seed={refdata.SPLIT_SEED})",
         "heldout_file": npz.name,
         "heldout_sha256": sha256_file(npz),
         "train_samples": len(labels),
@@ -313,6 +341,32 @@ def _version(dist: str) -> str:
 
 
 # --- main --------------------------------------------------------------------------------------------
+def save_reference(state: Mapping[str, Any], meta: refmodels.ReferenceMeta, root: str | Path) -> Path:
+    """Write ``{name}.safetensors`` then ``{name}.json`` atomically; returns the sidecar path.
+
+    ``meta.weights``/``weights_sha256`` are filled in here from the file actually written.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    weights = root / f"{meta.name}.safetensors"
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{weights.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these are package data
+        os.replace(tmp, weights)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    meta = dataclasses.replace(meta, weights=weights.name, weights_sha256=sha256_file(weights))
+    d = meta.to_dict()
+    d["training"] = {**d["training"], "tool_versions": tool_versions()}
+    sidecar = root / f"{meta.name}.json"
+    write_json_atomic(sidecar, d)
+    return sidecar
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="all")
@@ -378,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                 weights="",
                 weights_sha256="",
             )
-            sidecar = refmodels.save_reference(model.state_dict(), meta, args.out)
+            sidecar = save_reference(model.state_dict(), meta, args.out)
             results.append((recipe, params, accuracy, n_heldout, record, sidecar))
             console.log(f"{recipe.name}: held-out top-1 {accuracy:.2%} on {n_heldout} ({record['seconds']:.0f} s)")
     table = Table(title=f"reference models -> {args.out}")

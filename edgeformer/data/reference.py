@@ -26,14 +26,11 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import itertools
 import logging
-import os
 import shutil
 import subprocess
-import tempfile
 import wave
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -438,30 +435,8 @@ def keywords_split(
     return render_split(clean, labels, split, seed)
 
 
-def write_clips(path: Path, clips: Sequence[np.ndarray], labels: np.ndarray, plan: Sequence[Utterance]) -> None:
-    """Save clean µ-law clips (concatenated, with offsets) and their recipe as a compressed npz, atomically."""
-    offsets = np.cumsum([0, *(len(c) for c in clips)]).astype(np.int64)
-    recipe = list(plan) + [Utterance("", "", 0, 0)] * (len(clips) - len(plan))  # silence entries
-    fields = {f.name: np.array([getattr(u, f.name) for u in recipe]) for f in dataclasses.fields(Utterance)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(
-            tmp,
-            mulaw=np.concatenate(clips).astype(np.uint8),
-            offsets=offsets,
-            labels=labels,
-            sample_rate=np.int64(16000),
-            **fields,
-        )
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; this is package data
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def read_clips(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """Clips and labels written by :func:`write_clips`."""
+    """Clips and labels of a clip file written by ``scripts/train_reference.py`` (``write_clips`` there)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             audio, offsets, labels, rate = z["mulaw"], z["offsets"], z["labels"], int(z["sample_rate"])

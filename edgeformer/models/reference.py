@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import sha256_file, tool_versions, write_json_atomic
+from ..artifact import sha256_file
 from ..data.reference import ZOO_WEIGHTS_DIR, digits_split, keywords_split
 from ..errors import ConfigError, ModelFileError, did_you_mean
 from ..inputs import AudioInput, ImageInput, input_spec_from_dict
@@ -125,29 +123,3 @@ def reference_heldout(meta: ReferenceMeta, root: str | Path | None = None) -> tu
     if meta.dataset.get("name") == "keywords":
         return keywords_split("heldout", source="npz", root=root)
     raise ModelFileError(f"{meta.name}: unknown dataset {meta.dataset.get('name')!r} in the sidecar.")
-
-
-def save_reference(state: Mapping[str, Any], meta: ReferenceMeta, root: str | Path) -> Path:
-    """Write ``{name}.safetensors`` then ``{name}.json`` atomically; returns the sidecar path.
-
-    ``meta.weights``/``weights_sha256`` are filled in here from the file actually written.
-    """
-    from safetensors.torch import save_file
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    weights = root / f"{meta.name}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{weights.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these are package data
-        os.replace(tmp, weights)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    meta = dataclasses.replace(meta, weights=weights.name, weights_sha256=sha256_file(weights))
-    d = meta.to_dict()
-    d["training"] = {**d["training"], "tool_versions": tool_versions()}
-    sidecar = root / f"{meta.name}.json"
-    write_json_atomic(sidecar, d)
-    return sidecar
