@@ -19,137 +19,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from importlib import metadata
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, ModelFileError, OutputExistsError
-
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "artifact.json"
-ONNX_METADATA_KEY = "edgeformer.manifest"
-_TOOLS = (
-    "edgeformer",
-    "torch",
-    "onnx",
-    "onnxruntime",
-    "onnxscript",
-    "onnxslim",
-    "openvino",
-    "coremltools",
-    "tensorrt",
-    "nncf",
-    "numpy",
-)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TensorSpec:
-    """A model input or output: dims are ints or symbolic names (``"batch"``)."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str  # numpy dtype name: "float32", "int64", ...
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
-
-
-@dataclass(frozen=True, kw_only=True)
-class Manifest:
-    """What an artifact is, where it came from, and how to feed it."""
-
-    format: str  # "onnx" | "tensorrt" | "coreml" | "openvino" | "ort"
-    precision: str  # "fp32" | "fp16" | "bf16" | "int8" | "mixed"
-    model_name: str
-    main_file: str  # path relative to the artifact folder
-    task: str = "image-classification"
-    inputs: tuple[TensorSpec, ...] = ()
-    outputs: tuple[TensorSpec, ...] = ()
-    preprocessing: dict[str, Any] | None = None  # ImageInput / AudioInput as a dict (torch-free)
-    labels: tuple[str, ...] | None = None
-    step: str = "export"
-    step_config: dict[str, Any] = field(default_factory=dict)
-    parent_sha: str | None = None
-    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
-    tool_versions: dict[str, str] = field(default_factory=dict)
-    created: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # step-specific facts (parity, engine GPU, ...)
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=_jsonable)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "manifest") -> Manifest:
-        if not isinstance(d, Mapping):
-            raise ModelFileError(f"{source}: manifest is not a JSON object.")
-        if d.get("schema_version", 0) > SCHEMA_VERSION:
-            raise ModelFileError(
-                f"{source}: manifest schema {d.get('schema_version')} is newer than this edgeformer understands "
-                f"({SCHEMA_VERSION}); upgrade edgeformer."
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
-        try:
-            kw["inputs"] = tuple(TensorSpec.from_dict(t) for t in d.get("inputs", ()))
-            kw["outputs"] = tuple(TensorSpec.from_dict(t) for t in d.get("outputs", ()))
-            if kw.get("labels") is not None:
-                kw["labels"] = tuple(kw["labels"])
-            return cls(**kw)
-        except (KeyError, TypeError) as e:
-            raise ModelFileError(f"{source}: malformed manifest ({e}); re-export the artifact.") from e
-
-    @property
-    def sha(self) -> str | None:
-        return self.files.get(self.main_file)
-
-
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    return str(obj)
-
-
-def tool_versions(names: Iterable[str] = _TOOLS) -> dict[str, str]:
-    """Installed versions of the tools that shape an artifact, read without importing them."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from .manifest import MANIFEST_NAME as MANIFEST_NAME
+from .manifest import ONNX_METADATA_KEY as ONNX_METADATA_KEY
+from .manifest import SCHEMA_VERSION as SCHEMA_VERSION
+from .manifest import Manifest as Manifest
+from .manifest import TensorSpec as TensorSpec
+from .manifest import now_iso as now_iso
+from .manifest import sha256_file as sha256_file
+from .manifest import tool_versions as tool_versions
+from .modelfile import manifest_for_bare_file
 
 
 @dataclass(frozen=True)
@@ -199,12 +87,10 @@ class Artifact:
                 data = json.loads(mpath.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ModelFileError(f"{mpath}: corrupt manifest ({e}); re-run the step that made it.") from e
-            artifact = cls(path, Manifest.from_dict(data, source=str(mpath)))
+            artifact = cls(path, Manifest.load(data, source=str(mpath)))
             if verify:
                 artifact.verify()
             return artifact
-        from .modelfile import manifest_for_bare_file  # sniffs content; handles ONNX and others
-
         return cls(path.parent, manifest_for_bare_file(path))
 
     def verify(self) -> None:
@@ -348,3 +234,15 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    return str(obj)

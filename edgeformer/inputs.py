@@ -6,19 +6,19 @@ on an edge device can preprocess without torch and the web app can read the same
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from .errors import ModelFileError
+from .errors import ConfigError, ModelFileError
+from .records import Record
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageInput:
+class ImageInput(Record):
     """How an image becomes the model's NCHW float tensor (resize shorter side, center crop, normalize)."""
 
     resolution: int = 224
@@ -33,16 +33,9 @@ class ImageInput:
         r = resolution or self.resolution
         return (batch, self.channels, r, r)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ImageInput:
-        return _from_dict(cls, d)
-
 
 @dataclass(frozen=True, kw_only=True)
-class AudioInput:
+class AudioInput(Record):
     """Waveform in, log-mel computed by the front-end: inside the exported graph or on the host.
 
     ``frontend="graph"``: the model input is the mono waveform ``(batch, samples)`` at ``sample_rate``.
@@ -76,28 +69,40 @@ class AudioInput:
             return (batch, self.num_samples)
         return (batch, 1, self.n_mels, self.num_frames)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AudioInput:
-        return _from_dict(cls, d)
-
 
 InputSpec = ImageInput | AudioInput
+_REQUIRED = {
+    "image": ("resolution", "mean", "std", "crop_pct", "interpolation"),
+    "audio": ("sample_rate", "clip_seconds", "frontend"),
+}
 
 
-def _from_dict(cls, d: Mapping[str, Any]):
-    """Rebuild an input spec from its JSON form (lists back to tuples); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown or d.get("kind", cls.kind) != cls.kind:
+def input_spec_from_dict(d: Mapping[str, Any], where: str = "preprocessing", *, check_types: bool = True) -> InputSpec:
+    """ImageInput or AudioInput from a manifest's ``preprocessing`` record, strictly (unknown keys refused).
+
+    ``check_types=False`` leaves value checks to the caller, which can then list every bad value at once
+    (:func:`edgeformer.data.images.as_image_input` does).
+
+    Raises:
+        ModelFileError: not a mapping, an unknown ``kind``, unknown fields or wrong types.
+    """
+    kind = d.get("kind", "image") if isinstance(d, Mapping) else None
+    cls = {"image": ImageInput, "audio": AudioInput}.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ModelFileError(f"{where}: {d!r:.80} is not an image or audio spec; re-export the artifact.")
+    # the fields whose defaults would silently preprocess wrongly (ImageNet mean on a digits model)
+    missing = [k for k in _REQUIRED[kind] if k not in d]
+    if missing:
         raise ModelFileError(
-            f"preprocessing record has unknown fields {unknown} or kind {d.get('kind')!r} for {cls.__name__}"
+            f"{where}: the recorded {kind} preprocessing lacks {', '.join(missing)}; re-export the artifact with "
+            "this edgeformer so the manifest is complete."
         )
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def input_spec_from_dict(d: Mapping[str, Any]) -> InputSpec:
-    """ImageInput or AudioInput from a manifest's ``preprocessing`` record."""
-    return (AudioInput if d.get("kind") == "audio" else ImageInput).from_dict(d)
+    if not check_types:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ModelFileError(f"{where}: unknown {kind} preprocessing field(s) {', '.join(unknown)}; re-export.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    try:
+        return cls.from_dict(d, where=where)
+    except ConfigError as e:  # a broken manifest is invalid input (exit 3), not a usage error
+        raise ModelFileError(f"{e}; re-export the artifact.") from e

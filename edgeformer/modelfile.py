@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import onnx
 from onnx import TensorProto
 
-from .artifact import ONNX_METADATA_KEY, Manifest, TensorSpec, sha256_file
+from .manifest import ONNX_METADATA_KEY, Manifest, TensorSpec, sha256_file
 from .errors import ModelFileError, UnsafeInputError
 
 log = logging.getLogger(__name__)
@@ -522,7 +522,7 @@ def read_embedded_manifest(proto: onnx.ModelProto, source: str = "model") -> Man
                 raise ModelFileError(
                     f"{source}: embedded edgeformer manifest is corrupt ({e}); re-export the model."
                 ) from e
-            return Manifest.from_dict(data, source=f"{source} (embedded manifest)")
+            return Manifest.load(data, source=f"{source} (embedded manifest)")
     return None
 
 

@@ -13,6 +13,9 @@ Field options:
     * ``field(metadata=SKIP)`` (``{"record": "skip"}``): in memory only (raw timing samples, handles);
       never written, an unknown key when read, so it needs a default.
     * ``field(init=False)``: derived in ``__post_init__``; neither written nor read.
+
+Derived values: a record may name properties in a ``DERIVED`` class attribute (``("stable",)``); they are
+written for readers of the JSON and ignored when read back, since the fields recompute them.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def to_dict(obj: Any) -> dict[str, Any]:
     Raises:
         TypeError: a value JSON cannot hold (a numpy scalar, a set, an object).
     """
-    return {name: _dump(getattr(obj, name)) for name in _written(type(obj))}
+    d = {name: _dump(getattr(obj, name)) for name in _written(type(obj))}
+    for name in getattr(type(obj), "DERIVED", ()):  # computed properties, written for readers of the JSON
+        d[name] = _dump(getattr(obj, name))
+    return d
 
 
 def _dump(v: Any) -> Any:
@@ -79,6 +85,8 @@ def _dump(v: Any) -> Any:
         return {k: _dump(x) for k, x in v.items()}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return to_dict(v)
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):  # numpy scalars in free-form fields; no numpy import
+        return _dump(v.item())
     # failing here names the type; json.dumps would fail later, far from the record that holds it
     raise TypeError(f"cannot write a {type(v).__name__} to JSON: {v!r:.60}")
 
@@ -102,6 +110,8 @@ def _load_record(cls: type[_T], d: Any, loc: str) -> _T:
     if not isinstance(d, Mapping):
         raise ConfigError(f"{loc}: expected a {cls.__name__} object, got {_got(d)}")
     schema = _schema(cls)
+    derived = getattr(cls, "DERIVED", ())
+    d = {k: v for k, v in d.items() if k not in derived}  # recomputed from the fields, never trusted from a file
     unknown = [k for k in d if k not in schema]
     if unknown:
         s = "s" if len(unknown) > 1 else ""

@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
+from edgeformer.inputs import ImageInput
 from edgeformer.artifact import (
     MANIFEST_NAME,
     ONNX_METADATA_KEY,
@@ -30,7 +31,7 @@ from edgeformer.artifact import (
 from edgeformer.errors import ModelFileError, OutputExistsError
 from edgeformer.modelfile import embed_manifest, read_embedded_manifest
 
-PREPROCESSING = {"kind": "image", "resolution": 32, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25] * 3}
+PREPROCESSING = ImageInput(resolution=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)
 
 
 def tiny_proto() -> onnx.ModelProto:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..data.labels import resolve_labels
 from ..errors import ConfigError
+from ..manifest import Checkpoint, Lineage, sha256_file
 from ..models import ExportHints, create_model, get_spec
 from ..models.checkpoints import load_strict, read_state_dict
 from ..models.layers import ElasticModel
@@ -35,7 +37,14 @@ class SourceModel:
     labels: tuple[str, ...] | None = None
     label_set: str | None = None
     arch: dict[str, Any] | None = None
+    family: str | None = None  # the zoo family; None for your own module
     user_inputs: bool = False  # example_inputs came from the caller (and are worth checking parity on)
+
+    def lineage(self, checkpoint: str | Path | None) -> Lineage:
+        """What an artifact exported from this source records to be rebuilt (the arch as JSON: lists, not tuples)."""
+        arch = json.loads(json.dumps(self.arch)) if self.arch is not None else None
+        ckpt = Checkpoint(file=Path(checkpoint).name, sha256=sha256_file(Path(checkpoint))) if checkpoint else None
+        return Lineage(family=self.family, arch=arch, label_set=self.label_set, checkpoint=ckpt)
 
     @property
     def batch(self) -> int:
@@ -178,6 +187,7 @@ def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resol
         labels=_labels(spec, arch),
         label_set=spec.labels,
         arch=arch.to_dict(),
+        family=spec.family,
     )
 
 
@@ -203,4 +213,4 @@ def _labels(spec: Any, arch: Any) -> tuple[str, ...] | None:
     return resolve_labels(spec.labels, getattr(arch, "num_classes", spec.num_classes))
 
 
-__all__ = ["FORMATS", "ExportFormat", "SourceModel", "export", "get_format", "prepare_source"]
+__all__ = ["SourceModel", "prepare_source"]

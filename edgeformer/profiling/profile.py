@@ -6,12 +6,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..artifact import Artifact, TensorSpec
 from ..errors import ConfigError, DynamicShapeError, ModelFileError
+from ..records import Record
 from ..runtimes import open_session
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import check_feeds, concrete_shape
@@ -24,10 +25,29 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProfileResult:
-    """Everything one :func:`profile` call measured, and on what."""
+class ProfiledArtifact(Record):
+    """Which model a profile measured, and on which inputs."""
 
-    artifact: dict[str, Any]  # model name, format, precision, path, sha, the input shapes used
+    model_name: str
+    format: str
+    precision: str
+    path: str
+    sha: str | None
+    summary: str
+    input_shapes: dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileResult(Record):
+    """Everything one :func:`profile` call measured, and on what.
+
+    A typed record both ways (a device agent sends it over the wire): ``ProfileResult.from_dict(r.to_dict())``
+    rebuilds it, with the per-op table cut to ``config.top_n`` nodes and the raw timing samples left out.
+    """
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("peak_rss_mb",)
+
+    artifact: ProfiledArtifact
     latency: LatencyStats
     per_op: OpBreakdown | None
     device: DeviceCard
@@ -40,20 +60,12 @@ class ProfileResult:
         return self.memory.peak_rss_mb
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact,
-            "latency": self.latency.to_dict(),
-            "per_op": self.per_op.to_dict(top_n=self.config.top_n) if self.per_op else None,
-            "device": self.device.to_dict(),
-            "size_bytes": self.size_bytes,
-            "peak_rss_mb": self.peak_rss_mb,
-            "memory": self.memory.to_dict(),
-            "config": self.config.to_dict(),
-        }
+        d = super().to_dict()
+        return d | {"per_op": self.per_op.to_dict(top_n=self.config.top_n) if self.per_op else None}
 
     def to_markdown(self) -> str:
         a, lat = self.artifact, self.latency
-        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in a["input_shapes"].items())
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in a.input_shapes.items())
         warm = ", ".join(f"{w:.2f}" for w in lat.warmup_ms) or "none"
         stability = (
             f"stable (p90/p50 spread {lat.tail_spread:.1%}, std/mean {lat.cv:.1%})"
@@ -61,7 +73,7 @@ class ProfileResult:
             else f"UNSTABLE: {lat.unstable_reason}"
         )
         lines = [
-            f"## {a['model_name']} · {a['format']}/{a['precision']} on {self.device.backend}",
+            f"## {a.model_name} · {a.format}/{a.precision} on {self.device.backend}",
             "",
             f"- device: {self.device.label} (id `{self.device.device_id}`)",
             f"- inputs: {shapes}",
@@ -126,15 +138,15 @@ def profile(
     assert mem.result is not None
     m = artifact.manifest
     return ProfileResult(
-        artifact={
-            "model_name": m.model_name,
-            "format": m.format,
-            "precision": m.precision,
-            "path": str(artifact.model_path),
-            "sha": artifact.sha,
-            "summary": artifact.summary(),
-            "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
-        },
+        artifact=ProfiledArtifact(
+            model_name=m.model_name,
+            format=m.format,
+            precision=m.precision,
+            path=str(artifact.model_path),
+            sha=artifact.sha,
+            summary=artifact.summary(),
+            input_shapes={k: tuple(v.shape) for k, v in feeds.items()},
+        ),
         latency=latency,
         per_op=per_op,
         device=device_card(backend=backend, threads=config.threads),

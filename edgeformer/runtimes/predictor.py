@@ -30,7 +30,7 @@ from ..artifact import Artifact
 from ..data.audio import check_sample_rate, fix_length, log_mel, read_wav
 from ..data.images import as_image_input, load_image
 from ..errors import ConfigError, InvalidInputError, ModelFileError
-from ..inputs import AudioInput
+from ..inputs import AudioInput, ImageInput
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,9 @@ class Predictor:
         self.input = session.inputs[0]
         self.output = session.outputs[0]
         manifest = session.artifact.manifest
-        self.preprocessing: dict[str, Any] | None = manifest.preprocessing
-        self.kind = (self.preprocessing or {}).get("kind")
-        if self.preprocessing is not None and self.kind not in ("image", "audio"):
-            raise ModelFileError(
-                f"{session.artifact.path}: unknown preprocessing kind {self.kind!r} in the manifest; upgrade "
-                "edgeformer or re-export the artifact."
-            )
+        # parsed and checked once, when the manifest was read (edgeformer.manifest)
+        self.preprocessing: ImageInput | AudioInput | None = manifest.preprocessing
+        self.kind = self.preprocessing.kind if self.preprocessing is not None else None
         self.labels = manifest.labels
         n = self.output.shape[-1] if self.output.shape else None
         if self.labels is not None and isinstance(n, int) and len(self.labels) != n:
@@ -76,10 +72,10 @@ class Predictor:
                 "classes; re-export the artifact with the right label set."
             )
         self._image_spec = self._audio_spec = None
-        if self.kind == "image":
-            self._image_spec = as_image_input(self.preprocessing)
-        elif self.kind == "audio":
-            self._audio_spec = _as_audio_input(self.preprocessing)
+        if isinstance(self.preprocessing, ImageInput):
+            self._image_spec = as_image_input(self.preprocessing)  # checks the values a pipeline needs
+        elif isinstance(self.preprocessing, AudioInput):
+            self._audio_spec = self.preprocessing
 
     def predict(self, x: Any, top_k: int = 5) -> list[Prediction]:
         """The ``top_k`` most likely classes for one input, most likely first.
@@ -164,14 +160,6 @@ class Predictor:
 
     def _label(self, i: int) -> str:
         return self.labels[i] if self.labels is not None else f"class_{i}"
-
-
-def _as_audio_input(d: dict[str, Any]):
-    missing = [k for k in ("sample_rate", "clip_seconds", "frontend") if k not in d]
-    if missing:
-        raise ModelFileError(f"the recorded audio preprocessing lacks {', '.join(missing)}; re-export the artifact.")
-    known = {f.name for f in dataclasses.fields(AudioInput)}
-    return AudioInput(**{k: v for k, v in d.items() if k in known})
 
 
 def load(path_or_artifact: str | Path | Artifact, backend: str = "ort", threads: int | None = None) -> Predictor:

@@ -19,8 +19,8 @@ FAST = ProfileConfig(warmup=2, runs=5, threads=1)
 def test_profile_reports_latency_size_memory_device_and_per_op(tiny_artifact):
     cfg = ProfileConfig(warmup=2, runs=5, threads=1, batch=3, per_op=True, per_op_runs=4, top_n=2)
     result = profile(tiny_artifact, cfg)
-    assert result.artifact["input_shapes"] == {"x": [3, 3, 32, 32]}
-    assert result.artifact["model_name"] == "tiny_cnn" and result.artifact["sha"] == tiny_artifact.sha
+    assert result.artifact.input_shapes == {"x": (3, 3, 32, 32)}
+    assert result.artifact.model_name == "tiny_cnn" and result.artifact.sha == tiny_artifact.sha
     assert result.latency.runs == 5 and len(result.latency.warmup_ms) == 2
     assert result.latency.batch == 3
     assert result.size_bytes == tiny_artifact.model_path.stat().st_size
@@ -37,7 +37,7 @@ def test_profile_reports_latency_size_memory_device_and_per_op(tiny_artifact):
 def test_profile_accepts_an_artifact_folder_path(tiny_artifact):
     result = profile(str(tiny_artifact.path), FAST)
     assert result.per_op is None
-    assert result.artifact["input_shapes"] == {"x": [1, 3, 32, 32]}
+    assert result.artifact.input_shapes == {"x": (1, 3, 32, 32)}
 
 
 def test_a_foreign_bare_onnx_file_is_probed_in_a_child_then_profiled(tmp_path, caplog, make_onnx):
@@ -46,8 +46,8 @@ def test_a_foreign_bare_onnx_file_is_probed_in_a_child_then_profiled(tmp_path, c
     with caplog.at_level(logging.INFO, logger="edgeformer.profiling"):
         result = profile(path, FAST)
     assert any("child process" in r.getMessage() for r in caplog.records)
-    assert result.artifact["input_shapes"] == {"x": [1, 3, 16, 16]}
-    assert result.artifact["model_name"] == "from elsewhere"
+    assert result.artifact.input_shapes == {"x": (1, 3, 16, 16)}
+    assert result.artifact.model_name == "from elsewhere"
 
 
 def test_symbolic_spatial_dims_raise_listing_dims_and_flags(spatial_dynamic_artifact):
@@ -59,7 +59,7 @@ def test_symbolic_spatial_dims_raise_listing_dims_and_flags(spatial_dynamic_arti
 
 def test_resolution_fills_symbolic_spatial_dims(spatial_dynamic_artifact):
     result = profile(spatial_dynamic_artifact, ProfileConfig(warmup=1, runs=5, threads=1, resolution=24, batch=2))
-    assert result.artifact["input_shapes"] == {"x": [2, 3, 24, 24]}
+    assert result.artifact.input_shapes == {"x": (2, 3, 24, 24)}
 
 
 def test_fixed_batch_that_differs_is_refused_with_the_flag(tmp_path, make_artifact):

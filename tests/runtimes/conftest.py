@@ -14,5 +14,5 @@ from .tiny_models import COLOR_LABELS, color_model, write_artifact
 def color_artifact(tmp_path) -> Artifact:
     """The colour classifier with ImageInput(resolution=32) preprocessing and labels."""
     return write_artifact(
-        tmp_path / "color art", color_model(), preprocessing=ImageInput(resolution=32).to_dict(), labels=COLOR_LABELS
+        tmp_path / "color art", color_model(), preprocessing=ImageInput(resolution=32), labels=COLOR_LABELS
     )

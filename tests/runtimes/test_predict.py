@@ -116,7 +116,7 @@ def test_static_batch_model_runs_one_item_at_a_time(tmp_path):
     art = write_artifact(
         tmp_path / "static",
         color_model(batch=1),
-        preprocessing=ImageInput(resolution=32).to_dict(),
+        preprocessing=ImageInput(resolution=32),
         labels=COLOR_LABELS,
     )
     paths = [_image(tmp_path / f"{i}.png", color=c) for i, c in enumerate([RED, (10, 10, 250)])]
@@ -127,7 +127,7 @@ def test_float16_input_model_gets_its_preprocessing_in_float16(tmp_path):
     art = write_artifact(
         tmp_path / "fp16",
         color_model(fp16=True),
-        preprocessing=ImageInput(resolution=32).to_dict(),
+        preprocessing=ImageInput(resolution=32),
         labels=COLOR_LABELS,
     )
     p = load(art)
@@ -138,7 +138,7 @@ def test_float16_input_model_gets_its_preprocessing_in_float16(tmp_path):
 
 
 def test_without_labels_classes_are_numbered(tmp_path):
-    art = write_artifact(tmp_path / "nolabels", color_model(), preprocessing=ImageInput(resolution=32).to_dict())
+    art = write_artifact(tmp_path / "nolabels", color_model(), preprocessing=ImageInput(resolution=32))
     top = load(art).predict(_image(tmp_path / "red.png"), top_k=1)[0]
     assert top == Prediction("class_0", 0, top.score)
     assert top.to_dict() == {"label": "class_0", "index": 0, "score": top.score}
@@ -146,7 +146,7 @@ def test_without_labels_classes_are_numbered(tmp_path):
 
 def test_label_count_must_match_the_output(tmp_path):
     art = write_artifact(
-        tmp_path / "bad", color_model(), preprocessing=ImageInput(resolution=32).to_dict(), labels=("a", "b")
+        tmp_path / "bad", color_model(), preprocessing=ImageInput(resolution=32), labels=("a", "b")
     )
     with pytest.raises(ModelFileError, match="2 labels but the model outputs 5 classes"):
         load(art)
@@ -225,7 +225,7 @@ def _tone(n, rate, freq=440.0, amp=0.5):
 def test_audio_graph_frontend_feeds_the_padded_waveform(tmp_path):
     spec = AudioInput(**AUDIO, frontend="graph")
     art = write_artifact(
-        tmp_path / "kws", _graph_frontend_model(spec.num_samples), preprocessing=spec.to_dict(), labels=("a", "b", "c")
+        tmp_path / "kws", _graph_frontend_model(spec.num_samples), preprocessing=spec, labels=("a", "b", "c")
     )
     wav = _write_wav(tmp_path / "short.wav", _tone(3000, 8000) + 0.1, 8000)  # shorter than the 4000-sample clip
     wave_, _ = read_wav(wav)
@@ -240,7 +240,7 @@ def test_audio_graph_frontend_feeds_the_padded_waveform(tmp_path):
 def test_audio_host_frontend_computes_log_mel_with_numpy(tmp_path):
     spec = AudioInput(**AUDIO, frontend="host")
     art = write_artifact(
-        tmp_path / "host", _host_frontend_model(spec.n_mels, spec.num_frames), preprocessing=spec.to_dict()
+        tmp_path / "host", _host_frontend_model(spec.n_mels, spec.num_frames), preprocessing=spec
     )
     tone = _tone(spec.num_samples, 8000, freq=1000.0)
     mean = log_mel(tone, spec).mean()
@@ -251,7 +251,7 @@ def test_audio_host_frontend_computes_log_mel_with_numpy(tmp_path):
 
 def test_audio_wrong_sample_rate_is_refused_not_resampled(tmp_path):
     spec = AudioInput(**AUDIO)
-    art = write_artifact(tmp_path / "kws", _graph_frontend_model(spec.num_samples), preprocessing=spec.to_dict())
+    art = write_artifact(tmp_path / "kws", _graph_frontend_model(spec.num_samples), preprocessing=spec)
     wav = _write_wav(tmp_path / "cd.wav", _tone(8000, 16000), 16000)
     with pytest.raises(InvalidInputError, match=r"cd\.wav: sample rate is 16000 Hz but the model expects 8000 Hz"):
         load(art).predict(wav)
@@ -291,7 +291,7 @@ def test_torch_exported_model_predicts_like_torch(tmp_path):
         dynamo=False,
     )
     spec = ImageInput(resolution=32, crop_pct=0.875)
-    art = write_artifact(tmp_path / "art", onnx.load(onnx_path), preprocessing=spec.to_dict())
+    art = write_artifact(tmp_path / "art", onnx.load(onnx_path), preprocessing=spec)
     image = tmp_path / "noise.jpg"
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(image)
     with torch.no_grad():

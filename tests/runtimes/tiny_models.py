@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest, TensorSpec
+from edgeformer.inputs import AudioInput, ImageInput
 
 # columns: red, green, blue, "dark" (negative brightness), constant; a red image must come out "red"
 COLOR_W = np.array([[1, 0, 0, -1, 0], [0, 1, 0, -1, 0], [0, 0, 1, -1, 0]], dtype=np.float32)
@@ -70,7 +71,7 @@ def write_artifact(
     dest: Path,
     model: onnx.ModelProto,
     *,
-    preprocessing: dict | None = None,
+    preprocessing: ImageInput | AudioInput | None = None,
     labels: tuple[str, ...] | None = None,
     fmt: str = "onnx",
     model_bytes: bytes | None = None,
