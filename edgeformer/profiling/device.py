@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -24,9 +23,10 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..artifact import tool_versions
+from ..manifest import tool_versions
+from ..records import Record
 
 # Flags that change which kernels run: int8 dot products (VNNI, AMX, ARM dotprod/i8mm) are what makes
 # quantized models fast, AVX-512 vs AVX2 roughly doubles fp32 GEMM width.
@@ -54,7 +54,7 @@ _BACKEND_PACKAGE = {"ort": "onnxruntime", "openvino": "openvino", "tensorrt": "t
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeviceCard:
+class DeviceCard(Record):
     """The machine and software a measurement was taken on.
 
     ``physical_cores`` counts distinct (socket, core) pairs from ``/proc/cpuinfo``; ``usable_cpus``
@@ -77,6 +77,8 @@ class DeviceCard:
     libraries: dict[str, str] = field(default_factory=dict)
     threads: int | None = None
 
+    DERIVED: ClassVar[tuple[str, ...]] = ("device_id",)
+
     @property
     def device_id(self) -> str:
         """Short stable hash of CPU model, core count, ISA flags and backend (not threads or versions).
@@ -98,10 +100,6 @@ class DeviceCard:
         threads = self.threads if self.threads is not None else "default"
         return f"{self.cpu_model} · {self.physical_cores} cores · {isa} · {self.runtime} · threads {threads}"
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["device_id"] = self.device_id
-        return d
 
 
 def device_card(backend: str = "ort", threads: int | None = None) -> DeviceCard:

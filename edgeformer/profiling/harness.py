@@ -29,11 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..records import SKIP, Record
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ MIN_RUNS_FOR_STABILITY = 5
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProfileConfig:
+class ProfileConfig(Record):
     """How to time a model.
 
     Attributes:
@@ -96,13 +97,15 @@ class ProfileConfig:
         if problems:
             raise ConfigError("invalid profile config: " + "; ".join(problems) + ".")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True, kw_only=True)
-class LatencyStats:
-    """Latency statistics of the measured calls (milliseconds); warm-up is listed apart."""
+class LatencyStats(Record):
+    """Latency statistics of the measured calls (milliseconds); warm-up is listed apart.
+
+    The raw samples stay in memory (``samples_ms``, not written): a JSON round trip keeps the statistics.
+    """
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("stable", "unstable_reason")
 
     runs: int
     p50_ms: float
@@ -120,7 +123,7 @@ class LatencyStats:
     tail_spread: float  # (p90 - p50) / p50
     cv: float  # std / mean
     max_rel_spread: float
-    samples_ms: tuple[float, ...] = dataclasses.field(repr=False, default=())
+    samples_ms: tuple[float, ...] = dataclasses.field(repr=False, default=(), metadata=SKIP)
 
     @property
     def stable(self) -> bool:
@@ -138,12 +141,8 @@ class LatencyStats:
         return f"{' and '.join(over)} > {self.max_rel_spread:.0%}" if over else None
 
     def to_dict(self, include_samples: bool = False) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if not include_samples:
-            d.pop("samples_ms")
-        d["stable"] = self.stable
-        d["unstable_reason"] = self.unstable_reason
-        return d
+        d = super().to_dict()
+        return d | {"samples_ms": list(self.samples_ms)} if include_samples else d
 
     def summary(self) -> str:
         flag = "" if self.stable else f" · UNSTABLE: {self.unstable_reason}"
@@ -246,8 +245,10 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 @dataclass(frozen=True, kw_only=True)
-class MemoryStats:
+class MemoryStats(Record):
     """Resident memory of the process: before the block, and the peak while it ran."""
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("delta_mb",)
 
     rss_before_mb: float
     peak_rss_mb: float
@@ -257,10 +258,6 @@ class MemoryStats:
     def delta_mb(self) -> float:
         return self.peak_rss_mb - self.rss_before_mb
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["delta_mb"] = self.delta_mb
-        return d
 
 
 class MemorySampler:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..records import Record
 from ..runtimes import open_session
 from ..runtimes.base import SessionOptions
 from ..runtimes.feeds import check_feeds
@@ -42,7 +43,7 @@ _KERNEL_SUFFIX = "_kernel_time"
 
 
 @dataclass(frozen=True, kw_only=True)
-class NodeStat:
+class NodeStat(Record):
     """Time spent in one node of the optimized graph over the measured runs."""
 
     name: str
@@ -55,7 +56,7 @@ class NodeStat:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpTypeStat:
+class OpTypeStat(Record):
     """Time spent in all nodes of one op type."""
 
     op_type: str
@@ -67,8 +68,10 @@ class OpTypeStat:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpBreakdown:
+class OpBreakdown(Record):
     """Per-node and per-op-type kernel times, sorted slowest first.
+
+    ``num_nodes`` counts every node timed; written JSON may keep only the slowest (``to_dict(top_n)``).
 
     ``kernel_us_per_run`` sums the kernels of one run; ``run_us_per_run`` is ORT's own ``model_run``
     span, so their difference is the executor's overhead (input copies, scheduling, profiling itself).
@@ -81,23 +84,15 @@ class OpBreakdown:
     kernel_us_per_run: float
     run_us_per_run: float
     trace_path: str | None = None
+    num_nodes: int = 0
 
     def top(self, n: int = 15) -> tuple[NodeStat, ...]:
         """The ``n`` slowest nodes."""
         return self.nodes[:n]
 
     def to_dict(self, top_n: int | None = None) -> dict[str, Any]:
-        nodes = self.nodes if top_n is None else self.top(top_n)
-        return {
-            "runs": self.runs,
-            "warmup_runs": self.warmup_runs,
-            "kernel_us_per_run": self.kernel_us_per_run,
-            "run_us_per_run": self.run_us_per_run,
-            "trace_path": self.trace_path,
-            "num_nodes": len(self.nodes),
-            "nodes": [dataclasses.asdict(n) for n in nodes],
-            "op_types": [dataclasses.asdict(o) for o in self.op_types],
-        }
+        d = super().to_dict()
+        return d | {"nodes": d["nodes"][:top_n]} if top_n is not None else d
 
     def to_markdown(self, top_n: int = 15) -> str:
         lines = [
@@ -203,6 +198,7 @@ def parse_trace(path: str | Path, warmup_runs: int = 0) -> OpBreakdown:
         kernel_us_per_run=total / runs,
         run_us_per_run=float(np.mean([e.get("dur", 0) for e in measured])),
         trace_path=str(path),
+        num_nodes=len(nodes),
     )
 
 
