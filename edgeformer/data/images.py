@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, InvalidInputError, ModelFileError
-from ..inputs import ImageInput
+from ..inputs import ImageInput, input_spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +41,18 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_REQUIRED = ("resolution", "mean", "std", "crop_pct", "interpolation")
 
 
 def as_image_input(spec: ImageInput | Mapping[str, Any]) -> ImageInput:
-    """An :class:`ImageInput` from itself or from a manifest's ``preprocessing`` dict.
+    """An :class:`ImageInput`, checked, from itself or from its JSON form.
 
     Raises:
         ModelFileError: the dict is not an image spec or lacks a field the pipeline needs.
         ConfigError: a field has an unusable value (unknown interpolation, mean/std length, ...).
     """
-    if isinstance(spec, ImageInput):
-        spec_ = spec
-    else:
-        if not isinstance(spec, Mapping) or spec.get("kind", "image") != "image":
-            raise ModelFileError(f"preprocessing {spec!r} is not an image spec; re-export the artifact.")
-        missing = [k for k in _REQUIRED if k not in spec]
-        if missing:
-            raise ModelFileError(
-                f"the recorded image preprocessing lacks {', '.join(missing)}; re-export the artifact with this "
-                "edgeformer so the manifest is complete."
-            )
-        known = {f.name for f in dataclasses.fields(ImageInput)}
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in known}
-        spec_ = ImageInput(**kw)
+    spec_ = spec if isinstance(spec, ImageInput) else input_spec_from_dict(spec, check_types=False)
+    if not isinstance(spec_, ImageInput):
+        raise ModelFileError(f"preprocessing {spec!r:.80} is not an image spec; re-export the artifact.")
     problems = []
     if not (isinstance(spec_.resolution, int) and spec_.resolution > 0):
         problems.append(f"resolution must be a positive int, got {spec_.resolution!r}")
