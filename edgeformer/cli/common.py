@@ -1,8 +1,9 @@
 """Shared CLI plumbing: option aliases (the same flag means the same thing everywhere), output, errors.
 
 Errors: every command is wrapped by :func:`command`, which turns an ``EdgeformerError`` into one line on
-stderr and its documented exit code (FAULTS.md), Ctrl-C into 130, and anything else into a traceback
-with exit 1 (a bug). With ``--json`` the error is also printed as a JSON object on stdout.
+stderr and its documented exit code (FAULTS.md), a missing package of the ``export`` extra into exit 5
+naming the extra, Ctrl-C into 130, and anything else into a traceback with exit 1 (a bug). With ``--json``
+the error is also printed as a JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -61,11 +62,25 @@ def command(fn: F) -> F:
             return fn(*args, **kwargs)
         except EdgeformerError as e:
             fail(e, as_json)
+        except ModuleNotFoundError as e:  # a device install (no `export` extra) running an authoring command
+            err = _missing_extra(e, fn)
+            if err is None:
+                raise
+            fail(err, as_json)
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]: nothing was written for the unfinished step.")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _missing_extra(e: ModuleNotFoundError, fn: Callable[..., Any]) -> EdgeformerError | None:
+    """Exit 5 naming the extra when ``e`` is a package of the ``export`` extra; ``None`` for any other module."""
+    from ..export.formats import missing_extra  # torch-free; lazy so that the device commands never load it
+
+    # cli/<group>.py holds <verb>_cmd: export.export_cmd is `edgeformer export`, models.list_cmd `models list`
+    group, verb = fn.__module__.rpartition(".")[2], fn.__name__.removesuffix("_cmd")
+    return missing_extra(e, f"`edgeformer {group if group == verb else f'{group} {verb}'}`")
 
 
 def fail(e: EdgeformerError, as_json: bool = False) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import BackendUnavailableError, ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -30,6 +30,30 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat(name="coreml", target="edgeformer.export.coreml:export_coreml", suffix="", needs_torch=True),
     )
 }
+
+
+# the import names of the `export` extra's packages (pyproject.toml) and onnxscript's onnx_ir: the authoring stack
+# a device install lacks
+EXPORT_EXTRA_MODULES = frozenset({"torch", "onnxscript", "onnx_ir", "onnxslim", "safetensors", "matplotlib", "sympy"})
+
+
+def missing_extra(e: ModuleNotFoundError, what: str) -> BackendUnavailableError | None:
+    """The exit-5 error for ``what`` when ``e`` is a package of the ``export`` extra, else ``None`` (a real bug).
+
+    Example::
+
+        except ModuleNotFoundError as e:
+            err = missing_extra(e, "onnx export")
+            if err is None:
+                raise
+            raise err from e
+    """
+    top = (e.name or "").partition(".")[0]
+    if top not in EXPORT_EXTRA_MODULES:
+        return None
+    return BackendUnavailableError(
+        f"{what} needs the 'export' extra ({top} is not installed): pip install 'edgeformer[export]'"
+    )
 
 
 def get_format(fmt: str) -> ExportFormat:
@@ -73,17 +97,24 @@ def export(
     Raises:
         ConfigError: unknown format, bad config or overrides; ``OutputExistsError`` for an existing ``out``.
         ParityError: the exported model's outputs differ from torch beyond tolerance.
+        BackendUnavailableError: the ``export`` extra (torch, ...) is not installed.
     """
     spec = get_format(fmt)
     module, _, attr = spec.target.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    return fn(
-        model,
-        out=Path(out),
-        example_inputs=example_inputs,
-        input_spec=input_spec,
-        config=config,
-        checkpoint=checkpoint,
-        overwrite=overwrite,
-        **arch_overrides,
-    )
+    try:  # the exporters import torch (lazily, or deep inside): on a device install that is the export extra
+        fn = getattr(importlib.import_module(module), attr)
+        return fn(
+            model,
+            out=Path(out),
+            example_inputs=example_inputs,
+            input_spec=input_spec,
+            config=config,
+            checkpoint=checkpoint,
+            overwrite=overwrite,
+            **arch_overrides,
+        )
+    except ModuleNotFoundError as e:
+        err = missing_extra(e, f"{spec.name} export")
+        if err is None:
+            raise
+        raise err from e
