@@ -2,12 +2,12 @@
 
 Every user-facing failure raises one of these. Each class also subclasses the matching builtin
 (``ValueError``, ``FileNotFoundError``, ...) so callers that catch builtins keep working, and each
-carries the CLI exit code documented in ``FAULTS.md``:
+carries the CLI exit code of the fault contract, ``docs/faults.md`` (every case, its class and its test):
 
 ====  ==========================================================
 0     ok
 1     internal bug (traceback shown)
-2     usage error: bad flag, unknown model, bad config or architecture
+2     usage error: bad flag, unknown model, bad config or architecture, existing output
 3     invalid input: model file, checkpoint, calibration data, runtime feeds
 4     unsafe input refused: pickles needing globals, external data escaping its folder
 5     target unavailable here: missing extra, no GPU, not macOS
@@ -62,7 +62,7 @@ class OutputExistsError(ConfigError, FileExistsError):
 
 
 class SearchInfeasibleError(ConfigError):
-    """No architecture in the search space meets the requested budget."""
+    """No architecture in the search space meets the requested budget (reserved: no such search exists yet)."""
 
 
 # --- 3: invalid input ---------------------------------------------------------------------------
