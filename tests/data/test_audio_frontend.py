@@ -254,7 +254,10 @@ def test_frontend_converts_to_openvino_and_coreml(tmp_path):
     x = torch.tensor(BATCH, dtype=torch.float32)
     with torch.no_grad():
         expected = frontend(x).numpy()
-    compiled = ov.Core().compile_model(ov.convert_model(frontend, example_input=(x,)), "CPU")
+    # f32 explicitly: on a CPU with bf16 units (AMX, AVX512-BF16) OpenVINO's default would run bf16
+    compiled = ov.Core().compile_model(
+        ov.convert_model(frontend, example_input=(x,)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
     assert _rel_err(compiled(BATCH.astype(np.float32))[0], expected) <= 1e-4
     ct = pytest.importorskip("coremltools")  # conversion only: prediction needs macOS
     traced = torch.jit.trace(frontend, (x,))
