@@ -101,7 +101,6 @@ class DeviceCard(Record):
         return f"{self.cpu_model} · {self.physical_cores} cores · {isa} · {self.runtime} · threads {threads}"
 
 
-
 def device_card(backend: str = "ort", threads: int | None = None) -> DeviceCard:
     """Fingerprint this machine for measurements made with ``backend`` and ``threads``.
 

@@ -259,7 +259,6 @@ class MemoryStats(Record):
         return self.peak_rss_mb - self.rss_before_mb
 
 
-
 class MemorySampler:
     """Peak resident set size (RSS) of this whole process while the ``with`` block runs.
 

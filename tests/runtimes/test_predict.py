@@ -145,9 +145,7 @@ def test_without_labels_classes_are_numbered(tmp_path):
 
 
 def test_label_count_must_match_the_output(tmp_path):
-    art = write_artifact(
-        tmp_path / "bad", color_model(), preprocessing=ImageInput(resolution=32), labels=("a", "b")
-    )
+    art = write_artifact(tmp_path / "bad", color_model(), preprocessing=ImageInput(resolution=32), labels=("a", "b"))
     with pytest.raises(ModelFileError, match="2 labels but the model outputs 5 classes"):
         load(art)
 
@@ -239,9 +237,7 @@ def test_audio_graph_frontend_feeds_the_padded_waveform(tmp_path):
 
 def test_audio_host_frontend_computes_log_mel_with_numpy(tmp_path):
     spec = AudioInput(**AUDIO, frontend="host")
-    art = write_artifact(
-        tmp_path / "host", _host_frontend_model(spec.n_mels, spec.num_frames), preprocessing=spec
-    )
+    art = write_artifact(tmp_path / "host", _host_frontend_model(spec.n_mels, spec.num_frames), preprocessing=spec)
     tone = _tone(spec.num_samples, 8000, freq=1000.0)
     mean = log_mel(tone, spec).mean()
     expected = _softmax(np.array([mean, -mean, 0.5 * mean]))
