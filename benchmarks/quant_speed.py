@@ -35,8 +35,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgeformer.compare import compare_outputs
 from edgeformer.quant import QuantConfig, compute_ranges, default_plan, open_calibration, preprocess, write_qdq
-from edgeformer.quant.fidelity import compare_outputs
 from edgeformer.quant.graph import GraphIndex, conv_kind
 
 log = logging.getLogger("quant_speed")
@@ -167,7 +167,7 @@ def main() -> None:
             row = {}
             for v, p in paths.items():
                 s = session(p, 2)
-                fid = compare_outputs(ref, [s.run(None, f) for f in feeds])
+                fid = compare_outputs(ref, [s.run(None, f) for f in feeds], rows=True)
                 row[v] = {"cos": fid.cosine_mean, "p50": [], "cpu1t": []}
             x = data[:1]
             # one thread + thread CPU time: the caller's thread does all the work, and time spent

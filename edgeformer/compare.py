@@ -261,7 +261,7 @@ def _figures(reference: np.ndarray, candidate: np.ndarray | None) -> tuple[float
 def _reduce(name: str, scored: list[tuple[str, float, float, float, str | None]],
             top1: list[int] | None) -> OutputAgreement:  # fmt: skip
     bad = next((s for s in scored if s[4]), None)
-    worst = bad or min(scored, key=lambda s: s[1])
+    worst = bad or min(scored, key=lambda s: (s[1], -s[3]))  # equal cosines (a scaled output): the larger error
     return OutputAgreement(
         name=name,
         cosine=_NAN if bad else worst[1],

@@ -54,6 +54,13 @@ def test_cosine_zero_rule():
         cosine(np.ones(3), np.ones(2))
 
 
+def test_equal_cosines_name_the_sample_with_the_larger_error():
+    ref = np.array([4.0, -2.0, 1.0])
+    agreement = compare_outputs([[ref]] * 3, [[ref * 1.01], [ref * 1.5], [ref]], sample_names=["a", "b", "c"])
+    assert agreement.outputs[0].worst == "b"  # every cosine is 1: the gate's "worst on" names the max_rel sample
+    assert agreement.meets(rtol=0.1) == "output0: max_rel 0.5 > 0.1 (worst on b)"
+
+
 def test_zero_against_nonzero_fails_the_cosine_gate():
     agreement = compare_outputs([{"y": np.zeros((1, 4))}], [{"y": np.full((1, 4), 0.5)}])
     assert agreement.cosine == 0.0 and agreement.problem is None

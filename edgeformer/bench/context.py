@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from ..artifact import Artifact
+from ..compare import Agreement, compare_outputs
 from ..errors import BackendUnavailableError, ConfigError
 from ..export import export
-from ..export.source import prepare_source
 from ..export.onnx import OnnxExportConfig
+from ..export.source import prepare_source
 from ..models import get_spec
 from ..profiling import LatencyStats, ProfileConfig, build_feeds, measure, profile
 from ..quant import QuantConfig, open_calibration
-from ..quant.fidelity import compare_outputs
 from ..runtimes import Session
 from .report import BenchConfig, BenchRow
 
@@ -86,6 +86,8 @@ class BenchContext:
         lat = result.latency
         fid, problem = self.parity(artifact, backend)
         reason = f"parity vs PyTorch not measured: {problem}" if problem else ""
+        if fid is not None and fid.problem:  # NaN/Inf or a missing output: no cosine to rank the row by
+            reason = f"parity vs PyTorch unusable: {fid.problem}"
         return BenchRow(
             name="",  # set by the driver from the producer
             target="",
@@ -95,7 +97,7 @@ class BenchContext:
             status="ok",
             reason=reason,
             size_mb=result.size_bytes / 1e6,
-            parity_cosine=None if fid is None else fid.cosine_min,
+            parity_cosine=None if fid is None or fid.problem else fid.cosine,
             top1_agreement=None if fid is None else fid.top1_agreement,
             parity_samples=None if fid is None else fid.samples,
             p50_ms=lat.p50_ms,
@@ -106,8 +108,9 @@ class BenchContext:
             artifact_path=str(artifact.path),
         )
 
-    def parity(self, artifact: Artifact, backend: str) -> tuple[Any, str]:
-        """``(Fidelity vs PyTorch, "")`` for ``artifact`` run on ``backend``, or ``(None, why not)``.
+    def parity(self, artifact: Artifact, backend: str) -> tuple[Agreement | None, str]:
+        """``(agreement with PyTorch, "")`` for ``artifact`` run on ``backend`` (each batch row a sample), or
+        ``(None, why not)``.
 
         A parity failure does not fail the row (the timing is still a fact); the row says why it has no
         cosine, and without one it can never get the fidelity marker.
@@ -119,7 +122,7 @@ class BenchContext:
             with Session(artifact, backend=backend, threads=self.threads) as session:
                 names = [o.name for o in session.outputs]
                 outputs = [[np.asarray(out[n]) for n in names] for out in map(session.run, feeds)]
-            return compare_outputs(reference, outputs, on=self.parity_on), ""
+            return compare_outputs(reference, outputs, rows=True, output_names=names, on=self.parity_on), ""
         except Exception as e:
             log.info("parity of %s on %s not measured", artifact.path, backend, exc_info=True)
             return None, f"{type(e).__name__}: {e}"
@@ -183,11 +186,15 @@ class RowProducer:
 
 
 def parity_cosine(parity: Any) -> float | None:
-    """The worst measured cosine in a parity report (``cosine`` keys at any depth of dicts and lists)."""
+    """The worst measured cosine in a parity report (``cosine`` keys at any depth of dicts and lists), or None
+    when none was measured or a ``problem`` (NaN/Inf, a missing output) anywhere leaves the worst unknown."""
     found: list[float] = []
+    problems: list[str] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
+            if node.get("problem"):
+                problems.append(node["problem"])
             for key, value in node.items():
                 # "cosine" is a measured value; "min_cosine" next to it is the threshold, not a result
                 if key == "cosine" and isinstance(value, int | float) and not isinstance(value, bool):
@@ -199,7 +206,7 @@ def parity_cosine(parity: Any) -> float | None:
                 walk(item)
 
     walk(parity)
-    return min(found) if found else None
+    return min(found) if found and not problems else None
 
 
 def time_torch(model: Any, inputs: tuple[Any, ...], config: ProfileConfig) -> LatencyStats:

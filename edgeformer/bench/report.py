@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..artifact import now_iso
+from ..compare import min_cosine_problem
 from ..errors import ConfigError, did_you_mean
-from ..export.parity import min_cosine_problem
 from ..profiling import ProfileConfig
 
 log = logging.getLogger(__name__)

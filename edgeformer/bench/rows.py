@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact, ArtifactWriter
+from ..compare import compare_outputs, ort_runner, run_all
 from ..compile import compile
 from ..errors import BackendUnavailableError
 from ..quant import QuantConfig, SearchConfig, open_calibration, quantize, quantize_search
-from ..quant.fidelity import compare_outputs
-from ..quant.ort_adapter import preprocess, run_model
+from ..quant.ort_adapter import preprocess
 from ..runtimes import get_backend
 from .context import BenchContext, RowProducer, time_torch
 from .report import BenchRow
@@ -156,7 +156,9 @@ def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact
         pre = preprocess(fp32.model_path, Path(tmp) / "pre.onnx", dataclasses.replace(config, fuse_gelu=False))
         data.reader.rewind()
         quantize_static(str(pre), str(w.dir / "model.onnx"), data.reader)
-        fid = compare_outputs(run_model(fp32.model_path, data.holdout), run_model(w.dir / "model.onnx", data.holdout))
+        fid = compare_outputs(run_all(ort_runner(fp32.model_path), data.holdout),
+                              run_all(ort_runner(w.dir / "model.onnx"), data.holdout), rows=True,
+                              on=data.summary.fidelity_on)  # fmt: skip
         onnx.checker.check_model(str(w.dir / "model.onnx"))
         manifest = dataclasses.replace(
             fp32.manifest, precision="int8", main_file="model.onnx", step="quantize", parent_sha=fp32.sha, files={},

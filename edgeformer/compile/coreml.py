@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact, check_output_path, input_paths, sha256_file
+from ..compare import ort_runner
 from ..errors import ConfigError, ModelFileError, QualityGateError, UnknownModelError
 from ..export import coreml as cm
 from ..export.coreml import CoreMlConfig as CoreMlConfig  # the table finds config and probe beside compile_coreml
 from ..export.coreml import available as available
-from ..export.parity import check_parity, ort_runner
+from ..export.parity import compare_on, parity_record
 from ..models import get_spec
 
 log = logging.getLogger(__name__)
@@ -159,20 +160,15 @@ def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrit
 def _source_check(src: Any, parent: Artifact) -> dict[str, Any]:
     """The rebuilt torch model vs the parent ONNX on ORT: what CoreML converts is the parent's model."""
     sc = parent.manifest.step_config
-    report = check_parity(
-        cm.torch_runner(src),
-        ort_runner(parent.model_path),
-        cm.fidelity_samples(src, CoreMlConfig()),
-        atol=sc.get("atol") or 1e-4,
-        min_cosine=sc.get("min_cosine") or 0.99999,
-    )
-    if not report.ok:
+    atol, min_cosine = sc.get("atol") or 1e-4, sc.get("min_cosine") or 0.99999
+    inputs = cm.fidelity_samples(src, CoreMlConfig())
+    agreement = compare_on(cm.torch_runner(src), ort_runner(parent.model_path), inputs)
+    if reason := agreement.meets(min_cosine=min_cosine, rtol=atol):  # the export's gate: atol is scale-relative
         raise QualityGateError(
-            f"the {src.name} rebuilt from {parent.path} differs from the parent ONNX: "
-            f"{'; '.join(o.describe() for o in report.failures)}. Convert with the edgeformer "
-            "version that exported it, or re-export the ONNX."
+            f"the {src.name} rebuilt from {parent.path} differs from the parent ONNX: {reason}. Convert with the "
+            "edgeformer version that exported it, or re-export the ONNX."
         )
-    return report.to_dict()
+    return parity_record(agreement, inputs, atol=atol, min_cosine=min_cosine)
 
 
 # --- conversion, checks, writing --------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..artifact import Artifact, ArtifactWriter, check_output_path, input_paths
+from ..compare import min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -45,7 +46,7 @@ from ..errors import (
     ModelFileError,
     QualityGateError,
 )
-from ..export.parity import fidelity, min_cosine_problem, ort_runner, parity_inputs
+from ..export.parity import compare_on, parity_inputs
 from ..modelfile import load_onnx
 from ..quant.calibration import open_calibration
 from ..quant.config import QuantConfig
@@ -355,24 +356,25 @@ def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any,
 
     session = OpenVinoSession(ir, SessionOptions(providers=(config.device,)))
     try:
-        report = fidelity(ort_runner(parent.model_path), session.run, inputs)
+        agreement = compare_on(ort_runner(parent.model_path), session.run, inputs)
     finally:
         session.close()
-    report["inference_precision"] = hint
-    log.info("OpenVINO %s IR: worst cosine %.6f vs the ONNX parent", config.precision, report["min_cosine"])
-    if report["min_cosine"] < SUSPECT_COSINE and config.min_cosine is None:
+    report = {**agreement.to_dict(), "inference_precision": hint}
+    log.info("OpenVINO %s IR: worst cosine %.6f vs the ONNX parent%s", config.precision, agreement.cosine,
+             f" ({agreement.problem})" if agreement.problem else "")  # fmt: skip
+    # meets(), not a bare `<`, for both bars: a NaN output would pass `nan < bar`
+    if config.min_cosine is None and (suspect := agreement.meets(min_cosine=SUSPECT_COSINE)):
         qdq = config.precision == "int8" and not config.nncf
         hint_int8 = " For int8 from a QDQ model, try NNCF on the fp32 parent (--nncf)." if qdq else ""
         report["warning"] = (
-            f"the {config.precision} IR disagrees with its parent (worst cosine {report['min_cosine']:.4f}); do not "
-            f"deploy it without checking accuracy.{hint_int8}"
+            f"the {config.precision} IR disagrees with its parent ({suspect}); do not deploy it without checking "
+            f"accuracy.{hint_int8}"
         )
         log.warning("OpenVINO: %s", report["warning"])
-    if config.min_cosine is not None and report["min_cosine"] < config.min_cosine:
+    if config.min_cosine is not None and (reason := agreement.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(
-            f"the OpenVINO {config.precision} IR's worst cosine vs the ONNX parent is {report['min_cosine']:.6f} < "
-            f"min_cosine {config.min_cosine}; nothing was written. Try another precision, real --calib data, or "
-            "a QDQ model from `edgeformer quantize`."
+            f"the OpenVINO {config.precision} IR disagrees with the ONNX parent: {reason}; nothing was written. Try "
+            "another precision, real --calib data, or a QDQ model from `edgeformer quantize`."
         )
     return report
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path, input_paths
+from ..compare import min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
     ConfigError,
@@ -50,7 +51,7 @@ from ..errors import (
     QualityGateError,
     did_you_mean,
 )
-from ..export.parity import fidelity, min_cosine_problem, ort_runner
+from ..export.parity import compare_on
 from ..modelfile import embed_manifest, load_onnx
 from ..runtimes.base import SessionOptions
 from ..runtimes.ort import OrtSession, _first_line, _native_errors
@@ -305,31 +306,36 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
     options = SessionOptions(
         threads=config.threads, providers=(config.execution_provider,), graph_optimization="disable"
     )
-    session = OrtSession(Artifact(folder, manifest), options)
-    try:
-        report = fidelity(reference, session.run, inputs)
-    finally:
-        session.close()
+    checked = {MODEL_FILE: manifest}
     if config.save_ort_format:
-        ort_manifest = dataclasses.replace(manifest, main_file=ORT_FILE)
-        ort_session = OrtSession(Artifact(folder, ort_manifest), options)
+        checked[ORT_FILE] = dataclasses.replace(manifest, main_file=ORT_FILE)
+    agreements = {}
+    for name, m in checked.items():
+        session = OrtSession(Artifact(folder, m), options)
         try:
-            report["ort_format"] = fidelity(reference, ort_session.run, inputs)
+            agreements[name] = compare_on(reference, session.run, inputs)
         finally:
-            ort_session.close()
-    worst = min(report["min_cosine"], report.get("ort_format", {}).get("min_cosine", 1.0))
-    log.info("ORT-optimized %s model: worst cosine %.6f vs the ONNX parent", config.precision, worst)
-    if worst < SUSPECT_COSINE and config.min_cosine is None:
+            session.close()
+    report = agreements[MODEL_FILE].to_dict()
+    if ORT_FILE in agreements:
+        report["ort_format"] = agreements[ORT_FILE].to_dict()
+    log.info("ORT-optimized %s model: worst cosine %s vs the ONNX parent", config.precision,
+             ", ".join(f"{a.cosine:.6f} ({name})" for name, a in agreements.items()))  # fmt: skip
+
+    def failing(bar: float) -> str:
+        # meets(), not a bare `<`: a NaN output would pass `nan < bar`
+        return "; ".join(f"{name}: {reason}" for name, a in agreements.items() if (reason := a.meets(min_cosine=bar)))
+
+    if config.min_cosine is None and (suspect := failing(SUSPECT_COSINE)):
         report["warning"] = (
-            f"the ORT-optimized {config.precision} model disagrees with its parent (worst cosine {worst:.4f}); "
-            "do not deploy it without checking accuracy."
+            f"the ORT-optimized {config.precision} model disagrees with its parent ({suspect}); do not deploy it "
+            "without checking accuracy."
         )
         log.warning("ORT target: %s", report["warning"])
-    if config.min_cosine is not None and worst < config.min_cosine:
+    if config.min_cosine is not None and (reason := failing(config.min_cosine)):
         raise QualityGateError(
-            f"the ORT-optimized {config.precision} model's worst cosine vs the ONNX parent is {worst:.6f} < "
-            f"min_cosine {config.min_cosine}; nothing was written. Try --precision fp32, or a lower "
-            "--graph-optimization."
+            f"the ORT-optimized {config.precision} model disagrees with the ONNX parent: {reason}; nothing was "
+            "written. Try --precision fp32, or a lower --graph-optimization."
         )
     return report
 

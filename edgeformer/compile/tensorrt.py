@@ -37,8 +37,9 @@ from typing import Any, Literal
 import numpy as np
 
 from ..artifact import Artifact, ArtifactWriter, TensorSpec, check_output_path
+from ..compare import min_cosine_problem, ort_runner
 from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, QualityGateError
-from ..export.parity import fidelity, min_cosine_problem, ort_runner, parity_inputs
+from ..export.parity import compare_on, parity_inputs
 from ..modelfile import load_onnx
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
@@ -425,17 +426,18 @@ def _check_fidelity(
     inputs = parity_inputs(shapes, kind=kind, samples=config.fidelity_samples, seed=0, dtypes=dtypes)
     session = TensorRtSession(engine, SessionOptions(providers=(f"cuda:{config.device}",)))
     try:
-        report = fidelity(ort_runner(parent.model_path), session.run, inputs)
+        agreement = compare_on(ort_runner(parent.model_path), session.run, inputs)
     finally:
         session.close()
-    log.info("TensorRT %s engine: worst cosine %.6f vs the ONNX parent", engine.precision, report["min_cosine"])
-    if config.min_cosine is not None and report["min_cosine"] < config.min_cosine:
+    log.info("TensorRT %s engine: worst cosine %.6f vs the ONNX parent%s", engine.precision, agreement.cosine,
+             f" ({agreement.problem})" if agreement.problem else "")  # fmt: skip
+    # meets(), not a bare `<`: a NaN output would pass `nan < min_cosine`
+    if config.min_cosine is not None and (reason := agreement.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(
-            f"the TensorRT {config.precision} engine's worst cosine vs the ONNX parent is "
-            f"{report['min_cosine']:.6f} < min_cosine {config.min_cosine}; nothing was written. "
+            f"the TensorRT {config.precision} engine disagrees with the ONNX parent: {reason}; nothing was written. "
             "Try --precision fp32, or a different quantization."
         )
-    return report
+    return agreement.to_dict()
 
 
 __all__ = [
@@ -449,7 +451,6 @@ __all__ = [
     "check_source",
     "compile_tensorrt",
     "describe_parser_errors",
-    "fidelity",  # lives in .parity; re-exported for existing imports
     "optimization_profile",
     "qdq_problems",
     "to_fp16",

@@ -60,6 +60,7 @@ from ..artifact import (
     sha256_file,
     tool_versions,
 )
+from ..compare import min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
     ConfigError,
@@ -68,7 +69,7 @@ from ..errors import (
     QualityGateError,
 )
 from ..runtimes import coreml as rt
-from .parity import fidelity, min_cosine_problem, ort_runner, parity_inputs
+from .parity import compare_on, parity_inputs
 
 log = logging.getLogger(__name__)
 
@@ -439,13 +440,14 @@ def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | Non
         return {k: np.asarray(v, dtype=np.float32) for k, v in mlmodel.predict(cast).items()}
 
     reference = ort_runner(parent_onnx) if parent_onnx is not None else torch_runner(src)
-    report = fidelity(reference, run, fidelity_samples(src, cfg))
-    if cfg.min_cosine is not None and report["min_cosine"] < cfg.min_cosine:
+    agreement = compare_on(reference, run, fidelity_samples(src, cfg))
+    # meets(), not a bare `<`: a NaN output would pass `nan < min_cosine`
+    if cfg.min_cosine is not None and (reason := agreement.meets(min_cosine=cfg.min_cosine)):
         raise QualityGateError(
-            f"the CoreML {cfg.precision} package's worst cosine is {report['min_cosine']:.6f} < "
-            f"min_cosine {cfg.min_cosine}; nothing was written. Try --precision fp32."
+            f"the CoreML {cfg.precision} package disagrees with its reference: {reason}; nothing was written. "
+            "Try --precision fp32."
         )
-    return report
+    return agreement.to_dict()
 
 
 __all__ = [

@@ -32,9 +32,10 @@ import numpy as np
 import onnx
 
 from ..artifact import Artifact, ArtifactWriter, Manifest, now_iso, sha256_file, tool_versions
-from ..errors import ConfigError, InvalidInputError
+from ..compare import Agreement, ort_runner
+from ..errors import ConfigError, InvalidInputError, ParityError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
-from .parity import ParityReport, check_parity, ort_runner, parity_inputs
+from .parity import compare_on, parity_inputs, parity_record
 from .source import SourceModel, prepare_source
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,20 @@ def export_onnx(
         )
         _save(proto, manifest, path)
         load_onnx(path)  # the file as written: full checker, shape inference, versions
-        report = _parity(src, resolved, path)
-        manifest = dataclasses.replace(manifest, extra={**manifest.extra, "parity": report.to_dict()})
-        report.raise_if_failed(f"{src.name} exported to ONNX (opset {opset})")
+        agreement, samples = _parity(src, resolved, path)
+        gate = {"min_cosine": resolved.min_cosine, "rtol": resolved.atol}  # atol is relative to the output's scale
+        if reason := agreement.meets(**gate):
+            raise ParityError(
+                f"{src.name} exported to ONNX (opset {opset}) differs from torch beyond tolerance (max_rel <= "
+                f"{resolved.atol:g}, cosine >= {resolved.min_cosine}) on {len(samples)} inputs: {reason}. Try another "
+                "--opset or the TorchScript exporter (--exporter torchscript), or loosen the tolerance "
+                "(--atol/--min-cosine) if the difference is expected.",
+                failures=agreement.failing(**gate),
+            )
+        record = parity_record(agreement, samples, atol=resolved.atol, min_cosine=resolved.min_cosine)
+        manifest = dataclasses.replace(manifest, extra={**manifest.extra, "parity": record})
         _save(proto, manifest, path)  # again, now that the embedded manifest can carry the parity figures
-        log.info("exported %s in %.1f s; parity %s", src.name, export_s, report.to_dict()["outputs"])
+        log.info("exported %s in %.1f s; parity %s", src.name, export_s, record["outputs"])
         return writer.commit(manifest)
 
 
@@ -299,7 +309,8 @@ def _save(proto: onnx.ModelProto, manifest: Manifest, path: Path) -> None:
         onnx.save_model(proto, str(path))
 
 
-def _parity(src: SourceModel, cfg: OnnxExportConfig, path: Path) -> ParityReport:
+def _parity(src: SourceModel, cfg: OnnxExportConfig, path: Path) -> tuple[Agreement, dict[str, dict[str, Any]]]:
+    """The exported model vs torch on every parity input, and the inputs (by name)."""
     import torch
 
     run_onnx = ort_runner(path)
@@ -326,7 +337,7 @@ def _parity(src: SourceModel, cfg: OnnxExportConfig, path: Path) -> ParityReport
             out = src.module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in src.input_names))
         return dict(zip(src.output_names, (o.detach().cpu().numpy() for o in src.flatten_outputs(out)), strict=True))
 
-    return check_parity(run_torch, run_onnx, samples, atol=cfg.atol, min_cosine=cfg.min_cosine)
+    return compare_on(run_torch, run_onnx, samples), samples
 
 
 def _extra(

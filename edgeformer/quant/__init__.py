@@ -16,7 +16,6 @@ that calibration instead of reading the data again.
 
 from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
 from .config import QuantConfig
-from .fidelity import Fidelity, compare_outputs
 from .ort_adapter import compute_ranges, preprocess, write_qdq
 from .placement import SearchConfig
 from .quantize import QUANT_OPS, Calibration, calibrate, check_fidelity, quantize
@@ -29,14 +28,12 @@ __all__ = [
     "CalibrationData",
     "CalibrationReader",
     "CalibrationSummary",
-    "Fidelity",
     "NodeGroup",
     "QuantConfig",
     "QuantPlan",
     "SearchConfig",
     "calibrate",
     "check_fidelity",
-    "compare_outputs",
     "compute_ranges",
     "default_plan",
     "node_groups",

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..artifact import TensorSpec
+from ..compare import ort_runner, run_all
 from ..data.images import load_image
 from ..errors import AccuracyBudgetError, CalibrationError, ConfigError
-from .config import QuantConfig
-from .fidelity import rounded_fields
-from .ort_adapter import run_model, write_qdq
+from .config import QuantConfig, rounded_fields
+from .ort_adapter import write_qdq
 from .placement import LatencyFn
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
@@ -114,8 +114,8 @@ def _image_folder(path: Path, preprocessing, labels) -> tuple[np.ndarray, np.nda
 
 def top1(model_path: str | Path, eval_set: EvalSet, *, threads: int | None = None) -> float:
     """Top-1 accuracy in percent of ``model_path`` (first output's arg-max) on ORT CPU."""
-    outs = run_model(model_path, eval_set.feeds, threads=threads)
-    pred = np.concatenate([o[0].reshape(o[0].shape[0], -1).argmax(1) for o in outs])
+    firsts = [next(iter(o.values())) for o in run_all(ort_runner(model_path, threads), eval_set.feeds)]
+    pred = np.concatenate([y.reshape(y.shape[0], -1).argmax(1) for y in firsts])
     return float(100.0 * np.mean(pred == eval_set.labels))
 
 

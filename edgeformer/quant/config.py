@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -230,3 +231,19 @@ class QuantConfig:
             raise ConfigError(f"unknown QuantConfig field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
+
+
+def rounded_fields(obj: Any, ndigits: int = 6) -> dict[str, Any]:
+    """``dataclasses.asdict(obj)`` with each top-level float field rounded to ``ndigits`` (others as they are),
+    NaN and Inf as None (JSON has neither).
+
+    The quantization results' ``to_dict``: they end up in manifests embedded in model files and in reports,
+    which must be byte-identical across runs, and float noise in the last digits would break that.
+    """
+    return {k: _rounded(v, ndigits) for k, v in dataclasses.asdict(obj).items()}
+
+
+def _rounded(value: Any, ndigits: int) -> Any:
+    if isinstance(value, float):
+        return round(value, ndigits) if math.isfinite(value) else None
+    return value

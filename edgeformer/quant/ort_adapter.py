@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -201,23 +201,6 @@ def quantize_qdq(model_path: str | Path, out_path: str | Path, plan: QuantPlan, 
                  config: QuantConfig) -> None:  # fmt: skip
     """Calibrate on ``reader`` and write the QDQ model in one call (:func:`compute_ranges` + :func:`write_qdq`)."""
     write_qdq(model_path, compute_ranges(model_path, reader, config), plan, config, out_path)
-
-
-def run_model(model_path: str | Path, feeds: Iterable[Mapping[str, np.ndarray]], *, threads: int | None = None,
-              optimize: bool = True) -> list[list[np.ndarray]]:  # fmt: skip
-    """Outputs of ``model_path`` on ORT CPU for each feed dict, with full graph optimisation by default:
-    fidelity must be checked on the kernels that will run (ORT's fused int8 kernels can be wrong)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    return [session.run(None, dict(f)) for f in feeds]
 
 
 # --- helpers -----------------------------------------------------------------------------------

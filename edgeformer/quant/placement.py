@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from ..compare import Agreement, compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, QualityGateError
 from ..profiling.harness import ProfileConfig, measure
-from .config import QuantConfig
-from .fidelity import Fidelity, compare_outputs, rounded_fields
-from .ort_adapter import run_model, write_qdq
+from .config import QuantConfig, rounded_fields
+from .ort_adapter import write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
 
@@ -107,7 +108,7 @@ class GroupDecision:
     reason: str  # "latency" | "accuracy" | "default" (not searched) | "fidelity"
     latency_int8_ms: float | None = None  # placement with the group in INT8
     latency_float_ms: float | None = None  # the same placement with the group in float
-    cosine_float: float | None = None
+    cosine_float: float | None = None  # worst cosine with the group in float; None where it could not be measured
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,12 +117,12 @@ class GroupDecision:
 
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
-    """One timed placement: its label, p50 latency, and worst cosine vs FP32."""
+    """One timed placement: its label, p50 latency, and worst cosine vs FP32 (NaN: an output was NaN/Inf)."""
 
     label: str
     quantized_nodes: int
     latency_ms: float
-    cosine_min: float
+    cosine: float
 
     def to_dict(self) -> dict[str, Any]:
         return rounded_fields(self)
@@ -134,7 +135,7 @@ class PlacementResult:
     plan: QuantPlan
     decisions: tuple[GroupDecision, ...]
     candidates: tuple[Candidate, ...]
-    fidelity: Fidelity
+    fidelity: Agreement
     searched: int
     elapsed_s: float
     stopped: str = ""  # why the search ended early ("", "max_candidates", "time_budget")
@@ -199,7 +200,8 @@ def _session(path: Path, threads: int | None):
 
 def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, groups: Sequence[NodeGroup],
                      config: QuantConfig, *, feeds: Sequence[Mapping[str, np.ndarray]],
-                     reference: Sequence[Sequence[np.ndarray]], workdir: Path, search: SearchConfig = SearchConfig(),
+                     reference: Sequence[Mapping[str, np.ndarray]], workdir: Path,
+                     search: SearchConfig = SearchConfig(),
                      latency: LatencyFn | None = None) -> PlacementResult:  # fmt: skip
     """Find the fastest placement meeting ``search.min_cosine``, starting from ``plan``.
 
@@ -224,8 +226,11 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
     def write(p: QuantPlan) -> Path:
         return write_qdq(model_path, ranges, p, config, workdir / f"cand{next(counter)}.onnx")
 
-    def fidelity(path: Path) -> Fidelity:
-        return compare_outputs(reference, run_model(path, feeds, threads=search.threads))
+    def fidelity(path: Path) -> Agreement:
+        return compare_outputs(reference, run_all(ort_runner(path, search.threads), feeds), rows=True)
+
+    def fails(fid: Agreement) -> str | None:  # meets(): a NaN output fails too, where `nan < bar` would not
+        return fid.meets(min_cosine=search.min_cosine)
 
     chosen = set(plan.nodes_to_quantize)
     members = [(g, tuple(n for n in g.nodes if n in chosen)) for g in groups]
@@ -233,8 +238,9 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
     decisions: dict[str, GroupDecision] = {}
     current, current_path = plan, write(plan)
     current_fid = fidelity(current_path)
-    if current_fid.cosine_min < search.min_cosine:  # broken before any timing: fix fidelity first
-        current, current_path, current_fid = _repair_fidelity(current, members, decisions, write, fidelity, search)
+    if fails(current_fid):  # broken before any timing: fix fidelity first
+        current, current_path, current_fid = _repair_fidelity(current, members, decisions, write, fidelity, fails,
+                                                              search)  # fmt: skip
     candidates: list[Candidate] = []
     order = sorted(members, key=lambda m: -len(m[1]))  # most INT8 work first: the biggest latency effects
     searched, stopped = 0, ""
@@ -258,16 +264,18 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
         t_int8, t_float = latency([current_path, cand_path])
         if not candidates:
             candidates.append(Candidate(label="default", quantized_nodes=len(current.nodes_to_quantize),
-                                        latency_ms=t_int8, cosine_min=current_fid.cosine_min))  # fmt: skip
+                                        latency_ms=t_int8, cosine=current_fid.cosine))  # fmt: skip
         candidates.append(Candidate(label=f"{g.name} float", quantized_nodes=len(cand.nodes_to_quantize),
-                                    latency_ms=t_float, cosine_min=cand_fid.cosine_min))  # fmt: skip
+                                    latency_ms=t_float, cosine=cand_fid.cosine))  # fmt: skip
         gain = (t_float - t_int8) / t_float if t_float > 0 else 0.0
-        pays = gain > search.min_gain or cand_fid.cosine_min < search.min_cosine
+        float_fails = fails(cand_fid)
+        pays = gain > search.min_gain or bool(float_fails)
         note = f"INT8 saves {gain:+.1%} of the placement's latency"
+        if float_fails and gain <= search.min_gain:  # INT8 stays only because the float placement misses the bar
+            note += f"; float placement fails: {float_fails}"
         decisions[g.name] = GroupDecision(
             group=g.name, quantized_nodes=len(nodes), decision="int8" if pays else "float",
-            reason="latency", latency_int8_ms=t_int8, latency_float_ms=t_float, cosine_float=cand_fid.cosine_min,
-            note=note if pays or cand_fid.cosine_min >= search.min_cosine else f"{note}; float placement fails cosine",
+            reason="latency", latency_int8_ms=t_int8, latency_float_ms=t_float, cosine_float=cand_fid.cosine, note=note,
         )  # fmt: skip
         if pays:
             cand_path.unlink(missing_ok=True)
@@ -291,17 +299,17 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
     )  # fmt: skip
 
 
-def _repair_fidelity(plan, members, decisions, write, fidelity, search):
+def _repair_fidelity(plan, members, decisions, write, fidelity, fails, search):
     """Move groups to float, the ones whose float version helps cosine most first, until ``min_cosine`` holds."""
     current, path = plan, write(plan)
     fid = fidelity(path)
     remaining = list(members)
-    while fid.cosine_min < search.min_cosine and len(remaining) > 1:
+    while fails(fid) and len(remaining) > 1:
         trials = []
         for g, nodes in remaining:
             p = current.without(nodes, reason="accuracy: cosine vs FP32 below the bar with this group in INT8")
             cp = write(p)
-            trials.append((fidelity(cp).cosine_min, g, nodes, p, cp))
+            trials.append((_score(fidelity(cp)), g, nodes, p, cp))
         best = max(trials, key=lambda t: t[0])
         for t in trials:
             if t is not best:
@@ -312,9 +320,14 @@ def _repair_fidelity(plan, members, decisions, write, fidelity, search):
         decisions[g.name] = GroupDecision(group=g.name, quantized_nodes=len(nodes), decision="float",
                                           reason="accuracy", cosine_float=cos,
                                           note=f"cosine vs FP32 {cos:.5f} with this group float")  # fmt: skip
-    if fid.cosine_min < search.min_cosine:
+    if reason := fails(fid):
         raise QualityGateError(
-            f"no placement reaches cosine {search.min_cosine} vs FP32 (best {fid.cosine_min:.5f}); calibrate on "
-            "more representative data, try method='percentile', or lower the bar (SearchConfig.min_cosine)."
+            f"no placement reaches cosine {search.min_cosine} vs FP32 (best: {reason}); calibrate on more "
+            "representative data, try method='percentile', or lower the bar (SearchConfig.min_cosine)."
         )
     return current, path, fid
+
+
+def _score(fid: Agreement) -> float:
+    """A candidate's worst cosine for ranking; one with a NaN/Inf output ranks below every measured one."""
+    return -math.inf if fid.problem else fid.cosine

@@ -33,11 +33,11 @@ class QuantReport:
         model: model name.
         device: the device card (``DeviceCard.to_dict()``) the latencies were measured on.
         latency: ``{"fp32_ms", "int8_ms", "speedup", "threads"}``.
-        fidelity: ``Fidelity.to_dict()`` of the written model vs FP32.
+        fidelity: ``Agreement.to_dict()`` (:mod:`edgeformer.compare`) of the written model vs FP32.
         groups: one dict per group: ``group``, ``quantized_nodes``, ``decision``, ``reason``, timings,
             ``sqnr_db`` (worst tensor), ``alone_cosine`` (the group quantized alone).
         tensors: per-tensor SQNR rows (``TensorSqnr.to_dict()``).
-        candidates: the timed placements (label, latency, cosine) for the latency-vs-fidelity plot.
+        candidates: the timed placements (label, latency, cosine; ``Candidate.to_dict()``) for the plot.
         accuracy: ``BudgetResult.to_dict()`` or ``{"fp32_top1", "int8_top1"}``; ``None`` without eval data.
         search: the search settings and bounds met.
         calibration: ``CalibrationSummary.to_dict()``: samples used and skipped, the method used (a fallback
@@ -63,7 +63,7 @@ class QuantReport:
         kept = [g for g in self.groups if g.get("decision") == "float"]
         return {
             "latency": self.latency,
-            "fidelity": {k: self.fidelity.get(k) for k in ("cosine_min", "cosine_mean", "top1_agreement")},
+            "fidelity": {k: self.fidelity.get(k) for k in ("cosine", "cosine_mean", "top1_agreement", "problem")},
             "float_groups": {
                 "latency": sum(g["reason"] == "latency" for g in kept),
                 "accuracy": sum(g["reason"] == "accuracy" for g in kept),
@@ -85,8 +85,9 @@ class QuantReport:
             f"| p50 latency (ms) | {_num(lat.get('fp32_ms'))} | {_num(lat.get('int8_ms'))} |",
             "",
             f"Speed-up: **{_num(lat.get('speedup'), '.2f')}x**. Fidelity vs FP32 on {fid.get('samples')} "
-            f"{fid.get('on')}: cosine min {_num(fid.get('cosine_min'), '.5f')}, mean "
-            f"{_num(fid.get('cosine_mean'), '.5f')}, top-1 agreement {_num(fid.get('top1_agreement'), '.3f')}.",
+            f"{fid.get('on')}: cosine min {_num(fid.get('cosine'), '.5f')}, mean "
+            f"{_num(fid.get('cosine_mean'), '.5f')}, top-1 agreement {_num(fid.get('top1_agreement'), '.3f')}."
+            + (f" **Not measurable: {fid['problem']}.**" if fid.get("problem") else ""),
         ]
         if self.calibration:
             c = self.calibration
@@ -151,12 +152,14 @@ def plot(report: QuantReport, path: str | Path) -> None:
     ax1.set_title("per-group SQNR (orange: kept float)")
     cands = report.candidates
     if cands:
-        ax2.scatter([c["latency_ms"] for c in cands], [c["cosine_min"] for c in cands], s=14)
-        for c in cands[:1]:
-            ax2.annotate(c["label"], (c["latency_ms"], c["cosine_min"]), fontsize=7)
+        # a candidate with a NaN/Inf output has no cosine (None): it cannot be placed on the axis
+        measured = [c for c in cands if c["cosine"] is not None]
+        ax2.scatter([c["latency_ms"] for c in measured], [c["cosine"] for c in measured], s=14)
+        for c in measured[:1]:
+            ax2.annotate(c["label"], (c["latency_ms"], c["cosine"]), fontsize=7)
     lat = report.latency
-    if lat.get("int8_ms") is not None:
-        ax2.scatter([lat["int8_ms"]], [report.fidelity.get("cosine_min", 1.0)], marker="*", s=120, color="tab:red",
+    if lat.get("int8_ms") is not None and report.fidelity.get("cosine") is not None:
+        ax2.scatter([lat["int8_ms"]], [report.fidelity["cosine"]], marker="*", s=120, color="tab:red",
                     label="chosen")  # fmt: skip
     if lat.get("fp32_ms") is not None:
         ax2.scatter([lat["fp32_ms"]], [1.0], marker="s", s=40, color="black", label="FP32")

@@ -18,13 +18,12 @@ import numpy as np
 import onnx
 
 from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, check_output_path
+from ..compare import compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, QualityGateError
 from ..modelfile import graph_io, load_onnx
 from ..profiling import device_card
 from .budget import apply_budget, load_eval, top1
 from .config import QuantConfig
-from .fidelity import compare_outputs
-from .ort_adapter import run_model
 from .placement import LatencyFn, SearchConfig, ort_latency, search_placement
 from .quantize import calibrate, quantize, refuse_quantized
 from .recipe import default_plan, node_groups
@@ -87,8 +86,8 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
         pre_model = onnx.load(str(pre))
         plan0 = default_plan(pre_model, config)
         groups = node_groups(pre_model, search.level)
-        feeds = _fidelity_feeds(data, config)
-        reference = run_model(src.model_path, feeds, threads=search.threads)
+        feeds, on = _fidelity_feeds(data, config)
+        reference = run_all(ort_runner(src.model_path, search.threads), feeds)
         eval_set = (load_eval(eval_data, inputs=inputs, preprocessing=src.manifest.preprocessing,
                               labels=src.manifest.labels) if eval_data is not None else None)  # fmt: skip
         metric = (lambda p: top1(p, eval_set, threads=search.threads)) if eval_set is not None else None
@@ -106,11 +105,13 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
         if eval_set is not None:
             fp32_top1 = top1(src.model_path, eval_set, threads=search.threads)
             if max_drop is not None:
-                # most sensitive first: lowest metric alone, then lowest cosine alone, then lowest SQNR
+                # most sensitive first: lowest metric alone, then lowest cosine alone (a NaN/Inf output
+                # lowest of all), then lowest SQNR
                 def rank(name: str) -> tuple[float, float, float]:
                     a = alone.get(name)
-                    return (a.metric if a and a.metric is not None else math.inf,
-                            a.cosine_min if a else math.inf, per_group.get(name, math.inf))  # fmt: skip
+                    cos = math.inf if a is None else -math.inf if a.problem else a.cosine
+                    return (a.metric if a and a.metric is not None else math.inf, cos,
+                            per_group.get(name, math.inf))  # fmt: skip
 
                 order = sorted(decisions, key=rank)
                 budget = apply_budget(pre, ranges, plan, groups, config, eval_set=eval_set, max_drop=max_drop,
@@ -124,7 +125,7 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
                     )  # fmt: skip
             else:
                 accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
-        fidelity = compare_outputs(reference, run_model(chosen, feeds, threads=search.threads))
+        fidelity = compare_outputs(reference, run_all(ort_runner(chosen, search.threads), feeds), rows=True, on=on)
         t_fp32, t_int8 = lat([src.model_path, chosen])
         core = quantize(src, config, calibration=calibration, out=tmp / "core", plan=plan)
         report = QuantReport(
@@ -134,7 +135,7 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
                      "speedup": round(t_fp32 / t_int8, 3) if t_int8 > 0 else None, "threads": search.threads},
             fidelity=fidelity.to_dict(),
             groups=[{**d.to_dict(), "sqnr_db": _round(per_group.get(d.group)),
-                     "alone_cosine": _round(alone[d.group].cosine_min, 6) if d.group in alone else None,
+                     "alone_cosine": _round(alone[d.group].cosine, 6) if d.group in alone else None,
                      "alone_top1": alone[d.group].metric if d.group in alone else None}
                     for d in decisions.values()],
             tensors=[t.to_dict() for t in sqnr],
@@ -158,16 +159,17 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
             )  # fmt: skip
             result = w.commit(manifest)
     log.info("quantized %s with placement search: %.3f -> %.3f ms (%.2fx), cosine %.5f", src.manifest.model_name,
-             t_fp32, t_int8, t_fp32 / t_int8 if t_int8 else float("nan"), fidelity.cosine_min)  # fmt: skip
+             t_fp32, t_int8, t_fp32 / t_int8 if t_int8 else float("nan"), fidelity.cosine)  # fmt: skip
     return result
 
 
-def _fidelity_feeds(data: Any, config: QuantConfig) -> list[dict[str, np.ndarray]]:
-    """The same feeds the core's fidelity check uses; none at all is an error here (nothing to search on)."""
-    feeds, _ = data.fidelity_feeds(config.fidelity_samples)
+def _fidelity_feeds(data: Any, config: QuantConfig) -> tuple[list[dict[str, np.ndarray]], str]:
+    """The same feeds the core's fidelity check uses, and what they are; none at all is an error here (nothing
+    to search on)."""
+    feeds, on = data.fidelity_feeds(config.fidelity_samples)
     if not feeds:
         raise QualityGateError("no samples to check fidelity on; pass calibration data with at least one sample.")
-    return feeds
+    return feeds, on
 
 
 def _round(v: float | None, nd: int = 3) -> float | None:

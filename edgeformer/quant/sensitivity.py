@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .config import QuantConfig
-from .fidelity import compare_outputs
+from ..compare import compare_outputs, ort_runner, run_all
+from .config import QuantConfig, rounded_fields
 from .graph import GraphIndex
-from .ort_adapter import run_model, write_qdq
+from .ort_adapter import write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
 
@@ -154,18 +154,18 @@ class GroupAlone:
     """The model with only ``group`` quantized, compared with FP32 on the target."""
 
     group: str
-    cosine_min: float
+    cosine: float  # worst over the samples; NaN when an output was NaN/Inf (``problem`` says so)
     top1_agreement: float | None
     metric: float | None = None  # the eval metric (top-1 %), when eval data was given
+    problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "cosine_min": round(self.cosine_min, 6), "top1_agreement": self.top1_agreement,
-                "metric": self.metric}  # fmt: skip
+        return rounded_fields(self)
 
 
 def group_alone(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, groups: Sequence[NodeGroup],
                 config: QuantConfig, feeds: Sequence[Mapping[str, np.ndarray]],
-                reference: Sequence[Sequence[np.ndarray]], *, metric: Callable[[Path], float] | None = None,
+                reference: Sequence[Mapping[str, np.ndarray]], *, metric: Callable[[Path], float] | None = None,
                 max_groups: int | None = None, threads: int | None = None) -> list[GroupAlone]:  # fmt: skip
     """Quantize each group *alone* (the plan's nodes in it, nothing else) and measure it against FP32.
 
@@ -185,9 +185,9 @@ def group_alone(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, g
     with tempfile.TemporaryDirectory(prefix="edgeformer-sens-") as tmp:
         for i, (grp, nodes) in enumerate(cands):
             path = write_qdq(model_path, ranges, QuantPlan(tuple(nodes)), config, Path(tmp) / f"g{i}.onnx")
-            fid = compare_outputs(reference, run_model(path, feeds, threads=threads))
-            out.append(GroupAlone(group=grp.name, cosine_min=fid.cosine_min, top1_agreement=fid.top1_agreement,
-                                  metric=metric(path) if metric else None))  # fmt: skip
+            fid = compare_outputs(reference, run_all(ort_runner(path, threads), feeds), rows=True)
+            out.append(GroupAlone(group=grp.name, cosine=fid.cosine, top1_agreement=fid.top1_agreement,
+                                  metric=metric(path) if metric else None, problem=fid.problem))  # fmt: skip
             path.unlink()
     return out
 

@@ -12,9 +12,9 @@ import pytest
 
 import edgeformer
 from edgeformer.artifact import Artifact, Manifest
+from edgeformer.compare import ort_runner
 from edgeformer.compile.ort_optimize import OrtOptimizeConfig, check_source, compile_ort
 from edgeformer.errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, OutputExistsError
-from edgeformer.export.parity import ort_runner
 from edgeformer.modelfile import sniff
 
 from .test_openvino import IMAGE, LABELS, SIDE, qdq_artifact, tiny_model, write_artifact
@@ -53,7 +53,7 @@ def test_each_level_saves_a_faithful_model_and_records_where_it_runs(tiny, tmp_p
     assert m.extra["execution_provider"] == "CPUExecutionProvider" and m.extra["threads"] == 1
     load_level = "disable" if level == "all" else "all"  # the runtime applies layout transforms for its own CPU
     assert m.extra["session"] == {"graph_optimization": load_level, "providers": ["CPUExecutionProvider"], "threads": 1}
-    assert m.extra["fidelity"]["min_cosine"] >= 0.99999
+    assert m.extra["fidelity"]["cosine"] >= 0.99999
     with edgeformer.Session(art, threads=1) as s:  # the runtime opens it like any ONNX artifact
         got = s.run(feeds())["logits"]
     np.testing.assert_allclose(got, ort_runner(tiny.model_path)(feeds())["logits"], rtol=1e-4, atol=1e-5)
@@ -79,7 +79,7 @@ def test_ort_format_is_written_and_loads_back_in_onnxruntime(tiny, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], feeds())
     np.testing.assert_allclose(got, ort_runner(tiny.model_path)(feeds())["logits"], rtol=1e-4, atol=1e-5)
-    assert art.manifest.extra["fidelity"]["ort_format"]["min_cosine"] >= 0.99999
+    assert art.manifest.extra["fidelity"]["ort_format"]["cosine"] >= 0.99999
     ops = (art.path / "model.required_operators.config").read_text()
     assert "ai.onnx;" in ops and "Softmax" in ops and str(tmp_path) not in ops  # relocatable: no temp paths
 
@@ -93,14 +93,14 @@ def test_fp16_keeps_float32_inputs_and_outputs(tiny, tmp_path):
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert art.manifest.precision == "fp16" and "LayerNormalization" in art.manifest.extra["fp16"]["kept_fp32"]
     # fp16 weights and activations: ~3 significant digits, so the logits agree to well within 1e-3 in cosine
-    assert art.manifest.extra["fidelity"]["min_cosine"] >= 0.999
+    assert art.manifest.extra["fidelity"]["cosine"] >= 0.999
 
 
 def test_int8_optimizes_a_qdq_model(tiny, tmp_path):
     qdq = qdq_artifact(tmp_path / "int8-src", tiny)
     art = compile_ort(qdq, OrtOptimizeConfig(precision="int8"), tmp_path / "int8")
     assert art.manifest.precision == "int8"
-    assert art.manifest.extra["fidelity"]["min_cosine"] >= 0.999  # the same Q/DQ scales, fused into int8 kernels
+    assert art.manifest.extra["fidelity"]["cosine"] >= 0.999  # the same Q/DQ scales, fused into int8 kernels
 
 
 # --- refusals ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest, TensorSpec
+from edgeformer.compare import ort_runner
+from edgeformer.compile import tensorrt as trt_export
 from edgeformer.compile.tensorrt import (
     BuildPlan,
     InputProfile,
@@ -44,8 +46,7 @@ from edgeformer.errors import (
     ModelFileError,
     OutputExistsError,
 )
-from edgeformer.compile import tensorrt as trt_export
-from edgeformer.export.parity import fidelity, ort_runner, parity_inputs
+from edgeformer.export.parity import compare_on, parity_inputs
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import get_backend
 from edgeformer.runtimes import tensorrt as trt_runtime
@@ -471,8 +472,8 @@ def test_fp16_conversion_keeps_float32_io_and_fragile_ops_and_stays_close(tmp_pa
     assert {t.data_type for t in model.graph.initializer if t.name != "axes"} == {TensorProto.FLOAT}  # input untouched
     onnx.save(half, tmp_path / "half.onnx")
     feeds = parity_inputs({"pixels": (4, 3, 8, 8)}, kind="image", samples=3, seed=0)
-    report = fidelity(ort_runner_for(model), ort_runner(tmp_path / "half.onnx"), feeds)
-    assert report["samples"] == ["random-0", "random-1", "random-2", "natural"]
+    report = compare_on(ort_runner_for(model), ort_runner(tmp_path / "half.onnx"), feeds).to_dict()
+    assert report["samples"] == 4 and report["problem"] is None  # random-0..2 and natural
     assert report["outputs"]["logits"]["cosine"] > 0.999
     assert report["outputs"]["logits"]["top1_agreement"] == 1.0
     assert 0 < report["outputs"]["logits"]["max_abs"] < 0.05
@@ -485,14 +486,15 @@ def test_fidelity_reports_a_wrong_model():
         return {"logits": -ref(feeds)["logits"]}
 
     feeds = parity_inputs({"pixels": (8, 3, 8, 8)}, kind="image", samples=2, seed=1)
-    report = fidelity(ref, flipped, feeds)
-    assert report["min_cosine"] == pytest.approx(-1.0)
+    report = compare_on(ref, flipped, feeds).to_dict()
+    assert report["cosine"] == pytest.approx(-1.0)
     assert report["outputs"]["logits"]["top1_agreement"] < 0.5
-    assert fidelity(ref, lambda f: {}, feeds)["outputs"]["logits"]["problem"] == "missing"
+    missing = compare_on(ref, lambda f: {}, feeds)
+    assert missing.to_dict()["outputs"]["logits"]["problem"] == "missing from the candidate's outputs"
+    assert missing.meets(min_cosine=-1.0)  # the loosest gate still fails
 
 
 def test_names_moved_out_of_the_module_stay_importable_from_it():
-    assert trt_export.fidelity is fidelity
     assert (trt_export.quarantine, trt_export.write_bytes_atomic) == (quarantine, write_bytes_atomic)
 
 
@@ -542,4 +544,4 @@ def test_engine_builds_runs_and_matches_onnx(tmp_path, precision):
     with pytest.raises(BackendUnavailableError, match="rebuild with `edgeformer compile"):
         edgeformer.Session(foreign, backend="tensorrt")
     again = compile_tensorrt(src, cfg, tmp_path / "engine2")  # reuses and re-saves the shared timing cache
-    assert again.manifest.extra["fidelity"]["min_cosine"] == pytest.approx(m.extra["fidelity"]["min_cosine"], abs=0.01)
+    assert again.manifest.extra["fidelity"]["cosine"] == pytest.approx(m.extra["fidelity"]["cosine"], abs=0.01)

@@ -283,6 +283,14 @@ def test_parity_cosine_takes_the_worst_output_at_any_depth():
     assert parity_cosine({"min_cosine": 0.99}) is None
     assert parity_cosine({"outputs": [{"cosine": 0.9999}, {"cosine": 0.999}], "min_cosine": 0.5}) == 0.999
     assert parity_cosine({"logits": {"cosine": 0.98}, "dist": {"cosine": 1.0}}) == 0.98
+    # the record compare.Agreement.to_dict() writes: a NaN output leaves its cosine None and says why
+    record = {
+        "cosine": None,
+        "problem": "dist: NaN/Inf",
+        "outputs": {"logits": {"cosine": 0.98, "problem": None}, "dist": {"cosine": None, "problem": "NaN/Inf"}},
+    }
+    assert parity_cosine(record) is None  # the worst is unknown, not the best of the rest
+    assert parity_cosine({"cosine": 0.98, "problem": None, "outputs": {"logits": {"cosine": 0.98}}}) == 0.98
 
 
 @pytest.mark.slow  # the dynamo exporter takes ~20 s even for a tiny module

@@ -4,10 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
+from edgeformer.compare import ort_runner, run_all
 from edgeformer.errors import AccuracyBudgetError, CalibrationError
 from edgeformer.quant import QuantConfig, compute_ranges, default_plan, node_groups, open_calibration, preprocess
 from edgeformer.quant.budget import apply_budget, load_eval, top1
-from edgeformer.quant.ort_adapter import run_model
 
 from .conftest import RES, save_image
 
@@ -16,7 +16,8 @@ from .conftest import RES, save_image
 def eval_npz(artifact, tmp_path):
     """Labels = the FP32 model's own predictions, so FP32 scores 100%."""
     x = np.random.default_rng(5).standard_normal((24, 3, RES, RES)).astype(np.float32)
-    y = np.array([o[0].argmax() for o in run_model(artifact.model_path, [{"input": x[i : i + 1]} for i in range(24)])])
+    outs = run_all(ort_runner(artifact.model_path), [{"input": x[i : i + 1]} for i in range(24)])
+    y = np.array([o["logits"].argmax() for o in outs])
     path = tmp_path / "eval.npz"
     np.savez(path, x=x, y=y)
     return path

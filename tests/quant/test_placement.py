@@ -7,11 +7,17 @@ import onnx
 import pytest
 
 from edgeformer.artifact import Artifact
+from edgeformer.compare import compare_outputs, ort_runner, run_all
 from edgeformer.errors import ConfigError
-from edgeformer.quant import QuantConfig, compute_ranges, default_plan, node_groups, open_calibration, preprocess
-from edgeformer.quant.fidelity import compare_outputs
-from edgeformer.quant.ort_adapter import run_model
-from edgeformer.quant import quantize_search
+from edgeformer.quant import (
+    QuantConfig,
+    compute_ranges,
+    default_plan,
+    node_groups,
+    open_calibration,
+    preprocess,
+    quantize_search,
+)
 from edgeformer.quant.placement import SearchConfig, ort_latency, search_placement
 
 from .conftest import RES, attention_model
@@ -24,7 +30,7 @@ def prepared(artifact, calib_npz, tmp_path):
     pre = preprocess(artifact.model_path, tmp_path / "pre.onnx", cfg)
     model = onnx.load(str(pre))
     ranges = compute_ranges(pre, data.reader, cfg)
-    reference = run_model(artifact.model_path, data.holdout)
+    reference = run_all(ort_runner(artifact.model_path), data.holdout)
     (tmp_path / "cands").mkdir()
     return cfg, pre, model, ranges, data.holdout, reference
 
@@ -65,7 +71,7 @@ def test_a_group_whose_int8_is_slower_is_kept_float_for_latency(prepared, tmp_pa
     assert "pw" in result.plan.nodes_to_quantize and by_group["pw"].decision == "int8"
     assert result.plan.reasons["head"].startswith("latency")
     assert "head" not in int8_nodes(result.path) and "pw" in int8_nodes(result.path)
-    assert result.fidelity.cosine_min >= 0.99
+    assert result.fidelity.cosine >= 0.99
 
 
 def test_search_stops_at_max_candidates_and_leaves_the_rest_default(prepared, tmp_path):
@@ -88,8 +94,8 @@ def test_real_measurement_search_is_bounded_and_returns_a_valid_model(prepared, 
                               workdir=tmp_path / "cands", search=search)  # fmt: skip
     assert result.searched <= 3
     assert result.plan.nodes_to_quantize
-    fid = compare_outputs(reference, run_model(result.path, feeds))
-    assert fid.cosine_min >= 0.999
+    fid = compare_outputs(reference, run_all(ort_runner(result.path), feeds), rows=True)
+    assert fid.cosine >= 0.999
     assert all(c.latency_ms > 0 for c in result.candidates)
 
 
@@ -119,9 +125,9 @@ def test_quantize_search_writes_the_chosen_plan_and_a_hashed_report(artifact, ca
     plan = json.loads((out / "plan.json").read_text())
     floated = {g["group"] for g in report["groups"] if g["decision"] == "float"}
     assert not floated & set(plan["nodes_to_quantize"])
-    assert report["fidelity"]["cosine_min"] >= 0.999
+    assert report["fidelity"]["cosine"] >= 0.999
     assert report["latency"]["fp32_ms"] > 0 and report["device"]["device_id"]
-    assert loaded.manifest.extra["placement"]["fidelity"]["cosine_min"] >= 0.999
+    assert loaded.manifest.extra["placement"]["fidelity"]["cosine"] >= 0.999
     assert result.manifest.step_config["search"]["rounds"] == 1
 
 

@@ -13,6 +13,7 @@ from edgeformer.errors import ConfigError, DynamicShapeError, InvalidInputError,
 from edgeformer.quant import (
     QuantConfig,
     QuantPlan,
+    check_fidelity,
     compute_ranges,
     default_plan,
     node_groups,
@@ -84,7 +85,7 @@ def test_quantize_writes_an_int8_artifact_with_lineage_and_fidelity(artifact, ca
     calib, fid = m.extra["calibration"], m.extra["fidelity"]
     assert calib["used"] == 16 and calib["holdout"] == 8 and calib["skipped"] == 0
     assert fid["samples"] == 8 and fid["on"] == "held-out samples"
-    assert fid["cosine_min"] > 0.99 and fid["top1_agreement"] is not None
+    assert fid["cosine"] > 0.99 and fid["top1_agreement"] is not None and fid["problem"] is None
     assert m.extra["plan"]["quantized_by_op"] == {"Add": 1, "Conv": 1, "Gemm": 1, "MatMul": 4}
     assert (q.path / "plan.json").is_file()
 
@@ -139,6 +140,20 @@ def test_fidelity_gate_refuses_to_write_a_divergent_model(artifact, calib_npz, t
     with pytest.raises(QualityGateError, match=r"diverges from FP32.*nothing was written"):
         quantize(artifact, FAST.replace(min_cosine=1.0), calib=calib_npz, out=tmp_path / "int8")
     assert not (tmp_path / "int8").exists() and not list(tmp_path.glob(".int8*"))
+
+
+def test_fidelity_gate_refuses_nan_outputs_however_low_the_bar(artifact, calib_npz, tmp_path):
+    # `nan < min_cosine` is False: a bare comparison would let a model that outputs NaN through any bar
+    model = onnx.load(str(artifact.model_path))
+    producer = next(n for n in model.graph.node if "logits" in n.output)
+    producer.output[list(producer.output).index("logits")] = "logits_raw"
+    model.graph.node.append(onnx.helper.make_node("Mul", ["logits_raw", "nan"], ["logits"]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan"))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    data = open_calibration(calib_npz, inputs=artifact.manifest.inputs, preprocessing=None, config=FAST)
+    with pytest.raises(QualityGateError, match=r"diverges from FP32 on 8 held-out samples: logits: NaN/Inf: 10 NaN"):
+        check_fidelity(artifact.model_path, tmp_path / "nan.onnx", data, FAST.replace(min_cosine=-1.0))
+    assert check_fidelity(artifact.model_path, artifact.model_path, data, FAST.replace(min_cosine=1.0)).cosine == 1.0
 
 
 def test_only_the_attn_v_matmul_is_quantized_when_attention_matmuls_are_on(artifact, calib_npz, tmp_path):
@@ -371,5 +386,5 @@ def test_a_graph_ort_symbolic_inference_cannot_follow_still_quantizes(tmp_path, 
     with caplog.at_level(logging.WARNING, logger="edgeformer.quant.ort_adapter"):
         q = quantize(fp32, QuantConfig(calib_size=4, fidelity_samples=2), calib="synthetic", out=tmp_path / "int8")
     assert "symbolic shape inference failed" in caplog.text
-    assert q.manifest.precision == "int8" and q.manifest.extra["fidelity"]["cosine_min"] > 0.99
+    assert q.manifest.precision == "int8" and q.manifest.extra["fidelity"]["cosine"] > 0.99
     assert list(cwd.iterdir()) == []  # nothing left behind in the user's folder

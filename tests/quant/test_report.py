@@ -15,7 +15,14 @@ def make_report() -> QuantReport:
         model="tiny",
         device={"device_id": "abc123", "label": "test CPU"},
         latency={"fp32_ms": 2.0, "int8_ms": 1.0, "speedup": 2.0, "threads": 2},
-        fidelity={"samples": 8, "cosine_min": 0.9995, "cosine_mean": 0.9998, "top1_agreement": 1.0, "on": "held-out"},
+        fidelity={
+            "samples": 8,
+            "cosine": 0.9995,
+            "cosine_mean": 0.9998,
+            "top1_agreement": 1.0,
+            "on": "held-out",
+            "problem": None,
+        },
         groups=[
             {
                 "group": "stages.0.blocks.0",
@@ -44,7 +51,7 @@ def make_report() -> QuantReport:
             {"tensor": "pooled", "kind": "activation", "node": "head", "sqnr_db": 12.0},
             {"tensor": "w", "kind": "weight", "node": "fc", "sqnr_db": None},
         ],
-        candidates=[{"label": "default", "quantized_nodes": 5, "latency_ms": 1.1, "cosine_min": 0.9991}],
+        candidates=[{"label": "default", "quantized_nodes": 5, "latency_ms": 1.1, "cosine": 0.9991}],
         accuracy={"fp32_top1": 90.0, "int8_top1": 89.6, "max_drop": 0.5, "fallbacks": []},
     )
 
@@ -61,6 +68,22 @@ def test_report_files_are_written_and_the_png_is_a_real_png(tmp_path):
     assert "| head | 1 | float | accuracy |" in md and "x/y" in md  # pipes in notes cannot break the table
     assert "2.00x" in md and "INT8 89.60" in md and "abc123" in md
     assert md.index("| pooled |") < md.index("| w |")  # worst SQNR first; unknown (exact) last
+    assert "cosine min 0.99950, mean 0.99980" in md and "Not measurable" not in md
+
+
+def test_an_unmeasurable_fidelity_is_said_and_left_off_the_plot(tmp_path):
+    base = make_report()
+    broken = QuantReport(**{
+        **base.to_dict(),
+        "fidelity": {**base.fidelity, "cosine": None, "cosine_mean": None, "problem": "logits: NaN/Inf: 2 NaN"},
+        "candidates": [*base.candidates, {"label": "head float", "quantized_nodes": 4, "latency_ms": 1.0,
+                                          "cosine": None}],
+    })  # fmt: skip
+    write_report(tmp_path, broken)
+    md = (tmp_path / MD_NAME).read_text()
+    assert "cosine min -, mean -" in md and "**Not measurable: logits: NaN/Inf: 2 NaN.**" in md
+    assert broken.summary()["fidelity"] == {"cosine": None, "cosine_mean": None, "top1_agreement": 1.0,
+                                            "problem": "logits: NaN/Inf: 2 NaN"}  # fmt: skip
 
 
 def test_summary_counts_float_groups_by_reason():
