@@ -108,8 +108,8 @@ def export_cmd(
     console.print(f"[green]✓[/green] {artifact.summary()}")
     parity = artifact.manifest.extra.get("parity") or {}
     rows = [
-        (o.get("name"), f"{o.get('max_abs', 0):.2e}", f"{o.get('max_rel', 0):.2e}", f"{o.get('cosine', 0):.6f}")
-        for o in parity.get("outputs", [])
+        (name, f"{o.get('max_abs') or 0:.2e}", f"{o.get('max_rel') or 0:.2e}", f"{o.get('cosine') or 0:.6f}")
+        for name, o in (parity.get("outputs") or {}).items()
     ]
     if rows:
         console.print(table("parity vs torch (worst over samples)", ("output", "max abs", "max rel", "cosine"), rows))

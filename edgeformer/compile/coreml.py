@@ -23,6 +23,7 @@ from ..export import coreml as cm
 from ..export.coreml import CoreMlConfig as CoreMlConfig  # the table finds config and probe beside compile_coreml
 from ..export.coreml import available as available
 from ..export.parity import compare_on, parity_record
+from ..inputs import ImageInput
 from ..models import get_spec
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def parent_arch_overrides(artifact: Artifact) -> dict[str, Any]:
             "rebuild; convert the module itself: edgeformer.export(module, fmt='coreml', ...) or "
             "compile_coreml_module(module, example_inputs, out=...)."
         ) from e
-    recorded = m.extra.get("arch") or {}
+    recorded = m.lineage.arch or {}
     default = json.loads(json.dumps(spec.arch.to_dict(), default=str))
     if unknown := sorted(set(recorded) - set(default)):
         raise ModelFileError(
@@ -74,8 +75,7 @@ def parent_shape(artifact: Artifact, cfg: CoreMlConfig) -> tuple[int, int | None
             f"{where} has a fixed batch of {lead}; drop --batch {cfg.batch}, or re-export the ONNX "
             "with a dynamic batch."
         )
-    pre = m.preprocessing or {}
-    resolution = pre.get("resolution") if pre.get("kind") == "image" else None
+    resolution = m.preprocessing.resolution if isinstance(m.preprocessing, ImageInput) else None
     if cfg.resolution is not None and cfg.resolution != resolution:
         raise ConfigError(
             f"{where} was exported at resolution {resolution}; drop --resolution {cfg.resolution}, "
@@ -86,7 +86,7 @@ def parent_shape(artifact: Artifact, cfg: CoreMlConfig) -> tuple[int, int | None
 
 def parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
     """``cfg.checkpoint`` if it is the file the parent was exported with (sha256), ``None`` if there was none."""
-    recorded, where, given = artifact.manifest.extra.get("checkpoint"), artifact.path, cfg.checkpoint
+    recorded, where, given = artifact.manifest.lineage.checkpoint, artifact.path, cfg.checkpoint
     if recorded is None:
         if given is not None:
             raise ConfigError(
@@ -95,7 +95,7 @@ def parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
                 "checkpoint=...)."
             )
         return None
-    named = f"{recorded.get('file')} (sha256 {str(recorded.get('sha256'))[:12]}...)"
+    named = f"{recorded.file} (sha256 {recorded.sha256[:12]}...)"
     if given is None:
         raise ConfigError(
             f"{where} was exported with the checkpoint {named}; CoreML converts from torch, so pass "
@@ -103,12 +103,9 @@ def parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
         )
     if not given.is_file():
         raise ConfigError(f"checkpoint {given} not found; check the --checkpoint path.")
-    if sha256_file(given) != recorded.get("sha256"):
+    if sha256_file(given) != recorded.sha256:
         raise ConfigError(f"{given} is not the checkpoint {where} was exported with, {named}; pass that file.")
     return given
-
-
-__all__ = ["parent_arch_overrides", "parent_checkpoint", "parent_shape"]
 
 
 def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrite: bool = False) -> Artifact:
@@ -172,3 +169,6 @@ def _source_check(src: Any, parent: Artifact) -> dict[str, Any]:
 
 
 # --- conversion, checks, writing --------------------------------------------------------------------
+
+
+__all__ = ["CoreMlConfig", "available", "compile_coreml", "parent_arch_overrides", "parent_checkpoint", "parent_shape"]

@@ -164,7 +164,7 @@ def check_source(artifact: Artifact, config: OpenVinoConfig) -> None:
 
 def feed_shapes(artifact: Artifact) -> dict[str, tuple[int, ...]]:
     """Batch-1 shapes of every input; symbolic image sides take the recorded preprocessing resolution."""
-    resolution = (artifact.manifest.preprocessing or {}).get("resolution")
+    resolution = getattr(artifact.manifest.preprocessing, "resolution", None)
     try:
         infos = [TensorInfo(name=t.name, shape=t.shape, dtype=t.dtype) for t in artifact.manifest.inputs]
         return {i.name: concrete_shape(i, batch=1, resolution=resolution) for i in infos}
@@ -178,7 +178,7 @@ def feed_shapes(artifact: Artifact) -> dict[str, tuple[int, ...]]:
 def fidelity_inputs(artifact: Artifact, samples: int, seed: int = 1) -> dict[str, dict[str, np.ndarray]]:
     """Seeded batch-1 inputs for a fidelity check (plus a natural one for images and audio)."""
 
-    kind = (artifact.manifest.preprocessing or {}).get("kind")
+    kind = getattr(artifact.manifest.preprocessing, "kind", None)
     dtypes = {t.name: t.dtype for t in artifact.manifest.inputs}
     return parity_inputs(feed_shapes(artifact), kind=kind, samples=samples, seed=seed, dtypes=dtypes)
 

@@ -422,7 +422,7 @@ def _check_fidelity(
 
     shapes = {p.name: p.opt for p in profile}
     dtypes = {t.name: t.dtype for t in parent.manifest.inputs}
-    kind = (parent.manifest.preprocessing or {}).get("kind")
+    kind = getattr(parent.manifest.preprocessing, "kind", None)
     inputs = parity_inputs(shapes, kind=kind, samples=config.fidelity_samples, seed=0, dtypes=dtypes)
     session = TensorRtSession(engine, SessionOptions(providers=(f"cuda:{config.device}",)))
     try:

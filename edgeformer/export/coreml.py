@@ -57,7 +57,6 @@ from ..artifact import (
     TensorSpec,
     check_output_path,
     now_iso,
-    sha256_file,
     tool_versions,
 )
 from ..compare import min_cosine_problem, ort_runner
@@ -354,10 +353,6 @@ def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra)
             "weight_threshold": INT8_WEIGHT_THRESHOLD,
             "compute": "fp16",
         }
-    if checkpoint is not None:
-        extra["checkpoint"] = {"file": checkpoint.name, "sha256": sha256_file(checkpoint)}
-    if src.arch is not None:
-        extra["arch"] = src.arch
     pm = parent.manifest if parent is not None else None
     manifest = Manifest(
         format="coreml",
@@ -367,8 +362,9 @@ def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra)
         task=pm.task if pm else src.task,
         inputs=tuple(TensorSpec(name=t.name, shape=t.shape, dtype=t.dtype) for t in info.inputs),
         outputs=tuple(TensorSpec(name=t.name, shape=t.shape, dtype=t.dtype) for t in info.outputs),
-        preprocessing=pm.preprocessing if pm else (src.input_spec.to_dict() if src.input_spec is not None else None),
+        preprocessing=pm.preprocessing if pm else src.input_spec,
         labels=pm.labels if pm else src.labels,
+        lineage=src.lineage(checkpoint),
         step="compile" if pm else "export",
         step_config=dataclasses.asdict(dataclasses.replace(cfg, batch=src.batch, resolution=src.resolution)),
         parent_sha=parent.sha if parent is not None else None,
@@ -411,7 +407,7 @@ def _weights(src: Any, checkpoint: Path | None, cfg: CoreMlConfig) -> str:
 
 def _embeddable(manifest: Manifest) -> Manifest:
     """The manifest as the package carries it: without file hashes, which cannot cover their own package."""
-    return Manifest.from_dict({**json.loads(manifest.to_json()), "files": {}})
+    return Manifest.load({**json.loads(manifest.to_json()), "files": {}})
 
 
 def _set_metadata(mlmodel: Any, manifest: Manifest) -> None:
@@ -419,7 +415,7 @@ def _set_metadata(mlmodel: Any, manifest: Manifest) -> None:
     mlmodel.short_description = f"{manifest.model_name} ({manifest.task}, {manifest.precision}), made by edgeformer"
     mlmodel.author = "edgeformer"
     mlmodel.version = manifest.tool_versions.get("edgeformer", "")
-    kind = (manifest.preprocessing or {}).get("kind")
+    kind = getattr(manifest.preprocessing, "kind", None)
     for t in manifest.inputs:
         mlmodel.input_description[t.name] = {
             "image": "normalized float NCHW image; resize, crop, mean and std are in the edgeformer manifest",
@@ -458,7 +454,6 @@ __all__ = [
     "PRECISIONS",
     "CoreMlConfig",
     "available",
-    "compile_coreml",
     "compile_coreml_module",
     "export_coreml",
 ]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..artifact import Artifact, ArtifactWriter, Manifest, now_iso, sha256_file, tool_versions
+from ..artifact import Artifact, ArtifactWriter, Manifest, now_iso, tool_versions
 from ..compare import Agreement, ort_runner
 from ..errors import ConfigError, InvalidInputError, ParityError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
@@ -142,13 +142,14 @@ def export_onnx(
             task=src.task,
             inputs=inputs,
             outputs=outputs,
-            preprocessing=src.input_spec.to_dict() if src.input_spec is not None else None,
+            preprocessing=src.input_spec,
             labels=src.labels,
             step="export",
             step_config=resolved.to_dict(),
             parent_sha=None,
             tool_versions=tool_versions(),  # filled here (not by commit) so the embedded copy carries them too
             created=now_iso(),
+            lineage=src.lineage(checkpoint),
             extra=_extra(src, resolved, optimizer, export_s, checkpoint),
         )
         _save(proto, manifest, path)
@@ -348,10 +349,4 @@ def _extra(
         "export_seconds": round(export_s, 2),
         "optimizer": optimizer,
     }
-    if src.arch is not None:
-        extra["arch"] = src.arch
-    if src.label_set is not None:
-        extra["label_set"] = src.label_set
-    if checkpoint is not None:
-        extra["checkpoint"] = {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))}
     return extra

@@ -35,7 +35,7 @@ from ..artifact import TensorSpec
 from ..data.audio import AudioFileError, check_sample_rate, fix_length, log_mel, read_wav
 from ..data.images import as_image_input, load_image
 from ..errors import CalibrationError, ConfigError, DynamicShapeError, InvalidInputError
-from ..inputs import AudioInput
+from ..inputs import AudioInput, ImageInput, InputSpec, input_spec_from_dict
 from .config import QuantConfig
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,7 @@ class ImageFolderSource(SampleSource):
 
     kind = "images"
 
-    def __init__(self, files: Sequence[Path], root: Path, input_: TensorSpec, preprocessing: Mapping[str, Any]) -> None:
-
+    def __init__(self, files: Sequence[Path], root: Path, input_: TensorSpec, preprocessing: ImageInput) -> None:
         self.files, self.input_name, self.inputs = list(files), input_.name, [input_]
         self.names = [f.relative_to(root).as_posix() for f in files]
         self.spec = as_image_input(preprocessing)
@@ -213,12 +212,10 @@ class WavFolderSource(SampleSource):
 
     kind = "audio"
 
-    def __init__(self, files: Sequence[Path], root: Path, input_: TensorSpec, preprocessing: Mapping[str, Any]) -> None:
-
+    def __init__(self, files: Sequence[Path], root: Path, input_: TensorSpec, preprocessing: AudioInput) -> None:
         self.files, self.input_name, self.inputs = list(files), input_.name, [input_]
         self.names = [f.relative_to(root).as_posix() for f in files]
-        known = {f.name for f in dataclasses.fields(AudioInput)}
-        self.spec = AudioInput(**{k: v for k, v in preprocessing.items() if k in known})
+        self.spec = preprocessing
 
     def load(self, i: int) -> dict[str, np.ndarray]:
 
@@ -321,11 +318,10 @@ class SyntheticSource(SampleSource):
     kind = "synthetic"
 
     def __init__(self, inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], n: int, seed: int,
-                 preprocessing: Mapping[str, Any] | None) -> None:  # fmt: skip
+                 preprocessing: InputSpec | None) -> None:  # fmt: skip
         self.inputs, self.shapes, self.seed = list(inputs), dict(shapes), seed
         self.names = [f"synthetic[{i}]" for i in range(n)]
-        self.waveform = bool(preprocessing and preprocessing.get("kind") == "audio"
-                             and preprocessing.get("frontend") == "graph")  # fmt: skip
+        self.waveform = isinstance(preprocessing, AudioInput) and preprocessing.frontend == "graph"
 
     def load(self, i: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, i])  # per-sample stream: sample i is the same whatever is drawn
@@ -337,14 +333,18 @@ class SyntheticSource(SampleSource):
 
 
 # --- entry point -------------------------------------------------------------------------------
-def open_calibration(calib: Any, *, inputs: Sequence[TensorSpec], preprocessing: Mapping[str, Any] | None,
+def open_calibration(calib: Any, *, inputs: Sequence[TensorSpec], preprocessing: InputSpec | Mapping[str, Any] | None,
                      config: QuantConfig) -> CalibrationData:  # fmt: skip
     """Open ``calib`` (folder, ``.npy``/``.npz``, ``"synthetic"`` or a reader) for the model's ``inputs``.
+
+    ``preprocessing`` is the artifact's input spec (its JSON form is accepted too).
 
     Raises:
         CalibrationError: an empty folder, unreadable arrays, or data that does not fit the model.
         DynamicShapeError: synthetic data for a model with symbolic non-batch dimensions.
     """
+    if isinstance(preprocessing, Mapping):
+        preprocessing = input_spec_from_dict(preprocessing)
     floats = [t for t in inputs if t.dtype.startswith("float")]
     if len(floats) != len(inputs) or not inputs:
         raise CalibrationError(
@@ -399,7 +399,7 @@ def _drain(reader: SampleReader) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _open_path(path: Path, inputs: Sequence[TensorSpec], preprocessing: Mapping[str, Any] | None):
+def _open_path(path: Path, inputs: Sequence[TensorSpec], preprocessing: InputSpec | None):
     if not path.exists():
         raise CalibrationError(
             f"calibration data {path} does not exist; pass a folder, a .npy/.npz file or 'synthetic'."
@@ -411,7 +411,7 @@ def _open_path(path: Path, inputs: Sequence[TensorSpec], preprocessing: Mapping[
         if len(source) == 0:
             raise CalibrationError(f"{path}: holds no samples (axis 0 is empty).")
         return source, CalibrationSummary(source=str(path), kind="arrays", found=len(source))
-    kind = (preprocessing or {}).get("kind")
+    kind = preprocessing.kind if preprocessing is not None else None
     if kind not in ("image", "audio"):
         raise CalibrationError(
             f"{path}: the model records no image/audio preprocessing (a bare ONNX from elsewhere?), so files cannot be "
@@ -467,7 +467,7 @@ def _batch_size(inputs: Sequence[TensorSpec]) -> int:
 
 
 def _synthetic_shapes(
-    inputs: Sequence[TensorSpec], preprocessing: Mapping[str, Any] | None
+    inputs: Sequence[TensorSpec], preprocessing: InputSpec | None
 ) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for t in inputs:

@@ -166,7 +166,7 @@ class PackageInfo:
         if text is None:
             return None
         try:
-            return Manifest.from_dict(json.loads(text), source=f"{source} (embedded manifest)")
+            return Manifest.load(json.loads(text), source=f"{source} (embedded manifest)")
         except json.JSONDecodeError as e:
             raise ModelFileError(f"{source}: embedded edgeformer manifest is corrupt ({e}); re-convert it.") from e
 

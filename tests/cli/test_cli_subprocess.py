@@ -69,7 +69,7 @@ def test_models_info_unknown_name_suggests_and_exits_2():
 def test_export_writes_artifact_with_parity(exported):
     manifest = json.loads((exported / "artifact.json").read_text())
     parity = manifest["extra"]["parity"]
-    assert parity["ok"] and all(o["cosine"] > 0.9999 for o in parity["outputs"])
+    assert parity["ok"] and all(o["cosine"] > 0.9999 for o in parity["outputs"].values())
 
 
 def test_export_refuses_existing_output_without_overwrite(exported):

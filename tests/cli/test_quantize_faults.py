@@ -126,9 +126,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {
         "image": write_artifact(attention_model(), root / "image").path,
-        "audio": write_artifact(waveform_model(), root / "audio", preprocessing=AUDIO.to_dict()).path,
+        "audio": write_artifact(waveform_model(), root / "audio", preprocessing=AUDIO).path,
         "constant": write_artifact(attention_model(constant_branch=True), root / "constant").path,
-        "dynamic": write_artifact(attention_model(dynamic=True), root / "dynamic", preprocessing={}).path,
+        "dynamic": write_artifact(attention_model(dynamic=True), root / "dynamic", preprocessing=None).path,
     }
 
 
@@ -202,7 +202,7 @@ def test_bad_sample_fails_by_default_and_is_skipped_and_counted_with_skip(models
 def test_a_bad_file_drawn_for_the_fidelity_check_fails_too(models, tmp_path):
     folder = sample_folder(tmp_path / "imgs", "image")
     (folder / "0_bad.png").write_bytes(b"\x89PNG truncated")  # sorts first: sample 0
-    inputs, pre = Artifact.load(models["image"]).manifest.inputs, ImageInput(resolution=RES).to_dict()
+    inputs, pre = Artifact.load(models["image"]).manifest.inputs, ImageInput(resolution=RES)
 
     def held_out(seed: int) -> bool:
         cfg = QuantConfig(seed=seed, on_bad_sample="skip")

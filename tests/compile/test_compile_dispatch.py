@@ -11,6 +11,7 @@ import pytest
 
 import edgeformer
 from edgeformer.artifact import Artifact
+from edgeformer.compile import targets as dispatch
 from edgeformer.compile.ort_optimize import OrtOptimizeConfig
 from edgeformer.compile.targets import (
     TARGETS,
@@ -23,7 +24,6 @@ from edgeformer.compile.targets import (
     targets_help,
 )
 from edgeformer.errors import BackendUnavailableError, ConfigError, OutputExistsError
-from edgeformer.compile import targets as dispatch
 from edgeformer.runtimes import tensorrt as trt_runtime
 
 from .test_openvino import tiny_model, write_artifact

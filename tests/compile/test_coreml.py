@@ -35,6 +35,7 @@ from edgeformer.export.coreml import (
     export_coreml,
 )
 from edgeformer.inputs import ImageInput
+from edgeformer.manifest import Lineage
 from edgeformer.models import get_spec, list_models
 from edgeformer.runtimes import Session
 from edgeformer.runtimes import coreml as rt
@@ -158,7 +159,7 @@ def test_package_metadata_carries_the_manifest(converted):
     info = rt.inspect_package(rt.package_path(artifact))
     embedded = info.embedded_manifest()
     assert embedded == dataclasses.replace(Manifest.from_dict(json.loads(artifact.manifest.to_json())), files={})
-    assert (embedded.preprocessing["kind"], embedded.preprocessing["resolution"]) == ("image", 64)
+    assert (embedded.preprocessing.kind, embedded.preprocessing.resolution) == ("image", 64)
     assert info.description["author"] == "edgeformer" and "efficientformer_l1" in info.description["short_description"]
     assert info.description["version"] == artifact.manifest.tool_versions["edgeformer"]
     assert info.metadata["com.github.apple.coremltools.source_dialect"] == "TorchScript"
@@ -181,7 +182,7 @@ def test_audio_log_mel_front_end_converts_inside_the_graph(converted):
     assert [(t.name, t.shape) for t in info.inputs] == [("waveform", (1, 16000))]
     assert info.ops["conv"] >= 3 and info.ops["log"] == 1 and info.ops["pad"] >= 1  # STFT as convs, then log-mel
     assert not [op for op in info.ops if "fft" in op or "stft" in op]
-    assert artifact.manifest.preprocessing["kind"] == "audio"
+    assert artifact.manifest.preprocessing.kind == "audio"
 
 
 class _Net(torch.nn.Module):
@@ -209,7 +210,7 @@ def test_user_module_with_dict_outputs_converts(tmp_path):
     assert (m.model_name, m.step, m.step_config["batch"]) == ("_Net", "export", 2)
     assert m.extra["weights"] == "the module's own"
     assert [(t.name, t.shape) for t in m.outputs] == [("logits", (2, 4)), ("output_1", (2, 8))]
-    assert m.preprocessing["resolution"] == 32 and m.parent_sha is None
+    assert m.preprocessing.resolution == 32 and m.parent_sha is None
     assert rt.inspect_package(rt.package_path(artifact)).precision_problems("fp16") == []
 
 
@@ -258,7 +259,7 @@ def test_compile_rebuilds_a_checkpointed_onnx_parent(tmp_path):
     assert [t.name for t in m.inputs] == [t.name for t in parent.manifest.inputs]
     assert m.inputs[0].shape == (1, 3, 64, 64)
     assert m.extra["source_check"]["ok"] and m.extra["source_check"]["outputs"]["logits"]["cosine"] > 0.99999
-    assert m.extra["checkpoint"] == parent.manifest.extra["checkpoint"] and m.extra["weights"] == "checkpoint"
+    assert m.lineage.checkpoint == parent.manifest.lineage.checkpoint and m.extra["weights"] == "checkpoint"
     check_package(child, "fp16")
 
 
@@ -271,7 +272,7 @@ def _parent(tmp_path: Path, **changes) -> Artifact:
         main_file="model.onnx",
         inputs=(TensorSpec(name="input", shape=("batch", 3, 224, 224), dtype="float32"),),
         outputs=(TensorSpec(name="logits", shape=("batch", 1000), dtype="float32"),),
-        preprocessing=ImageInput().to_dict(),
+        preprocessing=ImageInput(),
     )
     return Artifact(tmp_path, dataclasses.replace(manifest, **changes))
 
@@ -282,7 +283,7 @@ def _parent(tmp_path: Path, **changes) -> Artifact:
         ({"format": "openvino"}, {}, ModelFileError, "compiles ONNX artifacts"),
         ({"precision": "int8"}, {}, ConfigError, "--precision int8"),
         ({"model_name": "MyNet"}, {}, ConfigError, "compile_coreml_module"),
-        ({"extra": {"arch": {"embed_dims": [8], "wings": 2}}}, {}, ModelFileError, "wings"),
+        ({"lineage": Lineage(arch={"embed_dims": [8], "wings": 2})}, {}, ModelFileError, "wings"),
         ({"inputs": (TensorSpec(name="input", shape=(1, 3, 224, 224), dtype="float32"),)}, {"batch": 4},
          ConfigError, "fixed batch of 1"),
         ({}, {"resolution": 96}, ConfigError, "resolution 224"),

@@ -33,6 +33,7 @@ from edgeformer.errors import (
     QualityGateError,
 )
 from edgeformer.export.parity import parity_inputs
+from edgeformer.inputs import ImageInput
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import SessionOptions
 from edgeformer.runtimes.openvino import OpenVinoBackend, available, precision_problem
@@ -40,8 +41,7 @@ from edgeformer.runtimes.openvino import OpenVinoBackend, available, precision_p
 REASON = available()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"OpenVINO cannot run here: {REASON}")
 SIDE = 8
-IMAGE = {"resolution": SIDE, "channels": 3, "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,
-         "interpolation": "bilinear", "kind": "image"}  # fmt: skip
+IMAGE = ImageInput(resolution=SIDE, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0, interpolation="bilinear")
 LABELS = tuple("abcdefghij")
 
 

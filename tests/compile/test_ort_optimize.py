@@ -64,7 +64,7 @@ def test_the_saved_model_embeds_its_manifest(tiny, tmp_path):
     bare = Artifact.load(art.model_path)  # the bare file, without artifact.json
     saved = Artifact.load(art.path).manifest  # JSON both ways: tuples come back as lists
     assert (bare.manifest.format, bare.manifest.labels) == ("ort", LABELS)
-    assert bare.manifest.preprocessing == saved.preprocessing and saved.preprocessing["resolution"] == SIDE
+    assert bare.manifest.preprocessing == saved.preprocessing and saved.preprocessing.resolution == SIDE
     assert bare.manifest.extra["graph_optimization"] == "extended"
 
 

@@ -47,6 +47,7 @@ from edgeformer.errors import (
     OutputExistsError,
 )
 from edgeformer.export.parity import compare_on, parity_inputs
+from edgeformer.inputs import ImageInput
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import get_backend
 from edgeformer.runtimes import tensorrt as trt_runtime
@@ -61,7 +62,7 @@ from edgeformer.runtimes.tensorrt import (
 
 REASON = trt_runtime.available()
 needs_tensorrt = pytest.mark.skipif(REASON is not None, reason=f"TensorRT cannot run here: {REASON}")
-IMAGE = {"resolution": 8, "channels": 3, "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0, "kind": "image"}
+IMAGE = ImageInput(resolution=8, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0)
 
 
 # --- real tiny models and artifacts -------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_zoo_model_exports_and_matches_torch(name, zoo_export):
         ref = model(torch.from_numpy(x)).numpy()
     (got,) = run_ort(art.model_path, {art.manifest.inputs[0].name: x})
     assert np.abs(got - ref).max() <= spec.export.atol * np.abs(ref).max()
-    assert art.manifest.extra["checkpoint"] == {"file": "weights.pth", "sha256": sha256_file(ckpt)}
+    assert art.manifest.lineage.checkpoint.to_dict() == {"file": "weights.pth", "sha256": sha256_file(ckpt)}
 
 
 @pytest.mark.slow
@@ -123,7 +123,7 @@ def test_zoo_model_exports_at_published_resolution(name, tmp_path):
     art = export(name, out=tmp_path / name, config=OnnxExportConfig())
     spec = get_spec(name)
     assert art.manifest.extra["parity"]["ok"]
-    assert Artifact.load(art.path).manifest.preprocessing == as_json(spec.input.to_dict())
+    assert Artifact.load(art.path).manifest.preprocessing == spec.input
     assert tuple(art.manifest.inputs[0].shape[1:]) == spec.input.shape(1)[1:]
 
 
@@ -131,11 +131,11 @@ def test_artifact_records_what_ran(l1_artifact):
     m = Artifact.load(l1_artifact.path).manifest  # verifies hashes
     spec = get_spec("efficientformer_l1")
     assert (m.format, m.precision, m.step, m.parent_sha, m.main_file) == ("onnx", "fp32", "export", None, "model.onnx")
-    assert m.preprocessing["resolution"] == SMALL and m.preprocessing["mean"] == list(spec.input.mean)
+    assert m.preprocessing.resolution == SMALL and m.preprocessing.mean == spec.input.mean
     assert [t.name for t in m.inputs] == ["input"] and [t.name for t in m.outputs] == ["logits"]
     assert m.inputs[0].shape == ("batch", 3, SMALL, SMALL) and m.outputs[0].shape == ("batch", 1000)
     assert m.step_config["opset"] == spec.export.opset and m.step_config["dynamo"] is True
-    assert m.extra["exporter"] == "dynamo" and m.extra["arch"]["resolution"] == SMALL
+    assert m.extra["exporter"] == "dynamo" and m.lineage.arch["resolution"] == SMALL
     assert m.extra["optimizer"]["ran"] and not m.extra["optimizer"]["skipped"]
     assert set(m.extra["parity"]["sample_names"]) >= {"random-0", "natural", "random-batch3"}
     embedded = read_embedded_manifest(onnx.load(str(l1_artifact.model_path)))
@@ -199,14 +199,14 @@ def test_user_module_exports_to_unicode_path(tmp_path, dynamo):
     assert art.path == out and module.training  # the caller's module is untouched
     loaded = Artifact.load(out)
     m = loaded.manifest
-    assert m.model_name == "TinyNet" and m.task == "image-classification" and m.preprocessing == as_json(spec.to_dict())
+    assert m.model_name == "TinyNet" and m.task == "image-classification" and m.preprocessing == spec
     assert m.labels is None and m.extra["parity"]["ok"] and "example_inputs" in m.extra["parity"]["sample_names"]
     x = np.random.default_rng(0).standard_normal((3, 3, 16, 16), dtype=np.float32)
     with torch.no_grad():
         ref = module.eval()(torch.from_numpy(x)).numpy()
     (got,) = run_ort(loaded.model_path, {"input": x})
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-    assert Artifact.load(loaded.model_path).manifest.preprocessing == as_json(spec.to_dict())  # the bare file too
+    assert Artifact.load(loaded.model_path).manifest.preprocessing == spec  # the bare file too
 
 
 def test_user_module_needs_example_inputs(tmp_path):

@@ -102,7 +102,7 @@ def write_artifact(model: onnx.ModelProto, dest: Path, *, preprocessing=None, pr
     inputs, outputs = graph_io(model)
     manifest = Manifest(
         format="onnx", precision=precision, model_name=name, main_file="model.onnx", inputs=inputs, outputs=outputs,
-        preprocessing=preprocessing if preprocessing is not None else ImageInput(resolution=RES).to_dict(),
+        preprocessing=preprocessing if preprocessing is not None else ImageInput(resolution=RES),
         labels=tuple(f"c{i}" for i in range(10)),
     )  # fmt: skip
     with ArtifactWriter(dest) as w:

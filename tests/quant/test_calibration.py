@@ -16,7 +16,7 @@ from edgeformer.quant.ranges import NUM_BINS, RangeCollector
 from .conftest import AUDIO, RES, attention_model, save_image, save_wav
 
 INPUTS = [TensorSpec(name="input", shape=(1, 3, RES, RES), dtype="float32")]
-PRE = ImageInput(resolution=RES).to_dict()
+PRE = ImageInput(resolution=RES)
 
 
 def drain(reader):
@@ -130,7 +130,7 @@ def test_array_with_wrong_sample_shape_is_refused(tmp_path):
 
 
 def test_image_folder_whose_preprocessing_does_not_fit_the_model_is_not_skipped(image_folder):
-    other = ImageInput(resolution=RES * 2).to_dict()
+    other = ImageInput(resolution=RES * 2)
     data = open_calibration(image_folder, inputs=INPUTS, preprocessing=other,
                             config=QuantConfig(on_bad_sample="skip", fidelity_samples=0))  # fmt: skip
     with pytest.raises(CalibrationError, match="expects"):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -118,7 +119,7 @@ def test_already_quantized_input_is_refused(artifact, calib_npz, tmp_path):
 
 
 def test_dynamic_shape_without_a_calibration_shape_is_refused(tmp_path):
-    art = write_artifact(attention_model(dynamic=True), tmp_path / "dyn", preprocessing={})
+    art = write_artifact(attention_model(dynamic=True), tmp_path / "dyn", preprocessing=None)
     with pytest.raises(DynamicShapeError, match=r"height.*width"):
         quantize(art, FAST, calib="synthetic", out=tmp_path / "int8")
     assert not (tmp_path / "int8").exists()
@@ -320,7 +321,7 @@ def zoo_artifact(tmp_path_factory):
                       input_names=["input"], output_names=["logits"], external_data=False)  # fmt: skip
     proto = onnx.load(str(path))
     inputs, outputs = graph_io(proto)
-    pre = get_spec("efficientformer_l1").input.to_dict() | {"resolution": 64}
+    pre = dataclasses.replace(get_spec("efficientformer_l1").input, resolution=64)
     manifest = Manifest(format="onnx", precision="fp32", model_name="efficientformer_l1", main_file="model.onnx",
                         inputs=inputs, outputs=outputs, preprocessing=pre)  # fmt: skip
     with ArtifactWriter(root / "fp32") as w:
