@@ -41,7 +41,7 @@ from edgeformer.bench.rows import ROW_PRODUCERS
 from edgeformer.profiling.device import device_card
 
 MODELS = ("efficientformer_l1", "efficientformerv2_s1", "shvit_s1", "shvit_s4")
-TARGETS = ("pytorch", "onnx", "ort", "openvino")
+FORMATS = ("pytorch", "onnx", "ort", "openvino")
 GOAL = 0.8
 
 
@@ -61,7 +61,6 @@ def _torch_compile(ctx: BenchContext) -> BenchRow:
     cos = torch.nn.functional.cosine_similarity(ref.flatten().double(), out.flatten().double(), dim=0).item()
     return BenchRow(
         name="",
-        target="",
         format="pytorch",
         precision="fp32",
         backend="inductor",
@@ -75,7 +74,7 @@ def _torch_compile(ctx: BenchContext) -> BenchRow:
     )
 
 
-COMPILE_ROW = RowProducer("pytorch-fp32-compile", "pytorch", "fp32", "inductor", _torch_compile, ("torch",), True)
+COMPILE_ROW = RowProducer("pytorch", "fp32", "inductor", _torch_compile, ("torch",), True)
 
 
 def summarize(rows: list[dict[str, Any]], min_cosine: float) -> dict[str, Any]:
@@ -114,7 +113,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per row")
     ap.add_argument("--min-cosine", type=float, default=0.999)
-    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--calib", default=None, help="calibration data (default: synthetic; random-init models)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     ap.add_argument("--keep", type=Path, default=None, help="keep the report folders here")
@@ -123,7 +122,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     console = Console(width=160)
     producers = [*ROW_PRODUCERS, *(() if args.no_compile else (COMPILE_ROW,))]
-    config = BenchConfig(min_time_s=args.min_time, targets=tuple(args.targets.split(",")), min_cosine=args.min_cosine)
+    config = BenchConfig(min_time_s=args.min_time, formats=tuple(args.formats.split(",")), min_cosine=args.min_cosine)
     result: dict[str, Any] = {
         "device": device_card(backend="ort", threads=args.threads).to_dict(),
         "threads": args.threads,

@@ -7,14 +7,15 @@ over the shared :class:`BenchContext`) and writes a :class:`BenchReport` (``benc
 
 from .context import BenchContext, RowProducer, time_torch
 from .pipeline import bench, select
-from .report import DEFAULT_MIN_COSINE, PRECISIONS, TARGETS, BenchConfig, BenchReport, BenchRow
+from .report import BACKENDS, DEFAULT_MIN_COSINE, FORMATS, PRECISIONS, BenchConfig, BenchReport, BenchRow
 from .rows import ROW_PRODUCERS
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MIN_COSINE",
+    "FORMATS",
     "PRECISIONS",
     "ROW_PRODUCERS",
-    "TARGETS",
     "BenchConfig",
     "BenchContext",
     "BenchReport",

@@ -90,7 +90,6 @@ class BenchContext:
             reason = f"parity vs PyTorch unusable: {fid.problem}"
         return BenchRow(
             name="",  # set by the driver from the producer
-            target="",
             format=artifact.format,
             precision=artifact.precision,
             backend=backend,
@@ -169,20 +168,28 @@ class BenchContext:
 
 @dataclass(frozen=True)
 class RowProducer:
-    """One bench target: ``run(ctx)`` returns its :class:`BenchRow` or raises.
+    """One row of the bench table: ``run(ctx)`` returns its :class:`BenchRow` or raises.
 
-    ``target`` is what ``--targets`` selects (``pytorch``, ``onnx``, ``ort``, ``openvino``, ``tensorrt``,
-    ``coreml``); ``tools`` the Python distributions whose versions the row reports; ``peer`` marks a
+    A row is an artifact ``format`` (``pytorch``, ``onnx``, ``ort``, ``openvino``, ``tensorrt``, ``coreml``) at a
+    ``precision`` run by a ``backend`` (``eager``, ``ort``, ``openvino``, ``tensorrt``, ``coreml``); ``variant``
+    tells apart rows with the same three (``static-defaults``, ``nncf``). The name is derived from them, once
+    (:attr:`name`). ``tools`` are the Python distributions whose versions the row reports; ``peer`` marks a
     baseline a user gets without edgeformer.
     """
 
-    name: str
-    target: str
+    format: str
     precision: str
     backend: str
     run: Callable[[BenchContext], BenchRow]
     tools: tuple[str, ...] = ()
     peer: bool = False
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        """``format-precision[-backend][-variant]``; the backend is left out where it is the format's own."""
+        backend = [self.backend] if self.backend != self.format else []
+        return "-".join([self.format, self.precision, *backend, *([self.variant] if self.variant else [])])
 
 
 def parity_cosine(parity: Any) -> float | None:

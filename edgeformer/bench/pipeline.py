@@ -16,7 +16,7 @@ artifact the producers wrote.
 
 Example::
 
-    report = bench("efficientformer_l1", out="build/bench-l1", threads=2, config=BenchConfig(targets=("onnx",)))
+    report = bench("efficientformer_l1", out="build/bench-l1", threads=2, config=BenchConfig(formats=("onnx",)))
     print(report.to_markdown())
     best = report.best()
 """
@@ -122,8 +122,11 @@ def bench(
 
 
 def select(producers: Sequence[RowProducer], config: BenchConfig) -> list[RowProducer]:
-    """The producers ``config`` asks for (by row name, target and precision), in table order."""
+    """The producers ``config`` asks for (by row name, format, precision and backend), in table order."""
     known = {p.name: p for p in producers}
+    if len(known) != len(producers):  # names are derived: two producers of one kind need a variant
+        twice = sorted({p.name for p in producers if sum(q.name == p.name for q in producers) > 1})
+        raise ConfigError(f"bench rows named twice: {', '.join(twice)}; give them a variant.")
     unknown = [n for n in config.rows or () if n not in known]
     if unknown:
         hints = "".join(did_you_mean(n, known) for n in unknown[:1])
@@ -132,13 +135,14 @@ def select(producers: Sequence[RowProducer], config: BenchConfig) -> list[RowPro
         p
         for p in producers
         if (config.rows is None or p.name in config.rows)
-        and (config.targets is None or p.target in config.targets)
+        and (config.formats is None or p.format in config.formats)
         and (config.precisions is None or p.precision in config.precisions)
+        and (config.backends is None or p.backend in config.backends)
     ]
     if not chosen:
         raise ConfigError(
-            "no bench row matches the selection (--rows/--targets/--precisions); rows: "
-            + ", ".join(f"{p.name} ({p.target}/{p.precision})" for p in producers)
+            "no bench row matches the selection (--rows/--formats/--precisions/--backends); rows: "
+            + ", ".join(p.name for p in producers)
             + "."
         )
     return chosen
@@ -146,15 +150,15 @@ def select(producers: Sequence[RowProducer], config: BenchConfig) -> list[RowPro
 
 def _run_producer(producer: RowProducer, ctx: BenchContext) -> BenchRow:
     log.info("bench %s: %s", ctx.model_name, producer.name)
-    base = {"name": producer.name, "target": producer.target, "precision": producer.precision,
+    base = {"name": producer.name, "format": producer.format, "precision": producer.precision,
             "backend": producer.backend, "peer": producer.peer, "versions": tool_versions(producer.tools)}  # fmt: skip
     try:
         row = producer.run(ctx)
         return dataclasses.replace(row, **base)
     except BackendUnavailableError as e:
-        return BenchRow(**base, format=producer.target, status="skipped", reason=str(e))
+        return BenchRow(**base, status="skipped", reason=str(e))
     except EdgeformerError as e:
-        return BenchRow(**base, format=producer.target, status="failed", reason=f"{type(e).__name__}: {e}")
+        return BenchRow(**base, status="failed", reason=f"{type(e).__name__}: {e}")
     except Exception as e:  # a bug in one target must not lose the others; the traceback goes to the log
         log.warning("bench row %s failed", producer.name, exc_info=True)
-        return BenchRow(**base, format=producer.target, status="failed", reason=f"{type(e).__name__}: {e}")
+        return BenchRow(**base, status="failed", reason=f"{type(e).__name__}: {e}")

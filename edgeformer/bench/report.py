@@ -16,7 +16,8 @@ from ..profiling import ProfileConfig
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "skipped", "failed"]
-TARGETS = ("pytorch", "onnx", "ort", "openvino", "tensorrt", "coreml")
+FORMATS = ("pytorch", "onnx", "ort", "openvino", "tensorrt", "coreml")
+BACKENDS = ("eager", "ort", "openvino", "tensorrt", "coreml")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # the bar a row must meet to be marked: int8 of a trained model typically measures 0.999+ vs fp32
 DEFAULT_MIN_COSINE = 0.999
@@ -27,8 +28,8 @@ class BenchConfig:
     """Timing, selection and fidelity settings shared by every row.
 
     Batch, threads and resolution are arguments of :func:`bench`. ``rows`` selects producers by name
-    (``"onnx-fp32-ort"``); ``targets`` and ``precisions`` by target (``"openvino"``) and precision
-    (``"int8"``); ``None`` means all. ``min_cosine`` is the fidelity bar of the marker and
+    (``"onnx-fp32-ort"``); ``formats``, ``precisions`` and ``backends`` by what the row is (``"openvino"``,
+    ``"int8"``, ``"ort"``); ``None`` means all. ``min_cosine`` is the fidelity bar of the marker and
     ``parity_samples`` the number of inputs (batches) each row is compared with PyTorch on.
     """
 
@@ -39,15 +40,16 @@ class BenchConfig:
     seed: int = 0
     max_rel_spread: float = 0.10
     rows: tuple[str, ...] | None = None
-    targets: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None
     precisions: tuple[str, ...] | None = None
+    backends: tuple[str, ...] | None = None
     min_cosine: float = DEFAULT_MIN_COSINE
     parity_samples: int = 8
 
     def __post_init__(self) -> None:
 
         problems = []
-        for name, known in (("targets", TARGETS), ("precisions", PRECISIONS)):
+        for name, known in (("formats", FORMATS), ("precisions", PRECISIONS), ("backends", BACKENDS)):
             for value in getattr(self, name) or ():
                 if value not in known:
                     problems.append(
@@ -85,8 +87,7 @@ class BenchRow:
     built and ran the row.
     """
 
-    name: str
-    target: str
+    name: str  # the producer's, derived from format, precision, backend and variant
     format: str
     precision: str
     backend: str

@@ -25,6 +25,7 @@ from ..artifact import Artifact, ArtifactWriter
 from ..compare import compare_outputs, ort_runner, run_all
 from ..compile import compile
 from ..errors import BackendUnavailableError
+from ..profiling import fp16_arithmetic
 from ..quant import QuantConfig, SearchConfig, open_calibration, quantize, quantize_search
 from ..quant.ort_adapter import preprocess
 from ..runtimes import get_backend
@@ -47,7 +48,7 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
     stats = time_torch(model, inputs, ctx.profile_config)
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return BenchRow(
-        name="", target="", format="pytorch", precision="fp32", backend="eager", status="ok",
+        name="", format="pytorch", precision="fp32", backend="eager", status="ok",
         reason="the reference; size = weights in memory", size_mb=n_bytes / 1e6, parity_cosine=1.0,
         p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, fps=stats.throughput, stable=stats.stable,
         unstable_reason="" if stats.stable else str(stats.unstable_reason),
@@ -97,6 +98,14 @@ def _noted(row: BenchRow, what: str, ctx: BenchContext) -> BenchRow:
     return dataclasses.replace(row, reason=f"{what}; calibrated on {calib}; {row.reason}".strip("; "))
 
 
+def fp16_pays_off() -> str | None:
+    """Why an FP16 row cannot pay off here, or ``None``: without FP16 arithmetic ORT's CPU provider wraps most
+    ops in casts to FP32 and back, so the row would time the casts, not FP16 (it measures slower than FP32)."""
+    if fp16_arithmetic():
+        return None
+    return "this CPU has no FP16 arithmetic (AVX512-FP16, ARMv8.2 FP16); FP16 would only add casts to FP32"
+
+
 def compiled(
     target: str,
     precision: str,
@@ -104,20 +113,22 @@ def compiled(
     what: str = "",
     *,
     key: str | None = None,
+    needs: Callable[[], str | None] | None = None,
     **options: Any,
 ) -> Callable[[BenchContext], BenchRow]:
     """A row that compiles ``source(ctx)`` for ``target`` at ``precision`` and times it on that target's runtime.
 
-    ``key`` names the artifact's folder in the report (default ``<target>-<precision>``); ``options`` are
-    fields of the target's compile config.
+    ``key`` names the artifact's folder in the report (default ``<target>-<precision>``); ``needs`` returns why
+    the row cannot pay off on this hardware (it is then skipped, not timed); ``options`` are fields of the
+    target's compile config.
     """
     backend = "ort" if target == "ort" else target
 
     def run(ctx: BenchContext) -> BenchRow:
 
-        reason = get_backend(backend).available()
-        if reason:  # before building anything: the artifact could not be timed here
-            raise BackendUnavailableError(f"{target} cannot run here: {reason}")
+        reason = get_backend(backend).available() or (needs() if needs is not None else None)
+        if reason:  # before building anything: the artifact could not be timed here, or not usefully
+            raise BackendUnavailableError(f"{target}-{precision} skipped here: {reason}")
         src = source(ctx)
         opts = {**options, **({"threads": ctx.threads} if target == "ort" else {})}
         art = ctx.artifact(
@@ -174,27 +185,24 @@ def _fp32(ctx: BenchContext) -> Artifact:
 
 # The bench table, in display order. Add a target by writing one producer and one line here.
 ROW_PRODUCERS: tuple[RowProducer, ...] = (
-    RowProducer("pytorch-fp32-eager", "pytorch", "fp32", "eager", _pytorch_eager, ("torch",), peer=True),
-    RowProducer("onnx-fp32-ort", "onnx", "fp32", "ort", _onnx_fp32_ort, ORT, peer=True),
-    RowProducer("onnx-int8-ort", "onnx", "int8", "ort", _int8_ort, ORT),
-    RowProducer("onnx-int8-ort-static-defaults", "onnx", "int8", "ort", _int8_static_defaults, ORT, peer=True),
-    RowProducer("ort-fp32", "ort", "fp32", "ort", compiled("ort", "fp32", _fp32, "ORT-optimized"), ORT),
-    RowProducer("ort-fp16", "ort", "fp16", "ort", compiled("ort", "fp16", _fp32, "ORT-optimized"), ORT),
-    RowProducer("ort-int8", "ort", "int8", "ort", compiled("ort", "int8", int8_placement, "ORT-optimized"), ORT),
-    RowProducer("openvino-fp32", "openvino", "fp32", "openvino", compiled("openvino", "fp32", _fp32), OPENVINO,
-                peer=True),
-    RowProducer("openvino-bf16", "openvino", "bf16", "openvino", compiled("openvino", "bf16", _fp32), OPENVINO,
-                peer=True),
-    RowProducer("openvino-int8", "openvino", "int8", "openvino",
+    RowProducer("pytorch", "fp32", "eager", _pytorch_eager, ("torch",), peer=True),
+    RowProducer("onnx", "fp32", "ort", _onnx_fp32_ort, ORT, peer=True),
+    RowProducer("onnx", "int8", "ort", _int8_ort, ORT),
+    RowProducer("onnx", "int8", "ort", _int8_static_defaults, ORT, peer=True, variant="static-defaults"),
+    RowProducer("ort", "fp32", "ort", compiled("ort", "fp32", _fp32, "ORT-optimized"), ORT),
+    RowProducer("ort", "fp16", "ort", compiled("ort", "fp16", _fp32, "ORT-optimized", needs=fp16_pays_off), ORT),
+    RowProducer("ort", "int8", "ort", compiled("ort", "int8", int8_placement, "ORT-optimized"), ORT),
+    RowProducer("openvino", "fp32", "openvino", compiled("openvino", "fp32", _fp32), OPENVINO, peer=True),
+    RowProducer("openvino", "bf16", "openvino", compiled("openvino", "bf16", _fp32), OPENVINO, peer=True),
+    RowProducer("openvino", "int8", "openvino",
                 compiled("openvino", "int8", int8_preset("openvino"), "edgeformer QDQ (openvino preset)"), OPENVINO),
-    RowProducer("openvino-int8-nncf", "openvino", "int8", "openvino", _openvino_nncf, (*OPENVINO, "nncf"),
-                peer=True),
-    RowProducer("tensorrt-fp32", "tensorrt", "fp32", "tensorrt", compiled("tensorrt", "fp32", _fp32), ("tensorrt",)),
-    RowProducer("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", _fp32), ("tensorrt",)),
-    RowProducer("tensorrt-int8", "tensorrt", "int8", "tensorrt",
+    RowProducer("openvino", "int8", "openvino", _openvino_nncf, (*OPENVINO, "nncf"), peer=True, variant="nncf"),
+    RowProducer("tensorrt", "fp32", "tensorrt", compiled("tensorrt", "fp32", _fp32), ("tensorrt",)),
+    RowProducer("tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", _fp32), ("tensorrt",)),
+    RowProducer("tensorrt", "int8", "tensorrt",
                 compiled("tensorrt", "int8", int8_preset("tensorrt"), "edgeformer QDQ (tensorrt preset)"),
                 ("tensorrt",)),
-    RowProducer("coreml-fp32", "coreml", "fp32", "coreml", compiled("coreml", "fp32", _fp32), ("coremltools",)),
-    RowProducer("coreml-fp16", "coreml", "fp16", "coreml", compiled("coreml", "fp16", _fp32), ("coremltools",)),
-    RowProducer("coreml-int8", "coreml", "int8", "coreml", compiled("coreml", "int8", _fp32), ("coremltools",)),
+    RowProducer("coreml", "fp32", "coreml", compiled("coreml", "fp32", _fp32), ("coremltools",)),
+    RowProducer("coreml", "fp16", "coreml", compiled("coreml", "fp16", _fp32), ("coremltools",)),
+    RowProducer("coreml", "int8", "coreml", compiled("coreml", "int8", _fp32), ("coremltools",)),
 )  # fmt: skip

@@ -6,71 +6,111 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from ..errors import PartialFailureError
 from .common import (
     BatchOpt,
     JsonOpt,
+    MinTimeOpt,
     ModelArg,
     OutOpt,
     OverwriteOpt,
     ResolutionOpt,
     ThreadsOpt,
     VerboseOpt,
+    WarmupOpt,
     command,
     console,
     err_console,
     fmt_ms,
     print_json,
     setup_logging,
-    table,
 )
 
 _ICON = {"ok": "✅", "skipped": "⏭", "failed": "❌"}
 
 
 def _split(values: list[str] | None) -> tuple[str, ...] | None:
-    """Repeatable and comma-separated: ``--targets onnx,openvino --targets ort``."""
+    """Repeatable and comma-separated: ``--formats onnx,openvino --formats ort``."""
     if not values:
         return None
     return tuple(v.strip().lower() for item in values for v in item.split(",") if v.strip())
 
 
-_NOTE_WIDTH = 48
-_SHORT = {"onnxruntime": "ort", "coremltools": "ct"}  # the tools column's names; bench.json has the full ones
+# the table fits a 120-column terminal with every cell on one line; what does not fit goes to numbered
+# footnotes here and in full to bench.md / --json
+TABLE_WIDTH = 120
+_NOTE_WIDTH = 30
+_COLUMNS = ("", "row", "MB", "cos vs torch", "top-1", "p50 ms", "p90 ms", "FPS", "note")
 
 
 def _note(row, footnotes: list[str]) -> str:
-    """What the row is (its first clause) or, failed/skipped, why: a long reason becomes a numbered footnote,
-    one per distinct reason (three TensorRT rows share one)."""
+    """What the row is (its first clause) or, failed/skipped, why: a long text becomes a numbered footnote,
+    one per distinct text (three TensorRT rows share one)."""
     if row.status != "ok":
-        if len(row.reason) <= _NOTE_WIDTH:
-            return row.reason
-        if row.reason not in footnotes:
-            footnotes.append(row.reason)
-        clauses = [c for c in row.reason.split(": ") if "/" not in c]  # a leading artifact path says little
-        head = (clauses[0] if clauses else row.reason)[: _NOTE_WIDTH - 8]
-        return f"{head}… [{footnotes.index(row.reason) + 1}]"
-    parts = ["peer" if row.peer else "", row.reason.split(";")[0], "(unstable timing)" if row.stable is False else ""]
-    return " · ".join(p for p in parts if p)
+        text = row.reason
+    else:
+        parts = ["peer" if row.peer else "", row.reason.split(";")[0], "unstable timing" if row.stable is False else ""]
+        text = " · ".join(p for p in parts if p)
+    if len(text) <= _NOTE_WIDTH:
+        return text
+    if text not in footnotes:
+        footnotes.append(text)
+    return f"see [{footnotes.index(text) + 1}]"
+
+
+def bench_table(report) -> tuple[Table, list[str]]:
+    """The terminal table of ``report`` and its footnotes (the tools line last)."""
+    best, footnotes = report.best(), []
+    body = [
+        (
+            _ICON[r.status] + (" ★" if r is best else ""),
+            r.name,
+            None if r.size_mb is None else f"{r.size_mb:.1f}",
+            None if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
+            None if r.top1_agreement is None else f"{r.top1_agreement:.3f}",
+            fmt_ms(r.p50_ms),
+            fmt_ms(r.p90_ms),
+            None if r.fps is None else f"{r.fps:.1f}",
+            _note(r, footnotes),
+        )
+        for r in report.rows
+    ]
+    t = Table(title=f"bench {report.model} · {report.device.get('cpu_model')}"[:TABLE_WIDTH], header_style="bold",
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    for c in _COLUMNS:
+        t.add_column(c, no_wrap=True, overflow="ellipsis", justify="left" if c in ("", "row", "note") else "right")
+    for r in body:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    tools = {k: v for r in report.rows for k, v in r.versions.items()}
+    footnotes.append("tools: " + " · ".join(f"{k} {v}" for k, v in sorted(tools.items())))
+    return t, footnotes
 
 
 @command
 def bench_cmd(
     model: ModelArg,
     out: OutOpt = None,
-    targets: Annotated[
+    formats: Annotated[
         list[str] | None,
         typer.Option(
-            "--targets",
-            help="Targets to bench, repeatable or comma-separated: pytorch, onnx (plain ORT), ort (ORT-optimized), "
+            "--formats",
+            help="Artifact formats to bench, repeatable or comma-separated: pytorch, onnx, ort (ORT-optimized), "
             "openvino, tensorrt, coreml. Default: all; those that cannot run here show ⏭ with the reason.",
         ),
     ] = None,
     precisions: Annotated[
         list[str] | None,
         typer.Option("--precisions", help="Precisions, repeatable or comma-separated: fp32, fp16, bf16, int8."),
+    ] = None,
+    backends: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backends", help="Runtimes, repeatable or comma-separated: eager, ort, openvino, tensorrt, coreml."
+        ),
     ] = None,
     calib: Annotated[
         str | None,
@@ -88,8 +128,8 @@ def bench_cmd(
     rows: Annotated[
         list[str] | None, typer.Option("--rows", help="Only these rows by name, repeatable (e.g. onnx-int8-ort).")
     ] = None,
-    min_time: Annotated[float, typer.Option("--min-time", min=0.01, help="Seconds of timed calls per row.")] = 2.0,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before each row's timing.")] = 10,
+    min_time: MinTimeOpt = 2.0,
+    warmup: WarmupOpt = 10,
     overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
@@ -109,7 +149,7 @@ def bench_cmd(
 
       edgeformer bench efficientformer_l1 --threads 2
 
-      edgeformer bench shvit_s1 --targets onnx,openvino --precisions int8 --calib images/ --out bench-s1
+      edgeformer bench shvit_s1 --formats onnx,openvino --precisions int8 --calib images/ --out bench-s1
     """
     from ..bench import BenchConfig, bench
     from ..models import get_spec
@@ -117,8 +157,8 @@ def bench_cmd(
     setup_logging(verbose)
     get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows
     config = BenchConfig(
-        min_time_s=min_time, warmup=warmup, rows=_split(rows), targets=_split(targets),
-        precisions=_split(precisions), min_cosine=min_cosine,
+        min_time_s=min_time, warmup=warmup, rows=_split(rows), formats=_split(formats),
+        precisions=_split(precisions), backends=_split(backends), min_cosine=min_cosine,
     )  # fmt: skip
     out = out or Path(f"bench-{model}")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -136,27 +176,11 @@ def bench_cmd(
         print_json(report)
     else:
         best = report.best()
-        footnotes: list[str] = []
-        # precision and backend are in the row's name (openvino-int8); bench.md and --json list them apart
-        cols = ("", "row", "size MB", "cos vs torch", "top-1", "p50 ms", "p90 ms", "FPS", "tools", "note")
-        body = [
-            (
-                _ICON[r.status] + (" ★" if r is best else ""),
-                r.name,
-                None if r.size_mb is None else f"{r.size_mb:.1f}",
-                None if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
-                None if r.top1_agreement is None else f"{r.top1_agreement:.3f}",
-                fmt_ms(r.p50_ms),
-                fmt_ms(r.p90_ms),
-                None if r.fps is None else f"{r.fps:.1f}",
-                " ".join(f"{_SHORT.get(k, k)} {v}" for k, v in r.versions.items()),
-                _note(r, footnotes),
-            )
-            for r in report.rows
-        ]
-        console.print(table(f"bench {report.model} · {report.device.get('cpu_model')}", cols, body))
-        for i, reason in enumerate(footnotes, 1):
-            console.print(f"[{i}] {reason}", markup=False)
+        t, footnotes = bench_table(report)
+        console.print(t)
+        for i, text in enumerate(footnotes[:-1], 1):
+            console.print(f"[{i}] {text}", markup=False)
+        console.print(footnotes[-1], markup=False)
         console.print(f"parity vs PyTorch on {report.parity_on or 'n/a'}")
         if best is None:
             console.print(f"no row reached cosine ≥ {config.min_cosine} vs PyTorch")

@@ -1,7 +1,7 @@
 """Shared CLI plumbing: option aliases (the same flag means the same thing everywhere), output, errors.
 
 Errors: every command is wrapped by :func:`command`, which turns an ``EdgeformerError`` into one line on
-stderr and its documented exit code (FAULTS.md), a missing package of the ``export`` extra into exit 5
+stderr and its documented exit code (docs/faults.md), a missing package of the ``export`` extra into exit 5
 naming the extra, Ctrl-C into 130, and anything else into a traceback with exit 1 (a bug). With ``--json``
 the error is also printed as a JSON object on stdout.
 """
@@ -23,8 +23,9 @@ from rich.table import Table
 
 from ..errors import EdgeformerError
 
-# tables are wide; when stdout is not a terminal rich would assume 80 columns and fold every cell
-_WIDTH = max(140, shutil.get_terminal_size((140, 40)).columns)
+# tables are laid out for 120 columns (bench keeps its cells on one line at that width); when stdout is not a
+# terminal rich would assume 80 and fold every cell
+_WIDTH = max(120, shutil.get_terminal_size((120, 40)).columns)
 console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -45,7 +46,25 @@ BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size 
 ResolutionOpt = Annotated[
     int | None, typer.Option("--resolution", "-r", min=16, help="Image side in pixels (default: the spec's).")
 ]
-BackendOpt = Annotated[str, typer.Option("--backend", help="Runtime: ort, openvino, tensorrt, coreml.")]
+# the vocabulary: --format is what an artifact is, --backend what runs it, --preset how quantization is tuned
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Artifact format to write: onnx, or coreml.")]
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="Runtime that runs the artifact: ort, openvino, tensorrt, coreml.")
+]
+PresetOpt = Annotated[
+    str,
+    typer.Option("--preset", help="Quantization preset for the runtime that will run it: ort-cpu, openvino, tensorrt."),
+]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls before timing (reported apart).")]
+MinTimeOpt = Annotated[float, typer.Option("--min-time", min=0.01, help="Seconds of timed calls (per model or row).")]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Recompute even if this step already ran on the same input with the same settings "
+        "(the cache: $EDGEFORMER_CACHE_DIR, default ~/.cache/edgeformer/steps; EDGEFORMER_NO_CACHE=1 turns it off).",
+    ),
+]
 CheckpointOpt = Annotated[
     Path | None, typer.Option("--checkpoint", help="Weights: official .pth/.pt, timm state dict, or .safetensors.")
 ]

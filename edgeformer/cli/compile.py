@@ -11,19 +11,19 @@ from .common import ArtifactArg, JsonOpt, OutOpt, OverwriteOpt, VerboseOpt, comm
 from .export import parse_overrides
 
 
-def _target_help() -> str:
+def _format_help() -> str:
     try:
         from ..compile import targets_help
 
-        return "Target runtime. " + "; ".join(targets_help().splitlines())
+        return "Artifact format to compile to. " + "; ".join(targets_help().splitlines())
     except Exception:  # --help must render even if a target module is broken
-        return "Target runtime: tensorrt, coreml, openvino, ort."
+        return "Artifact format to compile to: tensorrt, coreml, openvino, ort."
 
 
 @command
 def compile_cmd(
     artifact: ArtifactArg,
-    target: Annotated[str, typer.Option("--target", help=_target_help(), show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=_format_help(), show_default=False)],
     precision: Annotated[str | None, typer.Option(help="fp32, fp16, bf16 or int8 (target-dependent).")] = None,
     out: OutOpt = None,
     min_batch: Annotated[int | None, typer.Option(help="TensorRT profile: smallest batch.")] = None,
@@ -44,9 +44,9 @@ def compile_cmd(
 
     \b
     Examples:
-      edgeformer compile build/l1 --target openvino --precision bf16
-      edgeformer compile build/l1-int8 --target tensorrt --precision int8 --max-batch 8
-      edgeformer compile build/l1 --target coreml --precision fp16
+      edgeformer compile build/l1 --format openvino --precision bf16
+      edgeformer compile build/l1-int8 --format tensorrt --precision int8 --max-batch 8
+      edgeformer compile build/l1 --format coreml --precision fp16
     """
     from ..compile import compile as compile_artifact
 
@@ -56,8 +56,8 @@ def compile_cmd(
         "timing_cache": timing_cache, "nncf": nncf, "calib": calib,
     }  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None} | parse_overrides(option)
-    with console.status(f"compiling for {target}…", spinner="dots"):
-        result = compile_artifact(artifact, target=target, precision=precision, out=out, overwrite=overwrite, **options)
+    with console.status(f"compiling to {fmt}…", spinner="dots"):
+        result = compile_artifact(artifact, target=fmt, precision=precision, out=out, overwrite=overwrite, **options)
     if json_out:
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return

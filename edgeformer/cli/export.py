@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .common import (
     BatchOpt,
     CheckpointOpt,
+    FormatOpt,
     JsonOpt,
     ModelArg,
     OutOpt,
@@ -49,10 +50,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 @command
 def export_cmd(
     model: ModelArg,
-    fmt: Annotated[
-        str,
-        typer.Option("--format", "-f", help="onnx, or coreml (torch -> .mlpackage)."),
-    ] = "onnx",
+    fmt: FormatOpt = "onnx",
     out: OutOpt = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the model's export hint).")] = None,
     batch: BatchOpt = 1,
@@ -82,7 +80,7 @@ def export_cmd(
     from ..export.onnx import OnnxExportConfig
 
     setup_logging(verbose)
-    if fmt == "coreml":  # straight from torch; precision and compute units: `edgeformer compile --target coreml`
+    if fmt == "coreml":  # straight from torch; precision and compute units: `edgeformer compile --format coreml`
         from ..export.coreml import CoreMlConfig
 
         config = CoreMlConfig(batch=batch, resolution=resolution)

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from ..runtimes import load
-from .common import ArtifactArg, BackendOpt, JsonOpt, ThreadsOpt, command, console, print_json, table
+from .common import (
+    ArtifactArg,
+    BackendOpt,
+    JsonOpt,
+    ThreadsOpt,
+    VerboseOpt,
+    command,
+    console,
+    print_json,
+    setup_logging,
+    table,
+)
 
 
 @command
@@ -18,6 +29,7 @@ def predict_cmd(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels to show per input.")] = 5,
     backend: BackendOpt = "ort",
     threads: ThreadsOpt = None,
+    verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify inputs with an artifact; preprocessing and labels come from its manifest (no torch needed).
@@ -26,6 +38,7 @@ def predict_cmd(
     """
     import numpy as np
 
+    setup_logging(verbose)
     predictor = load(artifact, backend=backend, threads=threads)
     results = {}
     for path in inputs:

@@ -14,12 +14,16 @@ from .common import (
     BackendOpt,
     BatchOpt,
     JsonOpt,
+    MinTimeOpt,
     ResolutionOpt,
     ThreadsOpt,
+    VerboseOpt,
+    WarmupOpt,
     command,
     console,
     fmt_ms,
     print_json,
+    setup_logging,
     table,
 )
 
@@ -31,14 +35,15 @@ def profile_cmd(
     threads: ThreadsOpt = None,
     batch: BatchOpt = 1,
     resolution: ResolutionOpt = None,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first (reported apart).")] = 10,
+    warmup: WarmupOpt = 10,
     runs: Annotated[int | None, typer.Option(min=1, help="Exact number of timed calls (default: --min-time).")] = None,
-    min_time: Annotated[float, typer.Option("--min-time", min=0.01, help="Seconds of timed calls.")] = 2.0,
+    min_time: MinTimeOpt = 2.0,
     per_op: Annotated[bool, typer.Option("--per-op", help="Breakdown by op type and node (ORT profiler).")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows of the per-node table.")] = 15,
     isolate: Annotated[
         bool, typer.Option(help="Load the model once in a child process first, so a native crash cannot take us down.")
     ] = True,
+    verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Time an artifact: p50/p90/p99, throughput, stability, memory, size, and the device it ran on.
@@ -46,6 +51,7 @@ def profile_cmd(
     Example: edgeformer profile build/l1 --threads 2 --per-op
     """
 
+    setup_logging(verbose)
     config = ProfileConfig(
         warmup=warmup, runs=runs, min_time_s=min_time, threads=threads, batch=batch, resolution=resolution,
         per_op=per_op, top_n=top,

@@ -12,6 +12,7 @@ from .common import (
     JsonOpt,
     OutOpt,
     OverwriteOpt,
+    PresetOpt,
     VerboseOpt,
     command,
     console,
@@ -30,7 +31,7 @@ def quantize_cmd(
     ],
     method: Annotated[str, typer.Option(help="Range method: minmax, entropy or percentile.")] = "minmax",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales.")] = True,
-    target: Annotated[str, typer.Option(help="Runtime preset: ort-cpu, tensorrt, openvino.")] = ("ort-cpu"),
+    preset: PresetOpt = "ort-cpu",
     calib_size: Annotated[int, typer.Option(min=1, help="Calibration samples drawn (seeded).")] = 128,
     on_bad_sample: Annotated[str, typer.Option(help="Unreadable calibration sample: fail or skip (counted).")] = "fail",
     too_few_samples: Annotated[
@@ -55,7 +56,7 @@ def quantize_cmd(
     Examples:
       edgeformer quantize build/l1 --calib images/ --out build/l1-int8
       edgeformer quantize build/kws --calib wavs/ --eval heldout.npz --max-drop 0.5
-      edgeformer quantize build/l1 --calib images/ --target tensorrt   # symmetric, for TensorRT
+      edgeformer quantize build/l1 --calib images/ --preset tensorrt   # symmetric, for TensorRT
     """
     from ..errors import ConfigError
     from ..quant.config import QuantConfig
@@ -64,7 +65,7 @@ def quantize_cmd(
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs --eval (labelled data to measure the drop on).")
     config = QuantConfig.for_target(
-        target, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample,
+        preset, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample,
         too_few_samples=too_few_samples, seed=seed,
     )  # fmt: skip
     out = out or Path(f"{str(artifact).rstrip('/')}-int8")

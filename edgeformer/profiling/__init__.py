@@ -9,7 +9,7 @@ Example::
     print(result.to_markdown())
 """
 
-from .device import DeviceCard, device_card
+from .device import DeviceCard, device_card, fp16_arithmetic
 from .harness import LatencyStats, MemorySampler, MemoryStats, ProfileConfig, measure
 from .per_op import OpBreakdown, profile_ops
 from .profile import ProfileResult, build_feeds, open_session, profile
@@ -24,6 +24,7 @@ __all__ = [
     "ProfileResult",
     "build_feeds",
     "device_card",
+    "fp16_arithmetic",
     "measure",
     "open_session",
     "profile",

@@ -38,6 +38,7 @@ _ISA_OF_INTEREST = (
     "avx512_vnni",
     "avx512_bf16",
     "avx512_fp16",
+    "asimdhp",
     "avx_vnni",
     "amx_tile",
     "amx_int8",
@@ -190,3 +191,13 @@ def _providers(backend: str) -> tuple[str, ...]:
     except ImportError:
         return ()
     return tuple(ort.get_available_providers())
+
+
+# FP16 arithmetic in the CPU's vector units: x86 AVX512-FP16 (Sapphire Rapids+), ARMv8.2 FP16 (asimdhp).
+# f16c (x86 conversions only) does not count: it converts, it does not compute.
+_FP16_ARITHMETIC = ("avx512_fp16", "asimdhp")
+
+
+def fp16_arithmetic(card: DeviceCard | None = None) -> bool:
+    """Whether this CPU computes in FP16 (rather than converting every FP16 tensor to FP32 and back)."""
+    return any(f in _FP16_ARITHMETIC for f in (card or device_card()).isa)

@@ -1,6 +1,6 @@
 """CoreML runtime: run ``coreml`` artifacts (an ``.mlpackage``) with coremltools' ``MLModel`` — macOS only.
 
-Conversion runs anywhere (``edgeformer compile --target coreml`` works on Linux), but *prediction* calls
+Conversion runs anywhere (``edgeformer compile --format coreml`` works on Linux), but *prediction* calls
 Apple's Core ML framework through coremltools' native extension, which only exists in the macOS wheels:
 on Linux ``MLModel.predict`` raises "Model prediction is only supported on macOS", and coremltools has
 no interpreter of its own for ML programs. So :func:`available` says why a session cannot open here, and
@@ -262,7 +262,7 @@ def package_path(artifact: Artifact) -> Path:
             break
     raise ModelFileError(
         f"{artifact.path}: main_file {artifact.manifest.main_file!r} is not inside an .mlpackage; "
-        "re-run `edgeformer compile --target coreml`."
+        "re-run `edgeformer compile --format coreml`."
     )
 
 

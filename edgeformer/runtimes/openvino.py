@@ -1,7 +1,7 @@
 """OpenVINO backend: run an IR artifact (``format="openvino"``, ``model.xml`` + ``model.bin``) on a device.
 
 The IR is device-neutral; how it runs is decided when it is compiled for a device, and
-``edgeformer compile --target openvino`` records that in the manifest (``extra["runtime"]``): the
+``edgeformer compile --format openvino`` records that in the manifest (``extra["runtime"]``): the
 device, the inference precision (``f32``, or ``bf16`` for a bf16 artifact), the performance hint and
 the number of streams. :class:`OpenVinoSession` applies exactly those, so the numbers measured at
 compile time are the numbers a session gets.
@@ -169,7 +169,7 @@ class OpenVinoSession(BackendSession):
         if problem:
             raise BackendUnavailableError(
                 f"{artifact.path}: {problem}. Run it on a device that can, or use the fp32 artifact "
-                "(`edgeformer compile ... --target openvino --precision fp32`)."
+                "(`edgeformer compile ... --format openvino --precision fp32`)."
             )
         props = compile_properties(
             threads=options.threads,
@@ -183,7 +183,7 @@ class OpenVinoSession(BackendSession):
         except RuntimeError as e:
             raise ModelFileError(
                 f"{self.path}: OpenVINO {ov.__version__.split('-')[0]} cannot load this IR on {device} "
-                f"({_first_line(e)}); recompile it with `edgeformer compile --target openvino`."
+                f"({_first_line(e)}); recompile it with `edgeformer compile --format openvino`."
             ) from e
         _check_running(self._compiled, device, settings["inference_precision"], artifact)
         self.provider = device

@@ -1,7 +1,7 @@
 """TensorRT backend: run a serialized engine (``format="tensorrt"``) on an NVIDIA GPU.
 
 Engines are not portable: a plan only runs under the TensorRT version and on the GPU model it was built
-for. ``edgeformer compile --target tensorrt`` records both (plus compute capability, driver and CUDA
+for. ``edgeformer compile --format tensorrt`` records both (plus compute capability, driver and CUDA
 versions) in the manifest, and :class:`TensorRtSession` refuses a mismatch *before* handing the plan to
 TensorRT, whose own failure is a terse deserialization error (or, across GPU models, a silent slowdown).
 The refusal is :class:`~edgeformer.errors.BackendUnavailableError` (exit 5), not ``ModelFileError``: the
@@ -54,7 +54,7 @@ NO_TENSORRT = (
     "library wheel downloads from NVIDIA's servers, which must be reachable from this machine)"
 )
 NO_CUDA_PYTHON = f"cuda-python is not installed (edgeformer moves TensorRT's buffers with it): {INSTALL}"
-REBUILD = "rebuild with `edgeformer compile PARENT_ONNX_ARTIFACT --target tensorrt` on this machine"
+REBUILD = "rebuild with `edgeformer compile PARENT_ONNX_ARTIFACT --format tensorrt` on this machine"
 # the facts that decide whether a plan can be deserialized here; all three must match the build machine
 ENGINE_FACTS = {"tensorrt": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability"}
 
@@ -72,7 +72,7 @@ def available() -> str | None:
 def gpu_reason(*, platform: str, device_nodes: bool, nvidia_smi: str | None, libcuda: bool) -> str | None:
     """Why this machine has no usable NVIDIA GPU, from facts probed by the caller (``None``: it has one)."""
     if platform == "darwin":
-        return "TensorRT needs an NVIDIA GPU, which macOS does not support; use --target coreml there"
+        return "TensorRT needs an NVIDIA GPU, which macOS does not support; use --format coreml there"
     if platform.startswith("linux") and not device_nodes:
         missing = ["no /dev/nvidia0"]
         if nvidia_smi is None:
@@ -297,7 +297,7 @@ def trt_logger(trt: Any) -> Any:
 
 # --- backend and session ---------------------------------------------------------------------------
 class TensorRtBackend(Backend):
-    """Opens ``tensorrt`` artifacts (serialized engines written by ``edgeformer compile --target tensorrt``)."""
+    """Opens ``tensorrt`` artifacts (serialized engines written by ``edgeformer compile --format tensorrt``)."""
 
     name = "tensorrt"
     formats = ("tensorrt",)

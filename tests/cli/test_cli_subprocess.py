@@ -118,10 +118,10 @@ def test_predict_truncated_image_exits_3(exported, tmp_path):
     assert_one_line_error(proc, 3, "broken.jpg")
 
 
-def test_bench_fp32_targets_table(tmp_path):
+def test_bench_fp32_formats_table(tmp_path):
     """ONNX on ORT and OpenVINO run for real and are checked against PyTorch; TensorRT/CoreML say why not."""
     out = tmp_path / "bench"
-    proc = cli("bench", "shvit_s1", *TINY[:2], "--targets", "onnx,openvino", "--targets", "tensorrt,coreml",
+    proc = cli("bench", "shvit_s1", *TINY[:2], "--formats", "onnx,openvino", "--formats", "tensorrt,coreml",
                "--precisions", "fp32", "--min-time", "0.2", "--warmup", "1", "--threads", "1",
                "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -142,7 +142,7 @@ def test_bench_partial_failure_exits_7_and_keeps_the_table(tmp_path):
     """Empty calibration folder: the INT8 rows fail, the FP32 row still runs and the report is written."""
     (tmp_path / "empty").mkdir()
     out = tmp_path / "bench"
-    proc = cli("bench", "shvit_s1", *TINY[:2], "--targets", "onnx", "--calib", str(tmp_path / "empty"),
+    proc = cli("bench", "shvit_s1", *TINY[:2], "--formats", "onnx", "--calib", str(tmp_path / "empty"),
                "--min-time", "0.1", "--warmup", "1", "--threads", "1", "--out", str(out), "--json")  # fmt: skip
     assert proc.returncode == 7, proc.stderr
     assert "Traceback" not in proc.stderr and "rows failed" in proc.stderr
@@ -193,12 +193,12 @@ def test_quantize_already_quantized_exits_3(quantized, tmp_path):
 
 def test_compile_ort(exported, tmp_path):
     out = tmp_path / "ort"
-    proc = cli("compile", str(exported), "--target", "ort", "--out", str(out), "--json")
+    proc = cli("compile", str(exported), "--format", "ort", "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["manifest"]["step"] == "compile"
 
 
 def test_compile_tensorrt_unavailable_exits_5(exported, tmp_path):
-    proc = cli("compile", str(exported), "--target", "tensorrt", "--precision", "fp16", "--out", str(tmp_path / "trt"))
+    proc = cli("compile", str(exported), "--format", "tensorrt", "--precision", "fp16", "--out", str(tmp_path / "trt"))
     assert_one_line_error(proc, 5, "TensorRT")
     assert not (tmp_path / "trt").exists()

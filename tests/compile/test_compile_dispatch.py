@@ -71,7 +71,7 @@ def test_a_target_whose_module_is_missing_names_its_extra(monkeypatch):
     reason = target_unavailable("fake")
     assert "edgeformer.export.no_such_target cannot be imported" in reason
     assert "pip install 'edgeformer[fake]'" in reason
-    with pytest.raises(BackendUnavailableError, match="--target fake cannot run here") as e:
+    with pytest.raises(BackendUnavailableError, match="--format fake cannot run here") as e:
         build_config("fake")
     assert e.value.exit_code == 5
 
@@ -132,7 +132,7 @@ def test_an_unavailable_target_exits_5_with_the_reason(tiny, tmp_path):
         pytest.skip("TensorRT can run here")
     with pytest.raises(BackendUnavailableError) as e:
         edgeformer.compile(tiny, target="tensorrt", precision="fp16", out=tmp_path / "engine")
-    assert e.value.exit_code == 5 and reason in str(e.value) and "--target tensorrt cannot run here" in str(e.value)
+    assert e.value.exit_code == 5 and reason in str(e.value) and "--format tensorrt cannot run here" in str(e.value)
     assert not (tmp_path / "engine").exists()
 
 

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from PIL import Image
 from torch import nn
 
-from edgeformer.bench import BenchConfig, BenchReport, BenchRow, RowProducer, bench, select
+from edgeformer.bench import BACKENDS, FORMATS, BenchConfig, BenchReport, BenchRow, RowProducer, bench, select
 from edgeformer.bench.context import parity_cosine
 from edgeformer.bench.rows import ROW_PRODUCERS, compiled
 from edgeformer.errors import BackendUnavailableError, CalibrationError, ConfigError, OutputExistsError
@@ -90,12 +90,12 @@ def producers_with_failures(make_artifact, made: list):
         return ctx.profile_row(ctx.artifact("onnx-int8", broken_export), backend="ort")
 
     return [
-        RowProducer("crash", "onnx", "int4", "ort", crash),
-        RowProducer("onnx-fp32-ort", "onnx", "fp32", "ort", ort_row, ("onnxruntime",)),
-        RowProducer("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", missing),
-        RowProducer("int8-a", "onnx", "int8", "ort", dependent),
-        RowProducer("int8-b", "onnx", "int8", "openvino", dependent),
-        RowProducer("fp32-again", "onnx", "fp32", "ort", ort_row),  # reuses the artifact, does not remake it
+        RowProducer("onnx", "int4", "ort", crash),
+        RowProducer("onnx", "fp32", "ort", ort_row, ("onnxruntime",)),
+        RowProducer("tensorrt", "fp16", "tensorrt", missing),
+        RowProducer("onnx", "int8", "ort", dependent, variant="a"),
+        RowProducer("onnx", "int8", "openvino", dependent, variant="b"),
+        RowProducer("onnx", "fp32", "ort", ort_row, variant="again"),  # reuses the artifact, does not remake it
     ]
 
 
@@ -134,7 +134,7 @@ def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, m
     saved = json.loads((out / "bench.json").read_text())
     assert [r["status"] for r in saved["rows"]] == [s for _, _, s in status]
     assert saved["device"]["device_id"] and saved["batch"] == 2 and saved["threads"] == 1
-    assert saved["fastest"]["status"] == "ok" and saved["best"] in ("onnx-fp32-ort", "fp32-again")
+    assert saved["fastest"]["status"] == "ok" and saved["best"] in ("onnx-fp32-ort", "onnx-fp32-ort-again")
     assert "seeded random" in saved["parity_on"]
     md = (out / "bench.md").read_text()
     assert md.count("| ok |") == 2 and "converter exploded" in md and "| skipped |" in md and "★" in md
@@ -151,8 +151,8 @@ def test_the_marker_goes_to_the_fastest_row_that_meets_the_fidelity_bar(tmp_path
             ctx.artifact(key, lambda d: make_artifact(d, ("batch", 3, 32, 32), seed=seed)), backend="ort"
         )
 
-    producers = [RowProducer("right", "onnx", "fp32", "ort", row(0, "a")),
-                 RowProducer("wrong", "onnx", "fp32", "ort", row(1, "b"))]  # fmt: skip
+    producers = [RowProducer("onnx", "fp32", "ort", row(0, "a"), variant="right"),
+                 RowProducer("onnx", "fp32", "ort", row(1, "b"), variant="wrong")]  # fmt: skip
     report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST,
                    producers=producers)  # fmt: skip
     right, wrong = report.rows
@@ -162,7 +162,7 @@ def test_the_marker_goes_to_the_fastest_row_that_meets_the_fidelity_bar(tmp_path
 
 
 def _row(name, p50, cosine, status="ok"):
-    return BenchRow(name=name, target="onnx", format="onnx", precision="fp32", backend="ort", status=status,
+    return BenchRow(name=name, format="onnx", precision="fp32", backend="ort", status=status,
                     p50_ms=p50, parity_cosine=cosine)  # fmt: skip
 
 
@@ -182,25 +182,30 @@ def test_best_and_fastest(rows, bar, best, fastest):
     assert (report.fastest_ok().name if report.fastest_ok() else None) == fastest
 
 
-def test_rows_are_selected_by_target_and_precision():
+def test_rows_are_selected_by_format_precision_and_backend():
     names = lambda **kw: [p.name for p in select(ROW_PRODUCERS, BenchConfig(**kw))]  # noqa: E731
-    assert names(targets=("openvino",)) == ["openvino-fp32", "openvino-bf16", "openvino-int8", "openvino-int8-nncf"]
+    assert names(formats=("openvino",)) == ["openvino-fp32", "openvino-bf16", "openvino-int8", "openvino-int8-nncf"]
     assert names(precisions=("fp16",)) == ["ort-fp16", "tensorrt-fp16", "coreml-fp16"]
-    assert names(targets=("onnx", "tensorrt"), precisions=("int8",)) == [
+    assert names(backends=("openvino",), precisions=("int8",)) == ["openvino-int8", "openvino-int8-nncf"]
+    assert names(formats=("onnx", "tensorrt"), precisions=("int8",)) == [
         "onnx-int8-ort", "onnx-int8-ort-static-defaults", "tensorrt-int8"]  # fmt: skip
     assert len(names()) == len(ROW_PRODUCERS)
-    # every target and precision the CLI offers has at least one row
-    assert {p.target for p in ROW_PRODUCERS} == {"pytorch", "onnx", "ort", "openvino", "tensorrt", "coreml"}
+    # every format and backend the CLI offers has at least one row, and names are derived from them
+    assert {p.format for p in ROW_PRODUCERS} == set(FORMATS) and {p.backend for p in ROW_PRODUCERS} == set(BACKENDS)
+    assert [p.name for p in ROW_PRODUCERS][:4] == [
+        "pytorch-fp32-eager", "onnx-fp32-ort", "onnx-int8-ort", "onnx-int8-ort-static-defaults"]  # fmt: skip
     assert sum(p.peer for p in ROW_PRODUCERS) == 6
 
 
 def test_bad_selection_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="did you mean 'openvino'"):
-        BenchConfig(targets=("openvno",))
+        BenchConfig(formats=("openvno",))
     with pytest.raises(ConfigError, match="fp8"):
         BenchConfig(precisions=("fp8",))
     with pytest.raises(ConfigError, match="no bench row matches"):
-        select(ROW_PRODUCERS, BenchConfig(targets=("pytorch",), precisions=("int8",)))
+        select(ROW_PRODUCERS, BenchConfig(formats=("pytorch",), precisions=("int8",)))
+    with pytest.raises(ConfigError, match="named twice: onnx-fp32-ort"):
+        select([ROW_PRODUCERS[1], ROW_PRODUCERS[1]], BenchConfig())
     with pytest.raises(ConfigError, match="parity_samples"):
         BenchConfig(parity_samples=0)
 
@@ -209,10 +214,9 @@ def test_compiled_rows_run_openvino_for_real_and_skip_what_cannot_run_here(tmp_p
     pytest.importorskip("openvino")
     source = lambda ctx: ctx.artifact("onnx-fp32", lambda d: make_artifact(d, ("batch", 3, 32, 32)))  # noqa: E731
     producers = [
-        RowProducer("openvino-fp32", "openvino", "fp32", "openvino", compiled("openvino", "fp32", source),
-                    ("openvino",)),
-        RowProducer("coreml-fp32", "coreml", "fp32", "coreml", compiled("coreml", "fp32", source)),
-        RowProducer("tensorrt-fp16", "tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", source)),
+        RowProducer("openvino", "fp32", "openvino", compiled("openvino", "fp32", source), ("openvino",)),
+        RowProducer("coreml", "fp32", "coreml", compiled("coreml", "fp32", source)),
+        RowProducer("tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", source)),
     ]  # fmt: skip
     report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST,
                    producers=producers)  # fmt: skip
@@ -250,7 +254,7 @@ def test_rows_are_selected_by_name_and_unknown_names_refused(tmp_path, make_arti
 
 def test_bad_settings_fail_before_any_row_runs(tmp_path):
     ran = []
-    producers = [RowProducer("x", "onnx", "fp32", "ort", lambda ctx: ran.append(1))]
+    producers = [RowProducer("onnx", "fp32", "ort", lambda ctx: ran.append(1), variant="x")]
     with pytest.raises(CalibrationError, match="does not exist") as e:
         bench("tiny_cnn", out=tmp_path / "r", calib=tmp_path / "no-such-folder", producers=producers)
     assert e.value.exit_code == 3
@@ -296,7 +300,7 @@ def test_parity_cosine_takes_the_worst_output_at_any_depth():
 @pytest.mark.slow  # the dynamo exporter takes ~20 s even for a tiny module
 @pytest.mark.skipif(not _exporter_available(), reason="edgeformer.export.onnx is not written yet")
 def test_default_table_benches_a_user_module_export_and_eager(tmp_path):
-    config = BenchConfig(warmup=1, runs=5, targets=("pytorch", "onnx"))
+    config = BenchConfig(warmup=1, runs=5, formats=("pytorch", "onnx"))
     report = bench(TinyNet(), out=tmp_path, threads=1, config=config, example_inputs=(torch.randn(1, 3, 16, 16),))
     rows = {(r.format, r.backend, r.precision): r for r in report.rows}
     fp32 = rows[("onnx", "ort", "fp32")]
