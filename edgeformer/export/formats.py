@@ -19,15 +19,13 @@ class ExportFormat:
 
     name: str
     target: str
-    suffix: str  # the main model file's suffix ("" for a folder such as an .mlpackage)
-    needs_torch: bool  # starts from a torch module (True) or from an ONNX artifact (False)
 
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
-        ExportFormat(name="onnx", target="edgeformer.export.onnx:export_onnx", suffix=".onnx", needs_torch=True),
-        ExportFormat(name="coreml", target="edgeformer.export.coreml:export_coreml", suffix="", needs_torch=True),
+        ExportFormat(name="onnx", target="edgeformer.export.onnx:export_onnx"),
+        ExportFormat(name="coreml", target="edgeformer.export.coreml:export_coreml"),
     )
 }
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..artifact import TensorSpec
 from ..compare import ort_runner, run_all
-from ..data.images import load_image
+from ..data.images import IMAGE_SUFFIXES, load_image
 from ..errors import AccuracyBudgetError, CalibrationError, ConfigError
 from .config import QuantConfig, rounded_fields
 from .ort_adapter import write_qdq
@@ -35,7 +35,6 @@ from .recipe import NodeGroup, QuantPlan
 
 log = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -104,11 +103,11 @@ def _image_folder(path: Path, preprocessing, labels) -> tuple[np.ndarray, np.nda
     xs, ys = [], []
     for c in classes:
         for f in sorted((path / c).iterdir()):
-            if f.suffix.lower() in _IMAGE_SUFFIXES:
+            if f.suffix.lower() in IMAGE_SUFFIXES:
                 xs.append(load_image(f, preprocessing)[0])
                 ys.append(index[c])
     if not xs:
-        raise CalibrationError(f"{path}: the class folders hold no images ({', '.join(_IMAGE_SUFFIXES)}).")
+        raise CalibrationError(f"{path}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES)}).")
     return np.stack(xs), np.asarray(ys, np.int64)
 
 

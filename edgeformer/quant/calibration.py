@@ -33,14 +33,13 @@ import numpy as np
 
 from ..artifact import TensorSpec
 from ..data.audio import AudioFileError, check_sample_rate, fix_length, log_mel, read_wav
-from ..data.images import as_image_input, load_image
+from ..data.images import IMAGE_SUFFIXES, as_image_input, load_image
 from ..errors import CalibrationError, ConfigError, DynamicShapeError, InvalidInputError
 from ..inputs import AudioInput, ImageInput, InputSpec, input_spec_from_dict
 from .config import QuantConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 AUDIO_SUFFIXES = (".wav",)
 _MAX_NAMED = 20  # skipped samples named in the summary; the count is always complete
 
