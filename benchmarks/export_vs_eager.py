@@ -73,7 +73,7 @@ def prepare(name: str, resolution: int | None, cfg: ProfileConfig, workdir: Path
         facts["ort_fp32"].update(
             export_s=time.perf_counter() - t0,
             size_mb=artifact.size_bytes() / 1e6,
-            parity_cosine=parity_cosine(artifact.manifest.extra.get("parity")),
+            parity_cosine=parity_cosine(artifact.manifest.parity),
         )
         session = open_session(artifact, options=SessionOptions(threads=cfg.threads))
         feeds = check_feeds(session.inputs, {session.inputs[0].name: x_np})

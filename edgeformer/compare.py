@@ -8,7 +8,8 @@ tolerance serves logits of any magnitude), plus top-1 agreement for ``(batch, cl
 One rule for zeros and non-finite values (:func:`cosine`): two numerically zero arrays agree (1.0), one
 against a non-zero array does not (0.0). A NaN anywhere, or an Inf the reference lacks at that place,
 makes an output unusable: its figures are NaN, ``problem`` says why and every gate fails. Gate through
-:meth:`Agreement.meets`, never on a bare figure: ``nan < min_cosine`` is False.
+:meth:`Agreement.meets`, never on a bare figure: ``nan < min_cosine`` is False. What a manifest keeps of a
+comparison is :meth:`Agreement.to_record`: a :class:`CheckRecord`, the figures rounded plus the gate applied.
 
 Example::
 
@@ -22,13 +23,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ModelFileError
+from .records import Record
 
 Feeds = Mapping[str, np.ndarray]
 Outputs = Mapping[str, np.ndarray] | Sequence[np.ndarray]  # by name, or in the model's output order
@@ -123,15 +125,74 @@ class Agreement:
         """The outputs that fail ``meets(**gate)``, e.g. for ``ParityError(failures=...)``."""
         return tuple(o for o in self.outputs if o.meets(**gate))
 
-    def to_dict(self, ndigits: int = 6) -> dict[str, Any]:
-        """Figures rounded so that manifests stay byte-identical across runs despite float noise; NaN and Inf
-        become None (JSON has neither; ``problem`` says why); ``outputs`` keyed by name."""
-        out = {f.name: _rounded(getattr(self, f.name), ndigits) for f in fields(self) if f.name != "outputs"}
-        out["outputs"] = {
-            o.name: {f.name: _rounded(getattr(o, f.name), ndigits) for f in fields(o) if f.name != "name"}
+    def to_record(self, *, sample_names: Sequence[str] = (), min_cosine: float | None = None,
+                  atol: float | None = None, rtol: float | None = None, ndigits: int = 6) -> CheckRecord:  # fmt: skip
+        """The written form: figures rounded so that manifests stay byte-identical across runs despite float
+        noise, NaN and Inf as None (JSON has neither; ``problem`` says why), ``outputs`` keyed by name, and the
+        gate (as :meth:`meets` takes it) with whether it passed; no gate leaves ``ok`` None (recorded only)."""
+        gate = {"min_cosine": min_cosine, "atol": atol, "rtol": rtol}
+        figures = {f.name: _rounded(getattr(self, f.name), ndigits) for f in fields(self) if f.name != "outputs"}
+        outputs = {
+            o.name: OutputFigures(
+                **{f.name: _rounded(getattr(o, f.name), ndigits) for f in fields(o) if f.name != "name"}
+            )
             for o in self.outputs
         }
-        return out
+        ok = self.meets(**gate) is None if any(v is not None for v in gate.values()) else None
+        return CheckRecord(**figures, outputs=outputs, sample_names=tuple(sample_names), ok=ok, **gate)
+
+    def to_dict(self, ndigits: int = 6) -> dict[str, Any]:
+        """The figures of :meth:`to_record` alone (no gate), as JSON (reports, bench rows)."""
+        written = self.to_record(ndigits=ndigits).to_dict()
+        return {f.name: written[f.name] for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputFigures(Record):
+    """One output's :class:`OutputAgreement` as written: rounded, NaN/Inf as None."""
+
+    cosine: float | None = None
+    cosine_mean: float | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    top1_agreement: float | None = None
+    samples: int = 0
+    worst: str = ""
+    problem: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRecord(Record):
+    """A comparison as a manifest keeps it (``parity``, ``fidelity``, ``extra["source_check"]``).
+
+    The figures are :class:`Agreement`'s, rounded (None: not measurable, ``problem`` says why; or not measured,
+    ``skipped`` says why). The gate is what the check was held to: ``ok`` is whether it passed, None when there
+    was no gate (record only) or nothing was measured. Made by :meth:`Agreement.to_record`, or
+    ``CheckRecord(skipped=...)`` when the check could not run here.
+
+    Example::
+
+        record = agreement.to_record(sample_names=list(inputs), min_cosine=0.99999, rtol=1e-4)
+        manifest = dataclasses.replace(manifest, parity=record)
+    """
+
+    cosine: float | None = None  # the worst output's smallest cosine over the samples
+    cosine_mean: float | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    top1_agreement: float | None = None
+    samples: int = 0
+    on: str = ""  # which samples, for reports
+    problem: str | None = None
+    outputs: dict[str, OutputFigures] = field(default_factory=dict)
+    sample_names: tuple[str, ...] = ()
+    ok: bool | None = None
+    min_cosine: float | None = None
+    atol: float | None = None  # bound on max_abs
+    rtol: float | None = None  # bound on max_rel (what ExportHints.atol and --atol bound)
+    skipped: str | None = None  # why nothing was measured (not on this OS or device, check turned off)
+    warning: str | None = None  # a figure no gate refused but nobody should deploy without a look
+    other_files: dict[str, CheckRecord] = field(default_factory=dict)  # the same check on other model files
 
 
 def compare_outputs(reference: Sequence[Outputs], candidate: Sequence[Outputs], *, rows: bool = False,

@@ -6,7 +6,9 @@ error naming the file and the field, never a value that fails three steps later.
 
 Schema history:
     1: preprocessing as a free dict; arch, label_set, checkpoint, parity, fidelity, calibration and runtime
-       settings inside ``extra``. Still read: :func:`_upgrade_v1` moves those keys to their typed fields.
+       settings inside ``extra``. Still read: :func:`_upgrade_v1` moves those keys to their typed fields, but
+       for parity and fidelity, whose dicts have another shape than :class:`~edgeformer.compare.CheckRecord`:
+       they stay in ``extra`` as written (``parity_v1``, ``fidelity_v1``).
     2: typed ``preprocessing`` (an input spec), ``lineage``, ``parity``, ``fidelity``, ``calibration``,
        ``runtime``; ``extra`` keeps only step-specific facts that nothing reads back.
 """
@@ -22,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .compare import CheckRecord
 from .errors import ConfigError, ModelFileError
 from .inputs import AudioInput, ImageInput, input_spec_from_dict
 from .records import Record
@@ -125,10 +128,10 @@ class Manifest(Record):
     step: str = "export"
     step_config: dict[str, Any] = field(default_factory=dict)
     parent_sha: str | None = None
-    # agreement with the source (export: torch; compile: the parent) and with FP32 (quantize); the
-    # compare module's record as written by ``Agreement.to_dict`` plus the gate that was applied
-    parity: dict[str, Any] | None = None
-    fidelity: dict[str, Any] | None = None
+    # parity: the model vs what it was converted from, meant to be the same function (export: torch);
+    # fidelity: the artifact vs its parent after a change of numerics (quantize: FP32; compile: the parent ONNX)
+    parity: CheckRecord | None = None
+    fidelity: CheckRecord | None = None
     calibration: CalibrationRecord | None = None
     runtime: RuntimeSettings | None = None
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
@@ -178,10 +181,11 @@ def _upgrade_v1(d: Mapping[str, Any]) -> dict[str, Any]:
         "label_set": extra.pop("label_set", None),
         "checkpoint": checkpoint,
     }
-    # old parity/fidelity dicts have other keys than the compare record: keep them as they were written
+    # old parity/fidelity dicts have other keys than CheckRecord (a list of outputs, "samples" naming the
+    # inputs): kept in extra as they were written, under a name no reader takes for the typed record
     for key in ("parity", "fidelity"):
         if key in extra:
-            d[key] = extra.pop(key)
+            extra[f"{key}_v1"] = extra.pop(key)
     if "calibration" in extra:
         d["calibration"] = extra.pop("calibration")
     runtime = extra.pop("runtime", None)

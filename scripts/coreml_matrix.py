@@ -68,7 +68,7 @@ def convert_one(name: str, variant: str, workdir: Path) -> dict[str, Any]:
         "weight_dtypes": spec["weight_dtypes"],
         "quantized_weights": spec["quantized_weights"],
         "opset": spec["opset"],
-        "fidelity": art.manifest.extra["fidelity"],
+        "fidelity": art.manifest.fidelity.to_dict() if art.manifest.fidelity else None,
     }
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -132,7 +132,7 @@ def render(data: dict[str, Any]) -> str:
         "Core ML runtime (`MLModel.predict` raises *Model prediction is only supported on macOS*) and no "
         "interpreter of their own for ML programs, so on Linux a package can be converted and inspected but "
         "not run. On macOS every conversion records its cosine / max-abs error / top-1 agreement against the "
-        "reference in `extra.fidelity`.",
+        "reference in the manifest's `fidelity`.",
         "",
         "## Conversion matrix",
         "",

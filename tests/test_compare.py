@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgeformer.compare import compare_outputs, cosine, min_cosine_problem, ort_runner, run_all
+from edgeformer.compare import (
+    CheckRecord,
+    OutputFigures,
+    compare_outputs,
+    cosine,
+    min_cosine_problem,
+    ort_runner,
+    run_all,
+)
 from edgeformer.errors import ModelFileError
 
 LOGITS = np.array([[2.0, -1.0, 0.5], [0.1, 0.3, -0.2]])
@@ -138,6 +147,26 @@ def test_to_dict_rounds_to_six_digits_and_keys_outputs_by_name():
     assert set(d) == {"cosine", "cosine_mean", "max_abs", "max_rel", "top1_agreement", "samples", "outputs", "on",
                       "problem"}  # fmt: skip
     assert d["outputs"]["output0"]["max_rel"] == 1.7e-05 and d["outputs"]["output0"]["top1_agreement"] == 1.0
+
+
+def test_the_written_record_is_the_rounded_figures_plus_the_gate_and_round_trips():
+    ref = np.array([[1.0, 2.0]])
+    agreement = compare_outputs([[ref]], [[ref + np.array([[0.0, 1e-4 / 3]])]], sample_names=["s0"])
+    record = agreement.to_record(sample_names=["s0"], min_cosine=0.999, rtol=1e-6)
+    assert (record.ok, record.min_cosine, record.rtol, record.atol) == (False, 0.999, 1e-6, None)  # max_rel 1.7e-5
+    assert record.outputs["output0"] == OutputFigures(cosine=record.cosine, cosine_mean=record.cosine_mean,
+                                                      max_abs=3.3e-05, max_rel=1.7e-05, top1_agreement=1.0,
+                                                      samples=1, worst="s0")  # fmt: skip
+    assert agreement.to_record().ok is None  # no gate: recorded only
+    written = record.to_dict()
+    assert agreement.to_dict() == {k: written[k] for k in agreement.to_dict()}  # the same figures, minus the gate
+    assert CheckRecord.from_dict(json.loads(json.dumps(written))) == record
+
+
+def test_a_check_with_a_nan_output_is_written_without_nan_and_fails_its_gate():
+    record = compare_outputs([[np.ones(3)]], [[np.array([1.0, np.nan, 1.0])]]).to_record(min_cosine=-1.0)
+    assert record.ok is False and record.cosine is None and "NaN" in record.problem
+    json.dumps(record.to_dict(), allow_nan=False)  # raises on a NaN figure: JSON has none
 
 
 def test_ort_runner_gives_exact_outputs_by_name(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgeformer.artifact import Artifact
+from edgeformer.compare import CheckRecord, OutputFigures
 from edgeformer.errors import ModelFileError
 from edgeformer.inputs import AudioInput, ImageInput
 from edgeformer.manifest import SCHEMA_VERSION, Checkpoint, Lineage, Manifest, RuntimeSettings, TensorSpec
@@ -25,7 +26,8 @@ def test_a_schema_1_manifest_loads_with_its_extra_keys_moved_to_typed_fields():
     assert m.preprocessing == ImageInput(resolution=224, crop_pct=0.875, interpolation="bicubic")
     assert m.lineage.arch["embed_dims"] == [128, 224, 320] and m.lineage.label_set == "imagenet"
     assert m.lineage.checkpoint == Checkpoint(file="ck.safetensors", sha256=d["extra"]["checkpoint"]["sha256"])
-    assert m.parity == d["extra"]["parity"]  # the old parity record is kept as it was written
+    # the old parity record does not fit CheckRecord: it is kept in extra as it was written, not in the typed field
+    assert m.parity is None and m.extra["parity_v1"] == d["extra"]["parity"]
     assert not {"arch", "label_set", "checkpoint", "parity"} & set(m.extra)
     assert m.extra["exporter"] == "dynamo" and m.files == d["files"]
     assert m.inputs == (TensorSpec(name="input", shape=("batch", 3, 224, 224), dtype="float32"),)
@@ -38,11 +40,14 @@ def test_a_schema_2_manifest_round_trips_exactly():
         preprocessing=AudioInput(frontend="graph"), labels=("yes", "no"),
         lineage=Lineage(family="audio", arch={"depths": [2, 2]}, checkpoint=Checkpoint(file="w.pt", sha256="ab")),
         runtime=RuntimeSettings(device="CPU", inference_precision="bf16", num_streams=1),
+        fidelity=CheckRecord(cosine=0.99, samples=2, outputs={"logits": OutputFigures(cosine=0.99, samples=2)},
+                             min_cosine=0.9, ok=True, other_files={"model.ort": CheckRecord(skipped="not here")}),
         extra={"convert_seconds": np.float32(1.5)},  # numpy scalars from a step are written as numbers
     )  # fmt: skip
     back = Manifest.load(json.loads(m.to_json()))
     assert back == dataclasses.replace(m, extra={"convert_seconds": 1.5})
     assert isinstance(back.preprocessing, AudioInput) and back.lineage.checkpoint.sha256 == "ab"
+    assert back.fidelity.outputs["logits"].cosine == 0.99 and back.fidelity.other_files["model.ort"].skipped
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import Artifact
-from ..compare import Agreement, compare_outputs
+from ..compare import Agreement, CheckRecord, compare_outputs
 from ..errors import BackendUnavailableError, ConfigError
 from ..export import export
 from ..export.onnx import OnnxExportConfig
@@ -193,8 +193,11 @@ class RowProducer:
 
 
 def parity_cosine(parity: Any) -> float | None:
-    """The worst measured cosine in a parity report (``cosine`` keys at any depth of dicts and lists), or None
-    when none was measured or a ``problem`` (NaN/Inf, a missing output) anywhere leaves the worst unknown."""
+    """The worst measured cosine in a parity report (a manifest's :class:`CheckRecord`, or ``cosine`` keys at any
+    depth of dicts and lists), or None when none was measured or a ``problem`` (NaN/Inf, a missing output)
+    anywhere leaves the worst unknown."""
+    if isinstance(parity, CheckRecord):
+        parity = parity.to_dict()
     found: list[float] = []
     problems: list[str] = []
 

@@ -25,6 +25,7 @@ from ..artifact import Artifact, ArtifactWriter
 from ..compare import compare_outputs, ort_runner, run_all
 from ..compile import compile
 from ..errors import BackendUnavailableError
+from ..manifest import CalibrationRecord
 from ..profiling import fp16_arithmetic
 from ..quant import QuantConfig, SearchConfig, open_calibration, quantize, quantize_search
 from ..quant.ort_adapter import preprocess
@@ -174,7 +175,8 @@ def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact
         manifest = dataclasses.replace(
             fp32.manifest, precision="int8", main_file="model.onnx", step="quantize", parent_sha=fp32.sha, files={},
             created="", tool_versions={}, step_config={"peer": "onnxruntime.quantization.quantize_static defaults"},
-            extra={"fidelity": fid.to_dict(), "calibration": data.summary.to_dict()},
+            parity=None, fidelity=fid.to_record(), calibration=CalibrationRecord.from_dict(data.summary.to_dict()),
+            extra={},
         )  # fmt: skip
         return w.commit(manifest)
 

@@ -62,6 +62,6 @@ def compile_cmd(
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return
     console.print(f"[green]✓[/green] {result.summary()}")
-    fidelity = result.manifest.extra.get("fidelity")
+    fidelity = result.manifest.fidelity
     if fidelity:
-        console.print(f"fidelity vs parent: {fidelity}")
+        console.print(f"fidelity vs parent: {fidelity.to_dict()}")

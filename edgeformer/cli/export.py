@@ -104,10 +104,10 @@ def export_cmd(
         print_json({"artifact": str(artifact.path), "manifest": artifact.manifest.to_dict()})
         return
     console.print(f"[green]✓[/green] {artifact.summary()}")
-    parity = artifact.manifest.extra.get("parity") or {}
+    parity = artifact.manifest.parity
     rows = [
-        (name, f"{o.get('max_abs') or 0:.2e}", f"{o.get('max_rel') or 0:.2e}", f"{o.get('cosine') or 0:.6f}")
-        for name, o in (parity.get("outputs") or {}).items()
+        (name, f"{o.max_abs or 0:.2e}", f"{o.max_rel or 0:.2e}", f"{o.cosine or 0:.6f}")
+        for name, o in (parity.outputs if parity is not None else {}).items()
     ]
     if rows:
         console.print(table("parity vs torch (worst over samples)", ("output", "max abs", "max rel", "cosine"), rows))

@@ -80,16 +80,16 @@ def quantize_cmd(
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return
     console.print(f"[green]✓[/green] {result.summary()}")
-    extra = result.manifest.extra
-    calib = extra.get("calibration") or {}
+    calib, fidelity = result.manifest.calibration, result.manifest.fidelity
     if calib:  # skips and a method fallback change what the ranges rest on: never leave them to the log alone
-        method = calib.get("method")
-        if calib.get("method_requested") not in (None, method):
-            method = f"{method} (fallback from {calib['method_requested']})"
-        skipped = calib.get("skipped", 0) + calib.get("holdout_skipped", 0)
-        console.print(f"calibration: {calib.get('used')} sample(s) from {calib.get('source')}, method {method}"
+        method = calib.method
+        if calib.method_requested != method:
+            method = f"{method} (fallback from {calib.method_requested})"
+        skipped = calib.skipped + calib.holdout_skipped
+        console.print(f"calibration: {calib.used} sample(s) from {calib.source}, method {method}"
                       + (f", {skipped} unreadable sample(s) skipped" if skipped else ""), markup=False)  # fmt: skip
-    rows = [(k, v) for k, v in (extra.get("fidelity") or {}).items() if not isinstance(v, (dict, list))]
+    shown = fidelity.to_dict() if fidelity is not None else {}
+    rows = [(k, v) for k, v in shown.items() if v is not None and not isinstance(v, (dict, list))]
     if rows:
         console.print(table("fidelity vs FP32", ("metric", "value"), rows))
     report = result.path / "quant_report.md"

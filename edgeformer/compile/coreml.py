@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact, check_output_path, input_paths, sha256_file
-from ..compare import ort_runner
+from ..compare import CheckRecord, ort_runner
 from ..errors import ConfigError, ModelFileError, QualityGateError, UnknownModelError
 from ..export import coreml as cm
 from ..export.coreml import CoreMlConfig as CoreMlConfig  # the table finds config and probe beside compile_coreml
 from ..export.coreml import available as available
-from ..export.parity import compare_on, parity_record
+from ..export.parity import compare_on
 from ..inputs import ImageInput
 from ..models import get_spec
 
@@ -139,10 +139,10 @@ def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrit
         src, input_names=tuple(t.name for t in m.inputs), output_names=tuple(t.name for t in m.outputs)
     )
     if ckpt is not None:
-        source_check: Any = _source_check(src, artifact)
+        source_check = _source_check(src, artifact)
     else:
-        source_check = (
-            "not run: the parent was exported without a checkpoint, so its random weights cannot be "
+        source_check = CheckRecord(
+            skipped="the parent was exported without a checkpoint, so its random weights cannot be "
             f"rebuilt; this package has its architecture with other random weights (seed {cfg.seed})"
         )
         log.warning(
@@ -150,12 +150,16 @@ def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrit
             "weights; export and compile with --checkpoint to keep trained weights",
             artifact.path,
         )
-    extra = {"parent_format": m.format, "source_check": source_check}
-    return cm.write_package(src, cfg, out, overwrite, guard, parent=artifact, checkpoint=ckpt, extra=extra)
+    return cm.write_package(src, cfg, out, overwrite, guard, parent=artifact, checkpoint=ckpt,
+                            source_check=source_check)  # fmt: skip
 
 
-def _source_check(src: Any, parent: Artifact) -> dict[str, Any]:
-    """The rebuilt torch model vs the parent ONNX on ORT: what CoreML converts is the parent's model."""
+def _source_check(src: Any, parent: Artifact) -> CheckRecord:
+    """The rebuilt torch model vs the parent ONNX on ORT: what CoreML converts is the parent's model.
+
+    Kept in ``extra["source_check"]``, not in ``parity``: it measures the torch rebuild, not the package, and a
+    reader of ``parity`` (bench, the CLI) would credit the package with the rebuild's agreement.
+    """
     sc = parent.manifest.step_config
     atol, min_cosine = sc.get("atol") or 1e-4, sc.get("min_cosine") or 0.99999
     inputs = cm.fidelity_samples(src, CoreMlConfig())
@@ -165,7 +169,7 @@ def _source_check(src: Any, parent: Artifact) -> dict[str, Any]:
             f"the {src.name} rebuilt from {parent.path} differs from the parent ONNX: {reason}. Convert with the "
             "edgeformer version that exported it, or re-export the ONNX."
         )
-    return parity_record(agreement, inputs, atol=atol, min_cosine=min_cosine)
+    return agreement.to_record(sample_names=list(inputs), rtol=atol, min_cosine=min_cosine)
 
 
 # --- conversion, checks, writing --------------------------------------------------------------------

@@ -6,7 +6,7 @@ Precisions, and where each one's numerics come from:
   would store the weights as fp16) and run with an explicit f32 inference precision (OpenVINO's CPU
   plugin otherwise picks bf16 by itself on CPUs with AMX).
 * ``bf16``: the same IR; bf16 is OpenVINO's *inference precision hint*, applied when a session compiles
-  the IR for a device. It is recorded in the manifest (``extra["runtime"]``) and the session sets it
+  the IR for a device. It is recorded in the manifest (``runtime``) and the session sets it
   and reads it back. A CPU without AVX512_BF16/AMX cannot honour it: the IR is still written (it is for
   the device that can), the fidelity check is skipped with that reason, and a session there refuses it.
 * ``int8`` from a QDQ artifact (``edgeformer quantize``): OpenVINO reads QuantizeLinear/DequantizeLinear
@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..artifact import Artifact, ArtifactWriter, check_output_path, input_paths
-from ..compare import min_cosine_problem, ort_runner
+from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -47,6 +47,7 @@ from ..errors import (
     QualityGateError,
 )
 from ..export.parity import compare_on, parity_inputs
+from ..manifest import CalibrationRecord, RuntimeSettings
 from ..modelfile import load_onnx
 from ..quant.calibration import open_calibration
 from ..quant.config import QuantConfig
@@ -184,7 +185,9 @@ def fidelity_inputs(artifact: Artifact, samples: int, seed: int = 1) -> dict[str
 
 
 # --- calibration for NNCF ------------------------------------------------------------------------------
-def calibration_feeds(artifact: Artifact, config: OpenVinoConfig) -> tuple[list[dict[str, np.ndarray]], dict]:
+def calibration_feeds(
+    artifact: Artifact, config: OpenVinoConfig
+) -> tuple[list[dict[str, np.ndarray]], CalibrationRecord]:
     """Up to ``calib_size`` feeds for NNCF and a record of where they came from.
 
     ``calib`` (a folder of images or wavs, a ``.npy``/``.npz``) is read by :mod:`edgeformer.quant.calibration`,
@@ -201,7 +204,9 @@ def calibration_feeds(artifact: Artifact, config: OpenVinoConfig) -> tuple[list[
             "DIR (a few hundred representative images) for a deployable model."
         )
         log.warning(warning)
-        return feeds, {"source": "synthetic", "samples": len(feeds), "seed": config.seed, "warning": warning}
+        return feeds, CalibrationRecord(
+            source="synthetic", kind="synthetic", samples=len(feeds), seed=config.seed, warning=warning
+        )
 
     # the same seeded draw as `edgeformer quantize`, holding out the same samples: NNCF never calibrates on
     # the ones edgeformer's fidelity checks (and bench's parity rows) are measured on
@@ -220,7 +225,7 @@ def calibration_feeds(artifact: Artifact, config: OpenVinoConfig) -> tuple[list[
     # dtypes are settled by the reader: other float widths are converted, integer arrays (raw pixels) refused
     summary = data.summary.to_dict()
     record = {k: summary[k] for k in ("source", "kind", "found", "used", "skipped", "skipped_samples") if k in summary}
-    return feeds, {**record, "samples": len(feeds)}
+    return feeds, CalibrationRecord.from_dict({**record, "samples": len(feeds)})
 
 
 def _nncf_quantize(
@@ -287,8 +292,9 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
     if config.precision == "int8":
         extra["int8_from"] = "nncf" if config.nncf else "qdq"
     feeds: list[dict[str, np.ndarray]] = []
+    calibration = None
     if config.nncf:  # read the calibration data first: a bad --calib fails in a second, not after conversion
-        feeds, extra["calibration"] = calibration_feeds(artifact, config)
+        feeds, calibration = calibration_feeds(artifact, config)
     ov = import_openvino()
     core = ov.Core()
     started = time.perf_counter()
@@ -304,13 +310,12 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
         extra["nncf"] = {"version": version, "preset": config.nncf_preset, "model_type": "transformer"}
     extra["convert_seconds"] = round(time.perf_counter() - started, 2)
     facts = _facts(core, config.device)
-    hint = INFERENCE_PRECISION[config.precision]
-    extra["runtime"] = {
-        "device": config.device,
-        "inference_precision": hint,
-        "performance_hint": config.performance_hint,
-        "num_streams": config.num_streams,
-    }
+    runtime = RuntimeSettings(
+        device=config.device,
+        inference_precision=INFERENCE_PRECISION[config.precision],
+        performance_hint=config.performance_hint,
+        num_streams=config.num_streams,
+    )
     extra["compile_machine"] = facts
     with ArtifactWriter(out, overwrite=overwrite, inputs=input_paths(artifact)) as w:
         ov.save_model(model, str(w.dir / "model.xml"), compress_to_fp16=config.compress_to_fp16)
@@ -321,11 +326,12 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
             precision=m.precision if m.precision in _QUANT else config.precision,
             main_file="model.xml",
             step_config=dataclasses.asdict(config),
+            calibration=calibration,
+            runtime=runtime,
             extra=extra,
         )
         report = _fidelity(artifact, Artifact(w.dir, manifest), config, core, facts.get("reason"))
-        manifest = dataclasses.replace(manifest, extra={**extra, "fidelity": report})
-        return w.commit(manifest)
+        return w.commit(dataclasses.replace(manifest, fidelity=report))
 
 
 def _facts(core: Any, device: str) -> dict[str, Any]:
@@ -335,10 +341,11 @@ def _facts(core: Any, device: str) -> dict[str, Any]:
         return {"device": device, "present": False, "reason": str(e)}
 
 
-def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any, absent: str | None) -> dict[str, Any]:
-    """Cosine / max abs / top-1 agreement of the IR on ``config.device`` vs ORT on the parent ONNX."""
+def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any, absent: str | None) -> CheckRecord:
+    """Cosine / max abs / top-1 agreement of the IR on ``config.device`` (at the manifest's ``runtime``
+    inference precision) vs ORT on the parent ONNX."""
     if not config.check_fidelity:
-        return {"skipped": "check_fidelity=False"}
+        return CheckRecord(skipped="check_fidelity=False")
     hint = INFERENCE_PRECISION[config.precision]
     why = absent or precision_problem(core, config.device, hint)
     try:
@@ -352,25 +359,25 @@ def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any,
                 f"min_cosine {config.min_cosine} was asked for but the {config.precision} IR cannot run here ({why}); "
                 "drop --min-cosine or compile on the target device."
             )
-        return {"skipped": why}
+        return CheckRecord(skipped=why)
 
     session = OpenVinoSession(ir, SessionOptions(providers=(config.device,)))
     try:
         agreement = compare_on(ort_runner(parent.model_path), session.run, inputs)
     finally:
         session.close()
-    report = {**agreement.to_dict(), "inference_precision": hint}
+    report = agreement.to_record(sample_names=list(inputs), min_cosine=config.min_cosine)
     log.info("OpenVINO %s IR: worst cosine %.6f vs the ONNX parent%s", config.precision, agreement.cosine,
              f" ({agreement.problem})" if agreement.problem else "")  # fmt: skip
     # meets(), not a bare `<`, for both bars: a NaN output would pass `nan < bar`
     if config.min_cosine is None and (suspect := agreement.meets(min_cosine=SUSPECT_COSINE)):
         qdq = config.precision == "int8" and not config.nncf
         hint_int8 = " For int8 from a QDQ model, try NNCF on the fp32 parent (--nncf)." if qdq else ""
-        report["warning"] = (
+        report = dataclasses.replace(report, warning=(
             f"the {config.precision} IR disagrees with its parent ({suspect}); do not deploy it without checking "
             f"accuracy.{hint_int8}"
-        )
-        log.warning("OpenVINO: %s", report["warning"])
+        ))  # fmt: skip
+        log.warning("OpenVINO: %s", report.warning)
     if config.min_cosine is not None and (reason := agreement.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(
             f"the OpenVINO {config.precision} IR disagrees with the ONNX parent: {reason}; nothing was written. Try "

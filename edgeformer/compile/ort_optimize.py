@@ -16,7 +16,7 @@ What the levels bake in, and so where the saved model can run:
 level ``all`` runs within 1-5% of a saved ``all`` model (layout transforms cost 50-150 ms once, at load),
 while loading it with optimization *disabled* is 1.1-1.7x slower (NCHWc matters most for SHViT's convs).
 So ``extended`` stays portable and loses nothing, provided the runtime re-applies the layout transforms
-for the CPU it runs on: the manifest says so (``extra["session"]["graph_optimization"] = "all"``). Choose
+for the CPU it runs on: the manifest says so (``runtime.graph_optimization = "all"``). Choose
 ``all`` only for a model that stays on the machine it was built on (it then loads with optimization off).
 
 ``fp16`` converts the graph with onnxruntime's float16 converter (inputs/outputs stay float32, the
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path, input_paths
-from ..compare import min_cosine_problem, ort_runner
+from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
     ConfigError,
@@ -52,6 +52,7 @@ from ..errors import (
     did_you_mean,
 )
 from ..export.parity import compare_on
+from ..manifest import RuntimeSettings
 from ..modelfile import embed_manifest, load_onnx
 from ..runtimes.base import SessionOptions
 from ..runtimes.ort import OrtSession, _first_line, _native_errors
@@ -190,13 +191,6 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
             "graph_optimization": config.graph_optimization,
             "execution_provider": ep,
             "threads": config.threads,
-            # how to load it: layout transforms belong to the CPU it runs on, so below "all" the runtime applies
-            # them (measured: skipping them is up to 1.7x slower); an "all" model has them already
-            "session": {
-                "graph_optimization": "disable" if config.graph_optimization == "all" else "all",
-                "providers": [ep],
-                "threads": config.threads,
-            },
             "portability": _PORTABILITY[config.graph_optimization].format(ep=ep),
             "contrib_domains": domains,
             "nodes": {"before": len(proto.graph.node), "after": len(optimized.graph.node)},
@@ -210,15 +204,23 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
             precision=m.precision if m.precision in _QUANT else config.precision,
             main_file=MODEL_FILE,
             step_config=dataclasses.asdict(config),
+            # how to load it: layout transforms belong to the CPU it runs on, so below "all" the runtime applies
+            # them (measured: skipping them is up to 1.7x slower); an "all" model has them already
+            runtime=RuntimeSettings(
+                graph_optimization="disable" if config.graph_optimization == "all" else "all",
+                providers=(ep,),
+                threads=config.threads,
+            ),
             extra=extra,
         )
         if config.save_ort_format:
             extra["ort_format"] = _write_ort_format(ort, source, w.dir, config)
-        if config.check_fidelity:
-            extra["fidelity"] = _fidelity(artifact, w.dir, manifest, config)
-        else:
-            extra["fidelity"] = {"skipped": "check_fidelity=False"}
-        manifest = dataclasses.replace(manifest, extra=extra)
+        fidelity = (
+            _fidelity(artifact, w.dir, manifest, config)
+            if config.check_fidelity
+            else CheckRecord(skipped="check_fidelity=False")
+        )
+        manifest = dataclasses.replace(manifest, extra=extra, fidelity=fidelity)
         embed_manifest(optimized, manifest)  # a bare model.onnx copied off the artifact keeps its preprocessing
         onnx.save(optimized, str(w.dir / MODEL_FILE))
         log.info(
@@ -292,7 +294,7 @@ def _write_ort_format(ort: Any, source: Path, folder: Path, config: OrtOptimizeC
     }
 
 
-def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOptimizeConfig) -> dict[str, Any]:
+def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOptimizeConfig) -> CheckRecord:
     """Fidelity of the saved model (and of ``model.ort``) vs the parent ONNX on ORT's CPU provider."""
 
     try:
@@ -301,7 +303,7 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
         if config.min_cosine is not None:
             raise
         log.warning("fidelity of the ORT-optimized model not checked: %s", e)
-        return {"skipped": str(e)}
+        return CheckRecord(skipped=str(e))
     reference = ort_runner(parent.model_path)
     options = SessionOptions(
         threads=config.threads, providers=(config.execution_provider,), graph_optimization="disable"
@@ -316,9 +318,10 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
             agreements[name] = compare_on(reference, session.run, inputs)
         finally:
             session.close()
-    report = agreements[MODEL_FILE].to_dict()
-    if ORT_FILE in agreements:
-        report["ort_format"] = agreements[ORT_FILE].to_dict()
+    records = {
+        name: a.to_record(sample_names=list(inputs), min_cosine=config.min_cosine) for name, a in agreements.items()
+    }
+    report = dataclasses.replace(records.pop(MODEL_FILE), other_files=records)  # model.ort, when written
     log.info("ORT-optimized %s model: worst cosine %s vs the ONNX parent", config.precision,
              ", ".join(f"{a.cosine:.6f} ({name})" for name, a in agreements.items()))  # fmt: skip
 
@@ -327,11 +330,11 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
         return "; ".join(f"{name}: {reason}" for name, a in agreements.items() if (reason := a.meets(min_cosine=bar)))
 
     if config.min_cosine is None and (suspect := failing(SUSPECT_COSINE)):
-        report["warning"] = (
+        report = dataclasses.replace(report, warning=(
             f"the ORT-optimized {config.precision} model disagrees with its parent ({suspect}); do not deploy it "
             "without checking accuracy."
-        )
-        log.warning("ORT target: %s", report["warning"])
+        ))  # fmt: skip
+        log.warning("ORT target: %s", report.warning)
     if config.min_cosine is not None and (reason := failing(config.min_cosine)):
         raise QualityGateError(
             f"the ORT-optimized {config.precision} model disagrees with the ONNX parent: {reason}; nothing was "

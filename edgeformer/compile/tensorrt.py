@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..artifact import Artifact, ArtifactWriter, TensorSpec, check_output_path
-from ..compare import min_cosine_problem, ort_runner
+from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, QualityGateError
 from ..export.parity import compare_on, parity_inputs
 from ..modelfile import load_onnx
@@ -363,10 +363,12 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
             step_config=dataclasses.asdict(config),
             extra=extra,
         )
-        if config.check_fidelity:
-            report = _check_fidelity(artifact, Artifact(w.dir, manifest), profile, config)
-            manifest = dataclasses.replace(manifest, extra={**extra, "fidelity": report})
-        return w.commit(manifest)
+        report = (
+            _check_fidelity(artifact, Artifact(w.dir, manifest), profile, config)
+            if config.check_fidelity
+            else CheckRecord(skipped="check_fidelity=False")
+        )
+        return w.commit(dataclasses.replace(manifest, fidelity=report))
 
 
 def _build(
@@ -418,7 +420,7 @@ def _build(
 
 def _check_fidelity(
     parent: Artifact, engine: Artifact, profile: Sequence[InputProfile], config: TensorRtConfig
-) -> dict:
+) -> CheckRecord:
 
     shapes = {p.name: p.opt for p in profile}
     dtypes = {t.name: t.dtype for t in parent.manifest.inputs}
@@ -437,7 +439,7 @@ def _check_fidelity(
             f"the TensorRT {config.precision} engine disagrees with the ONNX parent: {reason}; nothing was written. "
             "Try --precision fp32, or a different quantization."
         )
-    return agreement.to_dict()
+    return agreement.to_record(sample_names=list(inputs), min_cosine=config.min_cosine)
 
 
 __all__ = [

@@ -59,7 +59,7 @@ from ..artifact import (
     now_iso,
     tool_versions,
 )
-from ..compare import min_cosine_problem, ort_runner
+from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
     ConfigError,
@@ -174,7 +174,7 @@ def export_coreml(
     check_output_path(Path(out), guard, overwrite)  # before the slow part
     require_tools()
     src = prepare_source_model(model, cfg, example_inputs, input_spec, ckpt, cfg.resolution, dict(arch_overrides))
-    return write_package(src, cfg, Path(out), overwrite, guard, parent=None, checkpoint=ckpt, extra={})
+    return write_package(src, cfg, Path(out), overwrite, guard, parent=None, checkpoint=ckpt)
 
 
 def compile_coreml_module(
@@ -320,7 +320,9 @@ def _io_dtype(t: Any) -> Any:
     return np.float32 if t.is_floating_point() else np.int32
 
 
-def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra) -> Artifact:
+def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, source_check=None) -> Artifact:
+    """Convert, check and write the package; ``source_check`` is compile's record of the rebuilt torch model vs
+    the parent ONNX (kept in ``extra``: it measures the rebuild, not this package)."""
     started = time.perf_counter()
     mlmodel, tracer_warnings = _convert(src, cfg)
     convert_s = time.perf_counter() - started
@@ -335,15 +337,17 @@ def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra)
             f"model: {'; '.join(problems)}. Report this with the coremltools version."
         )
     # the parent's own outputs are the reference when the rebuild was proven to be the parent's model
-    parent_onnx = parent.model_path if isinstance(extra.get("source_check"), dict) else None
-    extra = {
-        **extra,
+    proven = source_check is not None and source_check.skipped is None
+    parent_onnx = parent.model_path if proven else None
+    extra: dict[str, Any] = {"parent_format": parent.manifest.format} if parent is not None else {}
+    if source_check is not None:
+        extra["source_check"] = source_check.to_dict()
+    extra |= {
         "weights": _weights(src, checkpoint, cfg),
         "capture": cfg.capture,
         "convert_seconds": round(convert_s, 2),
         "spec": info.to_dict(),
         "tracer_warnings": tracer_warnings,
-        "fidelity": _fidelity(mlmodel, src, cfg, parent_onnx),
     }
     if cfg.precision == "int8":
         extra["int8"] = {
@@ -370,6 +374,7 @@ def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, extra)
         parent_sha=parent.sha if parent is not None else None,
         created=now_iso(),  # set now so that the copy embedded in the package equals artifact.json
         tool_versions=tool_versions(),
+        fidelity=_fidelity(mlmodel, src, cfg, parent_onnx),
         extra=extra,
     )
     with ArtifactWriter(out, overwrite=overwrite, inputs=guard) as w:
@@ -423,10 +428,10 @@ def _set_metadata(mlmodel: Any, manifest: Manifest) -> None:
         }.get(kind, "float tensor; see the edgeformer manifest")
 
 
-def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | None) -> Any:
+def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | None) -> CheckRecord:
     """CoreML vs the parent ONNX (else torch) on seeded inputs; prediction needs macOS."""
     if reason := rt.platform_reason():
-        return f"not run: {reason}"
+        return CheckRecord(skipped=reason, min_cosine=cfg.min_cosine)
 
     def run(feeds):
         # the same casts the I/O types imply (float64 -> float32, int64 -> int32)
@@ -436,14 +441,15 @@ def _fidelity(mlmodel: Any, src: Any, cfg: CoreMlConfig, parent_onnx: Path | Non
         return {k: np.asarray(v, dtype=np.float32) for k, v in mlmodel.predict(cast).items()}
 
     reference = ort_runner(parent_onnx) if parent_onnx is not None else torch_runner(src)
-    agreement = compare_on(reference, run, fidelity_samples(src, cfg))
+    inputs = fidelity_samples(src, cfg)
+    agreement = compare_on(reference, run, inputs)
     # meets(), not a bare `<`: a NaN output would pass `nan < min_cosine`
     if cfg.min_cosine is not None and (reason := agreement.meets(min_cosine=cfg.min_cosine)):
         raise QualityGateError(
             f"the CoreML {cfg.precision} package disagrees with its reference: {reason}; nothing was written. "
             "Try --precision fp32."
         )
-    return agreement.to_dict()
+    return agreement.to_record(sample_names=list(inputs), min_cosine=cfg.min_cosine)
 
 
 __all__ = [

@@ -35,7 +35,7 @@ from ..artifact import Artifact, ArtifactWriter, Manifest, now_iso, tool_version
 from ..compare import Agreement, ort_runner
 from ..errors import ConfigError, InvalidInputError, ParityError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
-from .parity import compare_on, parity_inputs, parity_record
+from .parity import compare_on, parity_inputs
 from .source import SourceModel, prepare_source
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,11 @@ def export_onnx(
                 "(--atol/--min-cosine) if the difference is expected.",
                 failures=agreement.failing(**gate),
             )
-        record = parity_record(agreement, samples, atol=resolved.atol, min_cosine=resolved.min_cosine)
-        manifest = dataclasses.replace(manifest, extra={**manifest.extra, "parity": record})
+        record = agreement.to_record(sample_names=list(samples), **gate)
+        manifest = dataclasses.replace(manifest, parity=record)
         _save(proto, manifest, path)  # again, now that the embedded manifest can carry the parity figures
-        log.info("exported %s in %.1f s; parity %s", src.name, export_s, record["outputs"])
+        log.info("exported %s in %.1f s; parity: worst cosine %s, max_rel %s", src.name, export_s, record.cosine,
+                 record.max_rel)  # fmt: skip
         return writer.commit(manifest)
 
 

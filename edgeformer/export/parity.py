@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 
@@ -35,19 +34,6 @@ def compare_on(reference: RunFn, candidate: RunFn, inputs: Mapping[str, Feeds]) 
     the samples keep the inputs' names, so a failure says which input it was worst on."""
     feeds = list(inputs.values())
     return compare_outputs(run_all(reference, feeds), run_all(candidate, feeds), sample_names=list(inputs))
-
-
-def parity_record(agreement: Agreement, inputs: Mapping[str, Feeds], *, atol: float,
-                  min_cosine: float) -> dict[str, Any]:  # fmt: skip
-    """The manifest's record of a gated parity check: the agreement, the inputs' names, the gate (``atol``
-    bounds ``max_rel``) and whether it passed."""
-    return {
-        **agreement.to_dict(),
-        "sample_names": list(inputs),
-        "ok": agreement.meets(min_cosine=min_cosine, rtol=atol) is None,
-        "atol": atol,
-        "min_cosine": min_cosine,
-    }
 
 
 def parity_inputs(

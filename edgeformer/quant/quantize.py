@@ -15,6 +15,7 @@ import onnx
 from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, Manifest, TensorSpec, write_json_atomic
 from ..compare import Agreement, compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, InvalidInputError, QualityGateError
+from ..manifest import CalibrationRecord
 from ..modelfile import embed_manifest, graph_io, load_onnx
 from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
 from .config import QuantConfig
@@ -81,7 +82,8 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
             passing ``calib``.
 
     Returns:
-        The new artifact; ``manifest.extra`` holds ``calibration``, ``plan``, ``ranges`` and ``fidelity``.
+        The new artifact; its manifest's ``calibration`` and ``fidelity`` say what calibration used and how
+        close the result is to FP32, ``extra`` holds the ``plan`` and ``ranges`` summaries.
 
     Raises:
         ConfigError: neither or both of ``calib`` and ``calibration``, or a ``calibration`` made from another
@@ -133,8 +135,9 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
             step="quantize",
             step_config={**config.to_dict(), "calib": summary.source},
             parent_sha=src.sha,
+            calibration=CalibrationRecord.from_dict(summary.to_dict()),
+            fidelity=fidelity.to_record(min_cosine=config.min_cosine),
             extra={
-                "calibration": summary.to_dict(),
                 "plan": plan.summary(pre_model),
                 "ranges": {
                     "method": ranges.method,
@@ -142,7 +145,6 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
                     "tensors": len(ranges),
                     "widened": list(ranges.widened),
                 },
-                "fidelity": fidelity.to_dict(),
             },
         )
         qmodel = onnx.load(str(staged))

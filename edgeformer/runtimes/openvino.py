@@ -1,7 +1,7 @@
 """OpenVINO backend: run an IR artifact (``format="openvino"``, ``model.xml`` + ``model.bin``) on a device.
 
 The IR is device-neutral; how it runs is decided when it is compiled for a device, and
-``edgeformer compile --format openvino`` records that in the manifest (``extra["runtime"]``): the
+``edgeformer compile --format openvino`` records that in the manifest (``runtime``): the
 device, the inference precision (``f32``, or ``bf16`` for a bf16 artifact), the performance hint and
 the number of streams. :class:`OpenVinoSession` applies exactly those, so the numbers measured at
 compile time are the numbers a session gets.
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelFileError, did_you_mean
+from ..manifest import RuntimeSettings
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 
 if TYPE_CHECKING:
@@ -217,13 +218,13 @@ class OpenVinoSession(BackendSession):
 
 def _settings(artifact: Artifact, options: SessionOptions) -> dict[str, Any]:
     """Device and run settings: the manifest's (from compile), overridden by the session options."""
-    recorded = dict(artifact.manifest.extra.get("runtime") or {})
+    recorded = artifact.manifest.runtime or RuntimeSettings()
     settings = {
-        "device": recorded.get("device", "CPU"),
-        "inference_precision": recorded.get("inference_precision")
+        "device": recorded.device or "CPU",
+        "inference_precision": recorded.inference_precision
         or INFERENCE_PRECISION.get(artifact.manifest.precision, "f32"),
-        "performance_hint": recorded.get("performance_hint", "LATENCY"),
-        "num_streams": recorded.get("num_streams", 1),
+        "performance_hint": recorded.performance_hint or "LATENCY",
+        "num_streams": recorded.num_streams if recorded.num_streams is not None else 1,
     }
     if options.providers:
         if len(options.providers) != 1:

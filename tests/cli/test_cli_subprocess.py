@@ -68,7 +68,7 @@ def test_models_info_unknown_name_suggests_and_exits_2():
 
 def test_export_writes_artifact_with_parity(exported):
     manifest = json.loads((exported / "artifact.json").read_text())
-    parity = manifest["extra"]["parity"]
+    parity = manifest["parity"]
     assert parity["ok"] and all(o["cosine"] > 0.9999 for o in parity["outputs"].values())
 
 

@@ -192,7 +192,7 @@ def test_bad_sample_fails_by_default_and_is_skipped_and_counted_with_skip(models
     out = tmp_path / "q"
     line = assert_fails(quantize_cli(models[kind], folder, out), 3, out, "CalibrationError", name)
     assert "--on-bad-sample skip" in line
-    calib = quantize_ok(models[kind], folder, out, "--on-bad-sample", "skip")["extra"]["calibration"]
+    calib = quantize_ok(models[kind], folder, out, "--on-bad-sample", "skip")["calibration"]
     # the seeded draw puts the bad file among the calibration or the held-out samples: counted either way
     assert calib["skipped"] + calib["holdout_skipped"] == 1
     assert [s.split(":")[0] for s in calib["skipped_samples"]] == [name]
@@ -211,7 +211,7 @@ def test_a_bad_file_drawn_for_the_fidelity_check_fails_too(models, tmp_path):
     seed = next(s for s in range(50) if held_out(s))  # a seed whose draw holds the bad file out
     out = tmp_path / "q"
     assert_fails(quantize_cli(models["image"], folder, out, "--seed", str(seed)), 3, out, "0_bad.png")
-    calib = quantize_ok(models["image"], folder, out, "--seed", str(seed), "--on-bad-sample", "skip")["extra"]
+    calib = quantize_ok(models["image"], folder, out, "--seed", str(seed), "--on-bad-sample", "skip")
     assert calib["calibration"]["holdout_skipped"] == 1 and calib["calibration"]["skipped"] == 0
     assert calib["calibration"]["skipped_samples"][0].endswith("(held out)")
 
@@ -223,7 +223,7 @@ def test_cmyk_16bit_and_grayscale_images_are_converted(models, tmp_path, mode):
     for i in range(8):
         save_image(folder / f"{i}.{'jpg' if mode == 'CMYK' else 'png'}", mode, rng)
     manifest = quantize_ok(models["image"], folder, tmp_path / "q")
-    calib, ranges = manifest["extra"]["calibration"], manifest["extra"]["ranges"]
+    calib, ranges = manifest["calibration"], manifest["extra"]["ranges"]
     assert calib["skipped"] == 0 and calib["used"] == calib["sampled"] > 0
     # a 16-bit image clipped to 8 bits instead of scaled is flat white: the input would have a constant range
     assert "input" not in ranges["widened"]
@@ -301,7 +301,7 @@ def test_too_few_samples_for_the_method_fails_or_falls_back_and_says_so(models, 
     result = quantize_cli(models["image"], arrays, out, *few, "--too-few-samples", "minmax")
     assert result.exit_code == 0, result.output
     assert f"fallback from {method}" in result.stdout  # the CLI summary says so ...
-    calib = json.loads((out / "artifact.json").read_text())["extra"]["calibration"]
+    calib = json.loads((out / "artifact.json").read_text())["calibration"]
     assert (calib["method"], calib["method_requested"]) == ("minmax", method)
     assert any("falls back" in w for w in calib["warnings"])
     report = (out / "quant_report.md").read_text()  # ... and so does the report

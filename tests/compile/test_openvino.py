@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest
-from edgeformer.compare import ort_runner
+from edgeformer.compare import CheckRecord, ort_runner
 from edgeformer.compile.openvino import OpenVinoConfig, calibration_feeds, check_source, compile_openvino
 from edgeformer.errors import (
     BackendUnavailableError,
@@ -34,6 +34,7 @@ from edgeformer.errors import (
 )
 from edgeformer.export.parity import parity_inputs
 from edgeformer.inputs import ImageInput
+from edgeformer.manifest import RuntimeSettings
 from edgeformer.modelfile import graph_io
 from edgeformer.runtimes import SessionOptions
 from edgeformer.runtimes.openvino import OpenVinoBackend, available, precision_problem
@@ -186,12 +187,12 @@ def test_fp32_ir_matches_the_onnx_and_records_its_lineage(tiny, ir):
     assert m.parent_sha == tiny.sha and m.preprocessing == IMAGE and m.labels == LABELS
     assert m.inputs == tiny.manifest.inputs and m.outputs == tiny.manifest.outputs
     assert m.step_config["precision"] == "fp32" and m.step_config["device"] == "CPU"
-    assert m.extra["runtime"] == {"device": "CPU", "inference_precision": "f32", "performance_hint": "LATENCY",
-                                  "num_streams": 1}  # fmt: skip
+    assert m.runtime == RuntimeSettings(device="CPU", inference_precision="f32", performance_hint="LATENCY",
+                                        num_streams=1)  # fmt: skip
     assert "FP32" in m.extra["compile_machine"]["optimization_capabilities"]
-    fid = m.extra["fidelity"]
-    assert fid["cosine"] >= 0.99999 and fid["outputs"]["logits"]["top1_agreement"] == 1.0
-    assert fid["outputs"]["logits"]["max_abs"] < 1e-3
+    fid = m.fidelity
+    assert fid.cosine >= 0.99999 and fid.outputs["logits"].top1_agreement == 1.0
+    assert fid.outputs["logits"].max_abs < 1e-3
     assert "f16" not in weight_types(art)  # OpenVINO's default would have stored fp16 weights
     Artifact.load(art.path)  # hashes verify
 
@@ -202,26 +203,26 @@ def test_compress_to_fp16_halves_the_weights_and_keeps_fidelity(tiny, ir, tmp_pa
     assert "f16" in weight_types(half)
     assert (half.path / "model.bin").stat().st_size < 0.6 * (full.path / "model.bin").stat().st_size
     # fp16 weights carry ~3 significant digits; the computation itself stays f32
-    assert half.manifest.extra["fidelity"]["cosine"] >= 0.999
+    assert half.manifest.fidelity.cosine >= 0.999
 
 
 # --- bf16 -------------------------------------------------------------------------------------------------
 def test_bf16_is_a_recorded_runtime_hint_honoured_or_refused(tiny, tmp_path):
     art = compile_openvino(tiny, OpenVinoConfig(precision="bf16"), tmp_path / "bf16")
     m = art.manifest
-    assert m.precision == "bf16" and m.extra["runtime"]["inference_precision"] == "bf16"
+    assert m.precision == "bf16" and m.runtime.inference_precision == "bf16"
     assert "f16" not in weight_types(art)  # the IR is fp32: bf16 is applied when a device compiles it
     problem = bf16_problem()
     if problem:  # e.g. AVX2-only CPUs: OpenVINO would run f32 silently, so nothing may claim bf16 here
         assert "BF16" not in m.extra["compile_machine"]["optimization_capabilities"]
-        assert "cannot run bf16" in m.extra["fidelity"]["skipped"]
+        assert "cannot run bf16" in m.fidelity.skipped
         with pytest.raises(BackendUnavailableError, match="cannot run bf16") as e:
             edgeformer.Session(art, backend="openvino")
         assert e.value.exit_code == 5
     else:
         # bf16 keeps 8 mantissa bits (~0.4% relative error per op); on this 6-matmul graph the logits'
         # cosine stays far above 0.99, while a wrong layout or a dropped op gives < 0.9
-        assert m.extra["fidelity"]["cosine"] >= 0.99
+        assert m.fidelity.cosine >= 0.99
         with edgeformer.Session(art, backend="openvino") as s:
             assert s._open.inference_precision == "bf16"
 
@@ -240,7 +241,7 @@ def test_int8_from_a_qdq_model_runs_its_scales_as_fake_quantize(tiny_qdq, tmp_pa
     assert art.manifest.precision == "int8" and art.manifest.extra["int8_from"] == "qdq"
     assert "FakeQuantize" in ov_op_types(art)
     # the parent runs the same Q/DQ scales in ORT: only rounding-order differences remain
-    assert art.manifest.extra["fidelity"]["cosine"] >= 0.999
+    assert art.manifest.fidelity.cosine >= 0.999
 
 
 @pytest.mark.slow
@@ -249,15 +250,15 @@ def test_int8_with_nncf_on_synthetic_data_warns_and_records_it(tiny, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="edgeformer.compile.openvino"):
         art = compile_openvino(tiny, cfg, tmp_path / "nncf")
     assert any("SYNTHETIC" in r.getMessage() for r in caplog.records)
-    extra = art.manifest.extra
-    assert extra["int8_from"] == "nncf" and extra["calibration"]["source"] == "synthetic"
-    assert extra["calibration"]["samples"] == 16 and "SYNTHETIC" in extra["calibration"]["warning"]
+    extra, calibration = art.manifest.extra, art.manifest.calibration
+    assert extra["int8_from"] == "nncf" and calibration.source == "synthetic"
+    assert calibration.samples == 16 and "SYNTHETIC" in calibration.warning
     assert extra["nncf"]["model_type"] == "transformer"
     assert "FakeQuantize" in ov_op_types(art)
     # vs the fp32 parent this is quantization error, not a compile error: on noise-calibrated scales the
     # tiny model's logits measure cosine 0.986-0.990 (16-64 samples, either preset); a conversion that breaks
     # the graph (a wrong layout or order) measures below 0.5
-    assert extra["fidelity"]["cosine"] >= 0.97
+    assert art.manifest.fidelity.cosine >= 0.97
 
 
 @pytest.mark.slow
@@ -265,9 +266,9 @@ def test_int8_with_nncf_reads_a_npy_calibration_set_and_gates_on_cosine(tiny, tm
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(3).standard_normal((12, 3, SIDE, SIDE)).astype(np.float32))
     art = compile_openvino(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=calib), tmp_path / "nncf")
-    record = art.manifest.extra["calibration"]
+    record = art.manifest.calibration
     # 12 samples, a quarter (3) held out as `edgeformer quantize` holds them out: NNCF calibrates on 9
-    assert (record["source"], record["kind"], record["samples"]) == (str(calib), "arrays", 9)
+    assert (record.source, record.kind, record.samples) == (str(calib), "arrays", 9)
     with pytest.raises(QualityGateError, match="nothing was written"):
         compile_openvino(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=calib, min_cosine=0.9999999),
                          tmp_path / "gated")  # fmt: skip
@@ -300,7 +301,7 @@ def test_an_image_folder_is_read_through_the_recorded_preprocessing(tiny, tmp_pa
     (tmp_path / "notes.txt").write_text("not an image")
     cfg = OpenVinoConfig(precision="int8", nncf=True, calib=tmp_path, calib_size=4)
     feeds, record = calibration_feeds(tiny, cfg)
-    assert len(feeds) == 4 and record["samples"] == 4 and record["kind"] == "images" and record["found"] == 5
+    assert len(feeds) == 4 and record.samples == 4 and record.kind == "images" and record.found == 5
     x = feeds[0]["pixels"]
     assert x.shape == (1, 3, SIDE, SIDE) and x.dtype == np.float32
     assert -1.0 <= x.min() < 0 < x.max() <= 1.0  # normalized with the recorded mean/std of 0.5
@@ -366,7 +367,7 @@ def test_existing_output_is_refused_without_overwrite(tiny, tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         compile_openvino(tiny, OpenVinoConfig(), tmp_path / "ir")
     art = compile_openvino(tiny, OpenVinoConfig(check_fidelity=False), tmp_path / "ir", overwrite=True)
-    assert art.manifest.extra["fidelity"] == {"skipped": "check_fidelity=False"}
+    assert art.manifest.fidelity == CheckRecord(skipped="check_fidelity=False")
     with pytest.raises(OutputExistsError, match="overlaps the input"):
         compile_openvino(tiny, OpenVinoConfig(), tiny.path)
 
@@ -378,7 +379,7 @@ def test_a_device_not_present_gets_the_ir_but_no_fidelity(tiny, tmp_path):
         pytest.skip("this machine has an NPU")
     art = compile_openvino(tiny, OpenVinoConfig(device="NPU"), tmp_path / "npu")
     assert art.manifest.extra["compile_machine"]["present"] is False
-    assert "'NPU' is not present here" in art.manifest.extra["fidelity"]["skipped"]
+    assert "'NPU' is not present here" in art.manifest.fidelity.skipped
     with pytest.raises(BackendUnavailableError, match="never falls back") as e:
         edgeformer.Session(art, backend="openvino")
     assert e.value.exit_code == 5
@@ -460,20 +461,20 @@ def shvit(tmp_path_factory) -> Artifact:
 def test_zoo_model_compiles_at_every_precision(shvit, tmp_path, precision):
     cfg = OpenVinoConfig(precision=precision, nncf=precision == "int8", calib_size=32)
     art = compile_openvino(shvit, cfg, tmp_path / precision)
-    fid = art.manifest.extra["fidelity"]
+    fid = art.manifest.fidelity
     if precision == "fp32":
-        assert fid["cosine"] >= 0.999
+        assert fid.cosine >= 0.999
     elif precision == "bf16" and bf16_problem():
-        assert "cannot run bf16" in fid["skipped"]
+        assert "cannot run bf16" in fid.skipped
     elif precision == "bf16":  # 8 mantissa bits: rounding error only
-        assert fid["cosine"] >= 0.99
+        assert fid.cosine >= 0.99
     else:
         # int8 error vs the fp32 parent. Random-init weights (nothing is downloaded in tests) leave this SHViT's
         # logits near-degenerate (~1e-5), so int8 noise weighs more than on a trained model: measured 0.91 here
         # (0.99 on other inits); a conversion that breaks the graph measures below 0.5
-        assert fid["cosine"] >= 0.85
+        assert fid.cosine >= 0.85
     x = parity_inputs({"input": (2, 3, 64, 64)}, samples=1)["random-0"]
-    if "skipped" not in fid:
+    if fid.skipped is None:
         with edgeformer.Session(art, backend="openvino", threads=2) as s:
             assert s.run(x)["logits"].shape == (2, 10)
 
@@ -483,10 +484,10 @@ def test_zoo_qdq_int8_that_disagrees_with_its_parent_is_flagged(shvit, tmp_path)
     # OpenVINO 2026.4's int8 path on AVX2 CPUs measured cosine ~0 against ORT running the same QDQ SHViT; whatever
     # this OpenVINO does with it, a disagreeing IR must carry the warning and an agreeing one must not
     qdq = qdq_artifact(tmp_path / "shvit-int8", shvit, shapes={"input": (1, 3, 64, 64)})
-    fid = compile_openvino(qdq, OpenVinoConfig(precision="int8"), tmp_path / "ir").manifest.extra["fidelity"]
-    assert ("warning" in fid) == (fid["cosine"] is None or fid["cosine"] < 0.9)  # None: NaN/Inf outputs
-    if "warning" in fid:
-        assert "--nncf" in fid["warning"]
+    fid = compile_openvino(qdq, OpenVinoConfig(precision="int8"), tmp_path / "ir").manifest.fidelity
+    assert (fid.warning is not None) == (fid.cosine is None or fid.cosine < 0.9)  # None: NaN/Inf outputs
+    if fid.warning is not None:
+        assert "--nncf" in fid.warning
 
 
 def test_nncf_never_calibrates_on_the_samples_edgeformer_holds_out(tiny, tmp_path):

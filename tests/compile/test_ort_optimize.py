@@ -15,6 +15,7 @@ from edgeformer.artifact import Artifact, Manifest
 from edgeformer.compare import ort_runner
 from edgeformer.compile.ort_optimize import OrtOptimizeConfig, check_source, compile_ort
 from edgeformer.errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, OutputExistsError
+from edgeformer.manifest import RuntimeSettings
 from edgeformer.modelfile import sniff
 
 from .test_openvino import IMAGE, LABELS, SIDE, qdq_artifact, tiny_model, write_artifact
@@ -52,8 +53,8 @@ def test_each_level_saves_a_faithful_model_and_records_where_it_runs(tiny, tmp_p
     assert portable in m.extra["portability"]
     assert m.extra["execution_provider"] == "CPUExecutionProvider" and m.extra["threads"] == 1
     load_level = "disable" if level == "all" else "all"  # the runtime applies layout transforms for its own CPU
-    assert m.extra["session"] == {"graph_optimization": load_level, "providers": ["CPUExecutionProvider"], "threads": 1}
-    assert m.extra["fidelity"]["cosine"] >= 0.99999
+    assert m.runtime == RuntimeSettings(graph_optimization=load_level, providers=("CPUExecutionProvider",), threads=1)
+    assert m.fidelity.cosine >= 0.99999 and "session" not in m.extra and "fidelity" not in m.extra
     with edgeformer.Session(art, threads=1) as s:  # the runtime opens it like any ONNX artifact
         got = s.run(feeds())["logits"]
     np.testing.assert_allclose(got, ort_runner(tiny.model_path)(feeds())["logits"], rtol=1e-4, atol=1e-5)
@@ -79,7 +80,7 @@ def test_ort_format_is_written_and_loads_back_in_onnxruntime(tiny, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], feeds())
     np.testing.assert_allclose(got, ort_runner(tiny.model_path)(feeds())["logits"], rtol=1e-4, atol=1e-5)
-    assert art.manifest.extra["fidelity"]["ort_format"]["cosine"] >= 0.99999
+    assert art.manifest.fidelity.other_files["model.ort"].cosine >= 0.99999
     ops = (art.path / "model.required_operators.config").read_text()
     assert "ai.onnx;" in ops and "Softmax" in ops and str(tmp_path) not in ops  # relocatable: no temp paths
 
@@ -93,14 +94,14 @@ def test_fp16_keeps_float32_inputs_and_outputs(tiny, tmp_path):
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert art.manifest.precision == "fp16" and "LayerNormalization" in art.manifest.extra["fp16"]["kept_fp32"]
     # fp16 weights and activations: ~3 significant digits, so the logits agree to well within 1e-3 in cosine
-    assert art.manifest.extra["fidelity"]["cosine"] >= 0.999
+    assert art.manifest.fidelity.cosine >= 0.999
 
 
 def test_int8_optimizes_a_qdq_model(tiny, tmp_path):
     qdq = qdq_artifact(tmp_path / "int8-src", tiny)
     art = compile_ort(qdq, OrtOptimizeConfig(precision="int8"), tmp_path / "int8")
     assert art.manifest.precision == "int8"
-    assert art.manifest.extra["fidelity"]["cosine"] >= 0.999  # the same Q/DQ scales, fused into int8 kernels
+    assert art.manifest.fidelity.cosine >= 0.999  # the same Q/DQ scales, fused into int8 kernels
 
 
 # --- refusals ---------------------------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ def test_symbolic_sides_without_a_recorded_resolution_skip_fidelity_not_the_buil
     onnx.save(model, tmp_path / "sides.onnx")
     src = Artifact.load(tmp_path / "sides.onnx")  # from elsewhere: no preprocessing recorded
     art = compile_ort(src, OrtOptimizeConfig(), tmp_path / "opt")
-    assert "--resolution N" in art.manifest.extra["fidelity"]["skipped"]
+    assert "--resolution N" in art.manifest.fidelity.skipped
     with pytest.raises(DynamicShapeError, match="records no resolution"):
         compile_ort(src, OrtOptimizeConfig(min_cosine=0.999), tmp_path / "gated")
     assert not (tmp_path / "gated").exists()

@@ -531,7 +531,7 @@ def test_engine_builds_runs_and_matches_onnx(tmp_path, precision):
     assert (m.format, m.precision, m.parent_sha, m.step) == ("tensorrt", precision, src.sha, "compile")
     assert {"tensorrt", "gpu", "compute_capability", "cuda_driver", "cuda_runtime"} <= set(m.extra)
     assert m.extra["profile"]["pixels"]["max"] == [4, 3, 8, 8]
-    assert m.extra["fidelity"]["outputs"]["logits"]["cosine"] > (0.9999 if precision == "fp32" else 0.99)
+    assert m.fidelity.outputs["logits"].cosine > (0.9999 if precision == "fp32" else 0.99)
     assert cache.is_file() and cache.stat().st_size > 0
     x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
     with edgeformer.Session(art, backend="tensorrt") as s:
@@ -545,4 +545,4 @@ def test_engine_builds_runs_and_matches_onnx(tmp_path, precision):
     with pytest.raises(BackendUnavailableError, match="rebuild with `edgeformer compile"):
         edgeformer.Session(foreign, backend="tensorrt")
     again = compile_tensorrt(src, cfg, tmp_path / "engine2")  # reuses and re-saves the shared timing cache
-    assert again.manifest.extra["fidelity"]["cosine"] == pytest.approx(m.extra["fidelity"]["cosine"], abs=0.01)
+    assert again.manifest.fidelity.cosine == pytest.approx(m.fidelity.cosine, abs=0.01)

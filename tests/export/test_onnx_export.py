@@ -15,8 +15,8 @@ from torch import nn
 from edgeformer.artifact import Artifact, sha256_file
 from edgeformer.errors import ConfigError, OutputExistsError, ParityError
 from edgeformer.export import FORMATS, export
-from edgeformer.export.source import prepare_source
 from edgeformer.export.onnx import OnnxExportConfig
+from edgeformer.export.source import prepare_source
 from edgeformer.inputs import ImageInput
 from edgeformer.modelfile import read_embedded_manifest
 from edgeformer.models import create_model, get_spec, list_models
@@ -102,9 +102,9 @@ def l1_artifact(zoo_export):
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_exports_and_matches_torch(name, zoo_export):
     art, ckpt = zoo_export(name)
-    parity = art.manifest.extra["parity"]
+    parity = art.manifest.parity
     spec = get_spec(name)
-    assert parity["ok"] and all(o["max_rel"] <= spec.export.atol for o in parity["outputs"].values())
+    assert parity.ok and all(o.max_rel <= spec.export.atol for o in parity.outputs.values())
     # independent of the exporter's own check: a fresh session against a freshly built torch model
     x = np.random.default_rng(7).standard_normal(art.manifest.inputs[0].shape[1:], dtype=np.float32)[None]
     if spec.input.kind == "audio":
@@ -122,7 +122,7 @@ def test_zoo_model_exports_and_matches_torch(name, zoo_export):
 def test_zoo_model_exports_at_published_resolution(name, tmp_path):
     art = export(name, out=tmp_path / name, config=OnnxExportConfig())
     spec = get_spec(name)
-    assert art.manifest.extra["parity"]["ok"]
+    assert art.manifest.parity.ok
     assert Artifact.load(art.path).manifest.preprocessing == spec.input
     assert tuple(art.manifest.inputs[0].shape[1:]) == spec.input.shape(1)[1:]
 
@@ -137,9 +137,9 @@ def test_artifact_records_what_ran(l1_artifact):
     assert m.step_config["opset"] == spec.export.opset and m.step_config["dynamo"] is True
     assert m.extra["exporter"] == "dynamo" and m.lineage.arch["resolution"] == SMALL
     assert m.extra["optimizer"]["ran"] and not m.extra["optimizer"]["skipped"]
-    assert set(m.extra["parity"]["sample_names"]) >= {"random-0", "natural", "random-batch3"}
+    assert set(m.parity.sample_names) >= {"random-0", "natural", "random-batch3"} and "parity" not in m.extra
     embedded = read_embedded_manifest(onnx.load(str(l1_artifact.model_path)))
-    assert embedded.extra["parity"] == m.extra["parity"] and embedded.preprocessing == m.preprocessing
+    assert embedded.parity == m.parity and embedded.preprocessing == m.preprocessing
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -162,7 +162,7 @@ def test_static_batch_fixes_the_batch_dim(tmp_path):
         config=OnnxExportConfig(dynamic_batch=False, parity_samples=1),
     )
     assert art.manifest.inputs[0].shape == (2, 3, 16, 16)
-    assert "random-batch4" not in art.manifest.extra["parity"]["sample_names"]
+    assert "random-batch4" not in art.manifest.parity.sample_names
 
 
 def test_torchscript_exporter_option_reaches_the_minimum_opset(tmp_path):
@@ -170,7 +170,7 @@ def test_torchscript_exporter_option_reaches_the_minimum_opset(tmp_path):
     opset = get_spec("audioformer_t").export.min_opset
     art = export("audioformer_t", out=tmp_path / "ts", config=small_config("audioformer_t", dynamo=False, opset=opset))
     assert art.manifest.extra["exporter"] == "torchscript" and art.manifest.step_config["dynamo"] is False
-    assert art.manifest.extra["parity"]["ok"] and "natural" in art.manifest.extra["parity"]["sample_names"]
+    assert art.manifest.parity.ok and "natural" in art.manifest.parity.sample_names
     assert [o.version for o in onnx.load(str(art.model_path)).opset_import if o.domain in ("", "ai.onnx")] == [opset]
     assert [t.name for t in art.manifest.inputs] == ["waveform"]
     (got,) = run_ort(art.model_path, {"waveform": np.zeros((3, 16000), np.float32)})
@@ -200,7 +200,7 @@ def test_user_module_exports_to_unicode_path(tmp_path, dynamo):
     loaded = Artifact.load(out)
     m = loaded.manifest
     assert m.model_name == "TinyNet" and m.task == "image-classification" and m.preprocessing == spec
-    assert m.labels is None and m.extra["parity"]["ok"] and "example_inputs" in m.extra["parity"]["sample_names"]
+    assert m.labels is None and m.parity.ok and "example_inputs" in m.parity.sample_names
     x = np.random.default_rng(0).standard_normal((3, 3, 16, 16), dtype=np.float32)
     with torch.no_grad():
         ref = module.eval()(torch.from_numpy(x)).numpy()
@@ -300,4 +300,5 @@ def test_random_init_weights_follow_the_seed():
 
 def test_format_table_names_onnx():
     fmt = FORMATS["onnx"]
-    assert (fmt.suffix, fmt.needs_torch) == (".onnx", True) and fmt.target.endswith(":export_onnx")
+    assert fmt.name == "onnx" and fmt.target.endswith(":export_onnx")
+    assert set(FORMATS) == {"onnx", "coreml"}

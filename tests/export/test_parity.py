@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeformer.export.parity import compare_on, parity_inputs, parity_record
+from edgeformer.export.parity import compare_on, parity_inputs
 
 
 def test_error_is_relative_to_the_output_scale():
@@ -36,24 +36,24 @@ def test_worst_input_is_named_and_only_failing_outputs_are_listed():
     reason = agreement.meets(min_cosine=0.9, rtol=1e-2)
     assert reason == "a: max_rel 0.5 > 0.01 (worst on second)" and "b:" not in reason
     assert [o.name for o in agreement.failing(min_cosine=0.9, rtol=1e-2)] == ["a"]
-    record = parity_record(agreement, inputs, atol=1e-2, min_cosine=0.9)
-    assert (record["ok"], record["atol"], record["min_cosine"]) == (False, 1e-2, 0.9)
-    assert record["sample_names"] == ["first", "second"] and record["samples"] == 2
-    assert record["outputs"]["a"]["worst"] == "second" and record["outputs"]["b"]["max_rel"] == pytest.approx(1e-3)
+    record = agreement.to_record(sample_names=list(inputs), rtol=1e-2, min_cosine=0.9)
+    assert (record.ok, record.rtol, record.min_cosine) == (False, 1e-2, 0.9)
+    assert record.sample_names == ("first", "second") and record.samples == 2
+    assert record.outputs["a"].worst == "second" and record.outputs["b"].max_rel == pytest.approx(1e-3)
 
 
 def test_record_of_a_passing_check_is_ok():
     ref = {"y": np.arange(4.0)}
     agreement = compare_on(lambda f: ref, lambda f: ref, {"random-0": {}, "natural": {}})
-    record = parity_record(agreement, {"random-0": {}, "natural": {}}, atol=1e-4, min_cosine=0.99999)
-    assert record["ok"] and record["cosine"] == 1.0 and record["problem"] is None
+    record = agreement.to_record(sample_names=["random-0", "natural"], rtol=1e-4, min_cosine=0.99999)
+    assert record.ok and record.cosine == 1.0 and record.problem is None
 
 
 def test_nan_output_fails_parity_whatever_the_tolerance():
     ref = {"y": np.ones(3)}
     agreement = compare_on(lambda f: ref, lambda f: {"y": np.array([1.0, np.nan, 1.0])}, {"s": {}})
     assert agreement.meets(min_cosine=-1.0, rtol=1e9).startswith("y: NaN/Inf")
-    assert not parity_record(agreement, {"s": {}}, atol=1e9, min_cosine=-1.0)["ok"]
+    assert agreement.to_record(sample_names=["s"], rtol=1e9, min_cosine=-1.0).ok is False
 
 
 def test_top1_is_pooled_over_rows_and_each_output_keeps_its_worst_input():

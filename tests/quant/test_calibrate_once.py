@@ -10,8 +10,7 @@ import pytest
 
 from edgeformer.artifact import sha256_file
 from edgeformer.errors import ConfigError
-from edgeformer.quant import QuantConfig, QuantPlan, calibrate, quantize
-from edgeformer.quant import SearchConfig, quantize_search
+from edgeformer.quant import QuantConfig, QuantPlan, SearchConfig, calibrate, quantize, quantize_search
 
 from .conftest import RES
 from .test_placement import cost_model, int8_nodes
@@ -63,7 +62,7 @@ def test_quantize_search_model_equals_the_core_quantize_output_with_the_same_pla
     assert "head" not in plan.nodes_to_quantize and "head" not in int8_nodes(searched.model_path)  # not the default
     core = quantize(artifact, calib=calib_npz, out=tmp_path / "core", plan=plan)
     assert sha256_file(searched.model_path) == sha256_file(core.model_path)
-    assert searched.manifest.extra["calibration"] == core.manifest.extra["calibration"]
+    assert searched.manifest.calibration == core.manifest.calibration and core.manifest.calibration is not None
 
 
 def test_quantize_search_reads_the_calibration_data_once(artifact, tmp_path):

@@ -83,10 +83,10 @@ def test_quantize_writes_an_int8_artifact_with_lineage_and_fidelity(artifact, ca
     assert m.parent_sha == artifact.sha and m.step_config["calib_size"] == 16
     parent = Artifact.load(artifact.path).manifest
     assert m.preprocessing == parent.preprocessing and m.labels == parent.labels
-    calib, fid = m.extra["calibration"], m.extra["fidelity"]
-    assert calib["used"] == 16 and calib["holdout"] == 8 and calib["skipped"] == 0
-    assert fid["samples"] == 8 and fid["on"] == "held-out samples"
-    assert fid["cosine"] > 0.99 and fid["top1_agreement"] is not None and fid["problem"] is None
+    calib, fid = m.calibration, m.fidelity
+    assert calib.used == 16 and calib.holdout == 8 and calib.skipped == 0
+    assert fid.samples == 8 and fid.on == "held-out samples" and (fid.ok, fid.min_cosine) == (True, FAST.min_cosine)
+    assert fid.cosine > 0.99 and fid.top1_agreement is not None and fid.problem is None
     assert m.extra["plan"]["quantized_by_op"] == {"Add": 1, "Conv": 1, "Gemm": 1, "MatMul": 4}
     assert (q.path / "plan.json").is_file()
 
@@ -195,9 +195,9 @@ def test_image_folder_with_bad_files_is_quantized_with_skip_and_counted(artifact
     save_image(image_folder / "cmyk.jpg", "CMYK", np.random.default_rng(3))
     q = quantize(artifact, FAST.replace(on_bad_sample="skip", fidelity_samples=4), calib=image_folder,
                  out=tmp_path / "int8")  # fmt: skip
-    calib = q.manifest.extra["calibration"]
-    assert calib["found"] == 26 and calib["sampled"] == 16 and calib["holdout"] == 4
-    assert calib["used"] + calib["skipped"] == 16 and calib["skipped"] <= 1
+    calib = q.manifest.calibration
+    assert calib.found == 26 and calib.sampled == 16 and calib.holdout == 4
+    assert calib.used + calib.skipped == 16 and calib.skipped <= 1
 
 
 def test_ranges_are_computed_once_and_reused_for_several_plans(artifact, calib_npz, tmp_path):
@@ -338,7 +338,7 @@ def zoo_artifact(tmp_path_factory):
 def test_zoo_model_int8_matches_fp32_and_keeps_softmax_layernorm_float(zoo_artifact, tmp_path):
     art, calib = zoo_artifact
     q = quantize(art, QuantConfig(calib_size=32, fidelity_samples=16), calib=calib, out=tmp_path / "int8")
-    assert q.manifest.extra["fidelity"]["cosine_mean"] >= 0.999
+    assert q.manifest.fidelity.cosine_mean >= 0.999
     model = onnx.load(str(q.model_path))
     prod = producers(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -387,5 +387,5 @@ def test_a_graph_ort_symbolic_inference_cannot_follow_still_quantizes(tmp_path, 
     with caplog.at_level(logging.WARNING, logger="edgeformer.quant.ort_adapter"):
         q = quantize(fp32, QuantConfig(calib_size=4, fidelity_samples=2), calib="synthetic", out=tmp_path / "int8")
     assert "symbolic shape inference failed" in caplog.text
-    assert q.manifest.precision == "int8" and q.manifest.extra["fidelity"]["cosine"] > 0.99
+    assert q.manifest.precision == "int8" and q.manifest.fidelity.cosine > 0.99
     assert list(cwd.iterdir()) == []  # nothing left behind in the user's folder
