@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -49,9 +50,9 @@ USE_DEFAULT_CACHE: Any = object()  # run_step's default: StepCache.default() (en
 class StepSpec:
     """What identifies a step's work: same spec, same artifact (so a cached one can stand in).
 
-    ``input_sha`` is the sha256 of what the step reads (the input artifact's main file, or for an export the
-    checkpoint and zoo name); ``None`` means the input cannot be fingerprinted (your own ``nn.Module``) and the
-    step is never cached.
+    ``input_sha`` is the sha256 of what the step reads (an input artifact: :func:`artifact_sha`; an export:
+    :func:`export_input_sha`); ``None`` means the input cannot be fingerprinted (your own ``nn.Module``, a
+    calibration reader) and the step is never cached.
     """
 
     step: str  # "export:onnx", "quantize", "compile:openvino", ...
@@ -127,14 +128,40 @@ def _existing_parent(out: Path) -> Path:
 
 
 def artifact_sha(artifact: Artifact) -> str:
-    """One sha256 over every file of ``artifact`` (a bare file: its own sha), as a step's ``input_sha``."""
+    """One sha256 over every file of ``artifact`` (a bare file: itself) and what its manifest says about the model,
+    as a step's ``input_sha``.
+
+    The manifest counts because a step's output inherits from it (preprocessing, labels, lineage, tensors): two
+    artifacts with the same model bytes and other labels must not share a cached result. Its ``created``, tool
+    versions and ``extra`` (timings and facts nothing reads back) are left out, so a cached copy keys alike.
+    """
     files = artifact.manifest.files or {artifact.model_path.name: sha256_file(artifact.model_path)}
-    if len(files) == 1:
-        return next(iter(files.values()))
+    described = {k: v for k, v in artifact.manifest.to_dict().items() if k not in _NOT_INHERITED}
     h = hashlib.sha256()
     for rel in sorted(files):
         h.update(f"{rel}\0{files[rel]}\n".encode())
+    h.update(json.dumps(described, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     return h.hexdigest()
+
+
+_NOT_INHERITED = frozenset({"files", "created", "tool_versions", "extra"})
+
+
+def export_input_sha(model: Any, checkpoint: str | os.PathLike | None, arch_overrides: Mapping[str, Any]) -> str | None:
+    """An export's ``input_sha``: sha256 of the zoo name, the checkpoint's sha256 (or ``"random-init"``: the seed
+    is in the config) and the architecture overrides as JSON; ``None`` (never cached) for your own ``nn.Module``,
+    a checkpoint that is not a file (the export reports it) or overrides JSON cannot hold."""
+    if not isinstance(model, str):
+        return None
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        return None
+    weights = sha256_file(Path(checkpoint)) if checkpoint is not None else "random-init"
+    try:
+        text = json.dumps({"model": model, "checkpoint": weights, "arch": dict(arch_overrides)}, sort_keys=True,
+                          separators=(",", ":"), allow_nan=False)  # fmt: skip
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def data_fingerprint(source: Any) -> str | None:
@@ -142,23 +169,27 @@ def data_fingerprint(source: Any) -> str | None:
 
     A file: its sha256. A folder: the relative path, size and modification time of every file (what ``make``
     trusts; reading every image would cost as much as calibrating). ``"synthetic"`` and ``None``: themselves.
-    Anything else (a reader object): ``None``, which the caller turns into "do not cache".
+    Anything else (a reader object), or a file that cannot be read: ``None``, which the caller turns into "do not
+    cache".
     """
     if source is None or source == "synthetic":
         return str(source)
     if not isinstance(source, str | os.PathLike):
         return None
     path = Path(source)
-    if path.is_file():
-        return f"file:{sha256_file(path)}"
-    if path.is_dir():
-        h = hashlib.sha256()
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return f"dir:{h.hexdigest()}"
+    try:
+        if path.is_file():
+            return f"file:{sha256_file(path)}"
+        if path.is_dir():
+            h = hashlib.sha256()
+            for p in sorted(path.rglob("*")):
+                if p.is_file():
+                    st = p.stat()
+                    h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            return f"dir:{h.hexdigest()}"
+    except OSError:  # unreadable: not cached, and the step's own reader reports it with the fix
+        return None
     return f"missing:{path}"  # the step itself reports it; the key just must not collide with a real folder
 
 
-__all__ = ["StepSpec", "artifact_sha", "data_fingerprint", "run_step"]
+__all__ = ["USE_DEFAULT_CACHE", "StepSpec", "artifact_sha", "data_fingerprint", "export_input_sha", "run_step"]

@@ -20,3 +20,13 @@ def _deterministic_torch():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _step_cache(tmp_path_factory):
+    """Steps cache their outputs (edgeformer.steps): tests get a cache of their own, never the user's. One per
+    session (per xdist worker), so a test that re-runs a step with the same inputs sees a hit."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFORMER_CACHE_DIR", str(tmp_path_factory.mktemp("step-cache")))
+        mp.delenv("EDGEFORMER_NO_CACHE", raising=False)
+        yield

@@ -14,7 +14,7 @@ from edgeformer.artifact import Artifact
 from edgeformer.cache import StepCache
 from edgeformer.errors import OutputExistsError, QualityGateError
 from edgeformer.manifest import Manifest
-from edgeformer.steps import StepSpec, artifact_sha, data_fingerprint, run_step
+from edgeformer.steps import StepSpec, artifact_sha, data_fingerprint, export_input_sha, run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,3 +167,25 @@ def test_artifact_sha_covers_every_file(tmp_path):
     one = run_step(SPEC, Builder(b"x"), out=tmp_path / "a", cache=None)
     two = run_step(SPEC, Builder(b"y"), out=tmp_path / "b", cache=None)
     assert artifact_sha(one) != artifact_sha(two) and len(artifact_sha(one)) == 64
+
+
+def test_artifact_sha_covers_what_the_manifest_describes_but_not_when_it_was_written(tmp_path):
+    import dataclasses
+
+    one = run_step(SPEC, Builder(b"x"), out=tmp_path / "a", cache=None)
+    relabelled = Artifact(one.path, dataclasses.replace(one.manifest, labels=("cat", "dog")))
+    later = Artifact(one.path, dataclasses.replace(one.manifest, created="2031-01-01T00:00:00+00:00"))
+    assert artifact_sha(relabelled) != artifact_sha(one) == artifact_sha(later)
+
+
+def test_an_export_is_keyed_by_zoo_name_weights_and_overrides_and_a_module_not_at_all(tmp_path):
+    ckpt = tmp_path / "w.safetensors"
+    ckpt.write_bytes(b"weights")
+    base = export_input_sha("shvit_s1", None, {})
+    assert base is not None and base == export_input_sha("shvit_s1", None, {})
+    assert len({base, export_input_sha("shvit_s2", None, {}), export_input_sha("shvit_s1", ckpt, {}),
+                export_input_sha("shvit_s1", None, {"num_classes": 10})}) == 4  # fmt: skip
+    as_tuple, as_list = ({"depths": (1, 2)}, {"depths": [1, 2]})
+    assert export_input_sha("shvit_s1", None, as_tuple) == export_input_sha("shvit_s1", None, as_list)
+    assert export_input_sha(object(), None, {}) is None  # a module has no fingerprint
+    assert export_input_sha("shvit_s1", tmp_path / "missing.pt", {}) is None  # the export reports it

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..artifact import Artifact, check_output_path, input_paths, sha256_file
+from ..artifact import Artifact, Manifest, input_paths, sha256_file
 from ..compare import CheckRecord, ort_runner
 from ..errors import ConfigError, ModelFileError, QualityGateError, UnknownModelError
 from ..export import coreml as cm
@@ -25,6 +25,7 @@ from ..export.coreml import available as available
 from ..export.parity import compare_on
 from ..inputs import ImageInput
 from ..models import get_spec
+from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,12 @@ def parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
     return given
 
 
-def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrite: bool = False) -> Artifact:
+def compile_coreml(
+    artifact: Artifact, config: CoreMlConfig, out: Path, overwrite: bool = False, *, cache: Any = USE_DEFAULT_CACHE
+) -> Artifact:
     """Rebuild the torch model behind an ONNX artifact, check it against the parent, convert it to ``coreml``.
+
+    Cached by the parent's sha256 and ``config`` (:mod:`edgeformer.steps`); ``cache=None`` rebuilds.
 
     Raises:
         ConfigError: bad config; a parent from your own module (use :func:`compile_coreml_module`), a quantized
@@ -119,39 +124,42 @@ def compile_coreml(artifact: Artifact, config: CoreMlConfig, out: Path, overwrit
         QualityGateError: the rebuilt torch model differs from the parent ONNX, or macOS fidelity < ``min_cosine``.
         BackendUnavailableError: coremltools or torch is not installed (exit 5).
     """
-    cfg, out, m = cm.checked_config(config), Path(out), artifact.manifest
+    cfg, m = cm.checked_config(config), artifact.manifest
     overrides = parent_arch_overrides(artifact)
     batch, resolution = parent_shape(artifact, cfg)
-    ckpt = parent_checkpoint(artifact, cfg)
+    ckpt = parent_checkpoint(artifact, cfg)  # its content is the parent's recorded checkpoint: the sha covers it
+    spec = StepSpec(step="compile:coreml", input_sha=artifact_sha(artifact), config=cfg.to_dict())
+
+    def build(folder: Path) -> Manifest:
+        cm.require_tools()
+        rebuild = dataclasses.replace(cfg, batch=batch)
+        src = cm.prepare_source_model(m.model_name, rebuild, None, None, ckpt, resolution, overrides)
+        got, want = [tuple(t.shape)[1:] for t in src.example_inputs], [tuple(t.shape)[1:] for t in m.inputs]
+        if got != want or len(src.output_names) != len(m.outputs):
+            raise ModelFileError(
+                f"{artifact.path}: the rebuilt {m.model_name} takes {got} with {len(src.output_names)} "
+                f"outputs, the parent {want} with {len(m.outputs)}; convert with the edgeformer version "
+                "that exported it, or re-export the ONNX."
+            )
+        src = dataclasses.replace(
+            src, input_names=tuple(t.name for t in m.inputs), output_names=tuple(t.name for t in m.outputs)
+        )
+        if ckpt is not None:
+            source_check = _source_check(src, artifact)
+        else:
+            source_check = CheckRecord(
+                skipped="the parent was exported without a checkpoint, so its random weights cannot be "
+                f"rebuilt; this package has its architecture with other random weights (seed {cfg.seed})"
+            )
+            log.warning(
+                "%s has random-init weights: the CoreML package gets its architecture with other random "
+                "weights; export and compile with --checkpoint to keep trained weights",
+                artifact.path,
+            )
+        return cm.build_package(src, rebuild, folder, parent=artifact, checkpoint=ckpt, source_check=source_check)
+
     guard = [*input_paths(artifact), *([ckpt] if ckpt else [])]  # a bare .onnx guards the file, not its folder
-    check_output_path(out, guard, overwrite)
-    cm.require_tools()
-    cfg = dataclasses.replace(cfg, batch=batch)
-    src = cm.prepare_source_model(m.model_name, cfg, None, None, ckpt, resolution, overrides)
-    got, want = [tuple(t.shape)[1:] for t in src.example_inputs], [tuple(t.shape)[1:] for t in m.inputs]
-    if got != want or len(src.output_names) != len(m.outputs):
-        raise ModelFileError(
-            f"{artifact.path}: the rebuilt {m.model_name} takes {got} with {len(src.output_names)} "
-            f"outputs, the parent {want} with {len(m.outputs)}; convert with the edgeformer version "
-            "that exported it, or re-export the ONNX."
-        )
-    src = dataclasses.replace(
-        src, input_names=tuple(t.name for t in m.inputs), output_names=tuple(t.name for t in m.outputs)
-    )
-    if ckpt is not None:
-        source_check = _source_check(src, artifact)
-    else:
-        source_check = CheckRecord(
-            skipped="the parent was exported without a checkpoint, so its random weights cannot be "
-            f"rebuilt; this package has its architecture with other random weights (seed {cfg.seed})"
-        )
-        log.warning(
-            "%s has random-init weights: the CoreML package gets its architecture with other random "
-            "weights; export and compile with --checkpoint to keep trained weights",
-            artifact.path,
-        )
-    return cm.write_package(src, cfg, out, overwrite, guard, parent=artifact, checkpoint=ckpt,
-                            source_check=source_check)  # fmt: skip
+    return run_step(spec, build, out=out, guard=guard, overwrite=overwrite, cache=cache)
 
 
 def _source_check(src: Any, parent: Artifact) -> CheckRecord:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactWriter, check_output_path, input_paths
+from ..artifact import Artifact, Manifest, input_paths
 from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
@@ -51,6 +51,7 @@ from ..manifest import CalibrationRecord, RuntimeSettings
 from ..modelfile import load_onnx
 from ..quant.calibration import open_calibration
 from ..quant.config import QuantConfig
+from ..records import Record
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
 from ..runtimes.openvino import (
@@ -62,6 +63,7 @@ from ..runtimes.openvino import (
     import_openvino,
     precision_problem,
 )
+from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ _QUANT = ("int8", "mixed")
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpenVinoConfig:
+class OpenVinoConfig(Record):
     """How to build an OpenVINO IR. Invalid values raise :class:`ConfigError` listing every problem.
 
     ``device``, ``num_streams`` and ``performance_hint`` are recorded for the runtime (the IR itself is
@@ -268,8 +270,13 @@ def _nncf_quantize(
 
 
 # --- the build -----------------------------------------------------------------------------------------
-def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, overwrite: bool = False) -> Artifact:
+def compile_openvino(
+    artifact: Artifact, config: OpenVinoConfig, out: Path, overwrite: bool = False, *, cache: Any = USE_DEFAULT_CACHE
+) -> Artifact:
     """Convert an ONNX artifact to an OpenVINO IR artifact at ``out``, with fidelity vs the ONNX recorded.
+
+    Cached by the input's sha256, ``config`` and a fingerprint of ``config.calib`` (:mod:`edgeformer.steps`);
+    ``cache=None`` rebuilds.
 
     Raises:
         ConfigError: bad config, or a precision the source cannot give (int8 needs QDQ or ``nncf``).
@@ -280,9 +287,18 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
     """
     if not isinstance(config, OpenVinoConfig):
         raise ConfigError(f"compile_openvino takes an OpenVinoConfig, got {type(config).__name__}.")
-    out = Path(out)
     check_source(artifact, config)
-    check_output_path(out, input_paths(artifact), overwrite)
+    key = {**config.to_dict(), "calib_data": data_fingerprint(config.calib) if config.calib is not None else None}
+    spec = StepSpec(step="compile:openvino", input_sha=artifact_sha(artifact), config=key)
+
+    def build(folder: Path) -> Manifest:
+        return _build(artifact, config, folder)
+
+    return run_step(spec, build, out=out, guard=input_paths(artifact), overwrite=overwrite, cache=cache)
+
+
+def _build(artifact: Artifact, config: OpenVinoConfig, folder: Path) -> Manifest:
+    """Convert (and with ``nncf`` quantize) into ``folder``, check fidelity; the manifest to commit."""
     reason = available()
     if reason:
         raise BackendUnavailableError(f"OpenVINO compile cannot run here: {reason}")
@@ -317,21 +333,20 @@ def compile_openvino(artifact: Artifact, config: OpenVinoConfig, out: Path, over
         num_streams=config.num_streams,
     )
     extra["compile_machine"] = facts
-    with ArtifactWriter(out, overwrite=overwrite, inputs=input_paths(artifact)) as w:
-        ov.save_model(model, str(w.dir / "model.xml"), compress_to_fp16=config.compress_to_fp16)
-        m = artifact.manifest
-        manifest = artifact.child_manifest(
-            step="compile",
-            format="openvino",
-            precision=m.precision if m.precision in _QUANT else config.precision,
-            main_file="model.xml",
-            step_config=dataclasses.asdict(config),
-            calibration=calibration,
-            runtime=runtime,
-            extra=extra,
-        )
-        report = _fidelity(artifact, Artifact(w.dir, manifest), config, core, facts.get("reason"))
-        return w.commit(dataclasses.replace(manifest, fidelity=report))
+    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=config.compress_to_fp16)
+    m = artifact.manifest
+    manifest = artifact.child_manifest(
+        step="compile",
+        format="openvino",
+        precision=m.precision if m.precision in _QUANT else config.precision,
+        main_file="model.xml",
+        step_config=config.to_dict(),
+        calibration=calibration,
+        runtime=runtime,
+        extra=extra,
+    )
+    report = _fidelity(artifact, Artifact(folder, manifest), config, core, facts.get("reason"))
+    return dataclasses.replace(manifest, fidelity=report)
 
 
 def _facts(core: Any, device: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..artifact import Artifact, ArtifactWriter, Manifest, check_output_path, input_paths
+from ..artifact import Artifact, Manifest, input_paths
 from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
@@ -54,8 +54,10 @@ from ..errors import (
 from ..export.parity import compare_on
 from ..manifest import RuntimeSettings
 from ..modelfile import embed_manifest, load_onnx
+from ..records import Record
 from ..runtimes.base import SessionOptions
 from ..runtimes.ort import OrtSession, _first_line, _native_errors
+from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 from .openvino import SUSPECT_COSINE, fidelity_inputs
 from .tensorrt import FP32_OPS, to_fp16
 
@@ -76,7 +78,7 @@ _PORTABILITY = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrtOptimizeConfig:
+class OrtOptimizeConfig(Record):
     """How to optimize an ONNX model offline with ONNX Runtime. Invalid values raise :class:`ConfigError`.
 
     ``threads`` and ``execution_provider`` are those the optimizer runs with and are recorded for the
@@ -149,8 +151,12 @@ def check_source(artifact: Artifact, precision: str) -> None:
         raise ConfigError(f"{where} is fp16; fp32 would not restore the lost precision: compile its fp32 parent.")
 
 
-def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwrite: bool = False) -> Artifact:
+def compile_ort(
+    artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwrite: bool = False, *, cache: Any = USE_DEFAULT_CACHE
+) -> Artifact:
     """Optimize an ONNX artifact with ONNX Runtime and write the result as a new ``ort`` artifact.
+
+    Cached by the input's sha256 and ``config`` (:mod:`edgeformer.steps`); ``cache=None`` rebuilds.
 
     Raises:
         ConfigError: bad config, or a precision the source cannot give (int8 needs a QDQ artifact).
@@ -160,9 +166,17 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
     """
     if not isinstance(config, OrtOptimizeConfig):
         raise ConfigError(f"compile_ort takes an OrtOptimizeConfig, got {type(config).__name__}.")
-    out = Path(out)
     check_source(artifact, config.precision)
-    check_output_path(out, input_paths(artifact), overwrite)
+    spec = StepSpec(step="compile:ort", input_sha=artifact_sha(artifact), config=config.to_dict())
+
+    def build(folder: Path) -> Manifest:
+        return _build(artifact, config, folder)
+
+    return run_step(spec, build, out=out, guard=input_paths(artifact), overwrite=overwrite, cache=cache)
+
+
+def _build(artifact: Artifact, config: OrtOptimizeConfig, folder: Path) -> Manifest:
+    """Optimize into ``folder`` (and ``model.ort`` with ``save_ort_format``), check fidelity; the manifest."""
     reason = available()
     if reason:
         raise BackendUnavailableError(f"the ORT target cannot run here: {reason}")
@@ -172,16 +186,13 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
     _require_provider(ort, config.execution_provider)
     proto = load_onnx(artifact.model_path)  # external data is vetted before ORT reads any of it
     convert = config.precision == "fp16" and artifact.precision == "fp32"
-    with (
-        ArtifactWriter(out, overwrite=overwrite, inputs=input_paths(artifact)) as w,
-        tempfile.TemporaryDirectory(prefix=".ort-optimize-", dir=out.parent) as tmp,
-    ):
+    with tempfile.TemporaryDirectory(prefix=".ort-optimize-", dir=folder.parent) as tmp:
         source = artifact.model_path
         if convert:
             source = Path(tmp) / "model_fp16.onnx"
             onnx.save(to_fp16(proto), source)
-        _optimize(ort, source, w.dir / MODEL_FILE, config, ort_format=False)
-        optimized = onnx.load(str(w.dir / MODEL_FILE))
+        _optimize(ort, source, folder / MODEL_FILE, config, ort_format=False)
+        optimized = onnx.load(str(folder / MODEL_FILE))
         ops = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in optimized.graph.node)
         domains = sorted({n.domain for n in optimized.graph.node if n.domain not in ("", "ai.onnx")})
         ep = config.execution_provider
@@ -203,7 +214,7 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
             format="ort",
             precision=m.precision if m.precision in _QUANT else config.precision,
             main_file=MODEL_FILE,
-            step_config=dataclasses.asdict(config),
+            step_config=config.to_dict(),
             # how to load it: layout transforms belong to the CPU it runs on, so below "all" the runtime applies
             # them (measured: skipping them is up to 1.7x slower); an "all" model has them already
             runtime=RuntimeSettings(
@@ -214,21 +225,21 @@ def compile_ort(artifact: Artifact, config: OrtOptimizeConfig, out: Path, overwr
             extra=extra,
         )
         if config.save_ort_format:
-            extra["ort_format"] = _write_ort_format(ort, source, w.dir, config)
+            extra["ort_format"] = _write_ort_format(ort, source, folder, config)
         fidelity = (
-            _fidelity(artifact, w.dir, manifest, config)
+            _fidelity(artifact, folder, manifest, config)
             if config.check_fidelity
             else CheckRecord(skipped="check_fidelity=False")
         )
         manifest = dataclasses.replace(manifest, extra=extra, fidelity=fidelity)
         embed_manifest(optimized, manifest)  # a bare model.onnx copied off the artifact keeps its preprocessing
-        onnx.save(optimized, str(w.dir / MODEL_FILE))
+        onnx.save(optimized, str(folder / MODEL_FILE))
         log.info(
             "ORT %s optimization of %s: %d -> %d nodes; %s",
             config.graph_optimization, m.model_name, len(proto.graph.node), len(optimized.graph.node),
             extra["portability"],
         )  # fmt: skip
-        return w.commit(manifest)
+        return manifest
 
 
 def _require_provider(ort: Any, provider: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from ..artifact import MANIFEST_NAME, Artifact, check_output_path, input_paths
 from ..errors import BackendUnavailableError, ConfigError, did_you_mean
+from ..steps import USE_DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def compile(
     out: str | Path | None = None,
     overwrite: bool = False,
     config: Any = None,
+    cache: Any = USE_DEFAULT_CACHE,
     **target_options: Any,
 ) -> Artifact:
     """Compile an artifact for ``target`` and write the new artifact at ``out``.
@@ -172,6 +174,9 @@ def compile(
         out: the artifact folder to write; default ``<artifact>-<target>-<precision>`` beside the input.
         overwrite: replace ``out`` if it exists.
         config: the target's config dataclass (``OpenVinoConfig``, ...) instead of keyword options.
+        cache: the step cache (:class:`~edgeformer.cache.StepCache`); the default is the user's
+            (``EDGEFORMER_CACHE_DIR``, off with ``EDGEFORMER_NO_CACHE=1``), ``None`` turns it off (``--no-cache``).
+            A compile is keyed by the input artifact's sha256, the target, the config and the tool versions.
         **target_options: fields of the target's config (``nncf=True``, ``save_ort_format=True``, ...).
 
     Returns:
@@ -196,7 +201,7 @@ def compile(
     if reason:
         raise BackendUnavailableError(f"--target {name} cannot run here: {reason}")
     log.info("compiling %s for %s (%s) into %s", artifact.model_path, name, cfg.precision, dest)
-    return _resolve(t.entry)(artifact, cfg, dest, overwrite)
+    return _resolve(t.entry)(artifact, cfg, dest, overwrite, cache=cache)
 
 
 __all__ = [

@@ -36,14 +36,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactWriter, TensorSpec, check_output_path
+from ..artifact import Artifact, Manifest, TensorSpec, check_output_path
 from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import BackendUnavailableError, ConfigError, DynamicShapeError, ModelFileError, QualityGateError
 from ..export.parity import compare_on, parity_inputs
 from ..modelfile import load_onnx
+from ..records import Record
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import concrete_shape
 from ..runtimes.tensorrt import (
+    ENGINE_FACTS,
     TensorRtSession,
     available,
     cuda_call,
@@ -53,6 +55,7 @@ from ..runtimes.tensorrt import (
     trt_logger,
     trt_major,
 )
+from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 from .tensorrt_cache import attach_timing_cache, save_timing_cache
 from .tensorrt_cache import quarantine as quarantine  # re-exported for existing imports
 from .tensorrt_cache import write_bytes_atomic as write_bytes_atomic  # re-exported for existing imports
@@ -66,7 +69,7 @@ _QUANT = ("int8", "mixed")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TensorRtConfig:
+class TensorRtConfig(Record):
     """How to build a TensorRT engine. Invalid values raise :class:`ConfigError` listing every problem.
 
     ``resolution`` sets symbolic height/width of NCHW inputs; ``timing_cache`` is a file shared by builds
@@ -298,11 +301,15 @@ def describe_parser_errors(errors: Sequence[tuple[str, str, str]]) -> str:
 
 
 # --- the build ------------------------------------------------------------------------------------------
-def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, overwrite: bool = False) -> Artifact:
+def compile_tensorrt(
+    artifact: Artifact, config: TensorRtConfig, out: Path, overwrite: bool = False, *, cache: Any = USE_DEFAULT_CACHE
+) -> Artifact:
     """Build a TensorRT engine from an ONNX artifact and write it as a new ``tensorrt`` artifact.
 
     Everything that can be checked without TensorRT is checked first (config, source precision, shapes,
-    output path), so a CPU machine reports a wrong argument as such and not as a missing GPU.
+    output path), so a CPU machine reports a wrong argument as such and not as a missing GPU. Cached by the
+    input's sha256, ``config`` and the GPU it is built for (an engine runs on that GPU model only;
+    :mod:`edgeformer.steps`); ``cache=None`` rebuilds.
 
     Raises:
         ConfigError: bad config, or a precision the source cannot give (int8 needs a QDQ artifact).
@@ -313,14 +320,34 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
     """
     if not isinstance(config, TensorRtConfig):
         raise ConfigError(f"compile_tensorrt takes a TensorRtConfig, got {type(config).__name__}.")
-    out = Path(out)
     check_source(artifact, config.precision)
     profile = optimization_profile(artifact.manifest.inputs, config)
-    check_output_path(out, [artifact.path], overwrite)
-    reason = available()
-    if reason:
-        raise BackendUnavailableError(f"TensorRT compile cannot run here: {reason}")
+    check_output_path(Path(out), [artifact.path], overwrite)  # before CUDA is touched (run_step checks it again)
+    facts: dict[str, Any] | None = None
+    if available() is None:  # else the build reports it
+        trt, rt = import_tensorrt(), cudart()
+        cuda_call(rt, rt.cudaSetDevice(config.device), f"selecting GPU {config.device}")  # TensorRT builds for it
+        facts = device_facts(trt, config.device)
+    # an engine is for one TensorRT version (in the tool versions) and one GPU model: both key the cache
+    gpu = {k: facts[k] for k in ENGINE_FACTS if k in facts} if facts is not None else None
+    spec = StepSpec(
+        step="compile:tensorrt",
+        input_sha=artifact_sha(artifact) if facts is not None else None,
+        config={**config.to_dict(), "gpu": gpu},
+    )
 
+    def build(folder: Path) -> Manifest:
+        if facts is None:
+            raise BackendUnavailableError(f"TensorRT compile cannot run here: {available()}")
+        return _build_artifact(artifact, config, folder, profile, facts)
+
+    return run_step(spec, build, out=out, guard=[artifact.path], overwrite=overwrite, cache=cache)
+
+
+def _build_artifact(
+    artifact: Artifact, config: TensorRtConfig, folder: Path, profile: Sequence[InputProfile], facts: dict[str, Any]
+) -> Manifest:
+    """Build the engine into ``folder`` and check its fidelity; the manifest to commit."""
     proto = load_onnx(artifact.model_path)  # external data is vetted here, before TensorRT reads any of it
     bad = qdq_problems(proto) if artifact.precision in _QUANT else []
     if bad:
@@ -330,14 +357,7 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
         )
     trt = import_tensorrt()
     plan = build_plan(trt.__version__, config.precision, artifact.precision)
-    rt = cudart()
-    # TensorRT builds for whichever GPU is current
-    cuda_call(rt, rt.cudaSetDevice(config.device), f"selecting GPU {config.device}")
-    facts = device_facts(trt, config.device)
-    with (
-        ArtifactWriter(out, overwrite=overwrite, inputs=[artifact.path]) as w,
-        tempfile.TemporaryDirectory(prefix=".trt-build-", dir=out.parent) as tmp,
-    ):
+    with tempfile.TemporaryDirectory(prefix=".trt-build-", dir=folder.parent) as tmp:
         source = artifact.model_path
         if plan.convert_to_fp16:
             import onnx
@@ -345,7 +365,7 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
             source, fp16 = Path(tmp) / "model_fp16.onnx", to_fp16(proto)
             onnx.save(fp16, source, save_as_external_data=fp16.ByteSize() > 2**31 - 1)  # protobuf's size limit
         start = time.perf_counter()
-        (w.dir / "model.engine").write_bytes(_build(trt, source, profile, plan, config))
+        (folder / "model.engine").write_bytes(_build(trt, source, profile, plan, config))
         m = artifact.manifest
         extra: dict[str, Any] = {
             **facts,
@@ -360,15 +380,15 @@ def compile_tensorrt(artifact: Artifact, config: TensorRtConfig, out: Path, over
             format="tensorrt",
             precision=m.precision if m.precision in _QUANT else config.precision,
             main_file="model.engine",
-            step_config=dataclasses.asdict(config),
+            step_config=config.to_dict(),
             extra=extra,
         )
         report = (
-            _check_fidelity(artifact, Artifact(w.dir, manifest), profile, config)
+            _check_fidelity(artifact, Artifact(folder, manifest), profile, config)
             if config.check_fidelity
             else CheckRecord(skipped="check_fidelity=False")
         )
-        return w.commit(dataclasses.replace(manifest, fidelity=report))
+        return dataclasses.replace(manifest, fidelity=report)
 
 
 def _build(

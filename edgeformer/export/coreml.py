@@ -49,16 +49,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifact import (
-    ONNX_METADATA_KEY,
-    Artifact,
-    ArtifactWriter,
-    Manifest,
-    TensorSpec,
-    check_output_path,
-    now_iso,
-    tool_versions,
-)
+from ..artifact import ONNX_METADATA_KEY, Artifact, Manifest, TensorSpec, now_iso, tool_versions
+from ..cache import StepCache
 from ..compare import CheckRecord, min_cosine_problem, ort_runner
 from ..errors import (
     BackendUnavailableError,
@@ -67,7 +59,9 @@ from ..errors import (
     ModelFileError,
     QualityGateError,
 )
+from ..records import Record
 from ..runtimes import coreml as rt
+from ..steps import USE_DEFAULT_CACHE, StepSpec, export_input_sha, run_step
 from .parity import compare_on, parity_inputs
 
 log = logging.getLogger(__name__)
@@ -80,7 +74,7 @@ INT8_WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller tensors stay fp16
 
 
 @dataclass(frozen=True, kw_only=True)
-class CoreMlConfig:
+class CoreMlConfig(Record):
     """How to convert to CoreML. Invalid values raise :class:`ConfigError` listing every problem.
 
     ``batch``/``resolution`` default to the parent's (compile) or the model's (export). ``checkpoint`` is the
@@ -157,6 +151,7 @@ def export_coreml(
     config: CoreMlConfig | None = None,
     checkpoint: str | Path | None = None,
     overwrite: bool = False,
+    cache: StepCache | None = USE_DEFAULT_CACHE,
     **arch_overrides: Any,
 ) -> Artifact:
     """Convert a zoo model (by name) or an ``nn.Module`` straight from torch; arguments as :func:`edgeformer.export`.
@@ -170,11 +165,19 @@ def export_coreml(
     if checkpoint is not None and cfg.checkpoint is not None and Path(checkpoint) != cfg.checkpoint:
         raise ConfigError(f"checkpoint given twice ({checkpoint} and config.checkpoint {cfg.checkpoint}); give one.")
     ckpt = Path(checkpoint) if checkpoint is not None else cfg.checkpoint
-    guard = [ckpt] if ckpt else []
-    check_output_path(Path(out), guard, overwrite)  # before the slow part
-    require_tools()
-    src = prepare_source_model(model, cfg, example_inputs, input_spec, ckpt, cfg.resolution, dict(arch_overrides))
-    return write_package(src, cfg, Path(out), overwrite, guard, parent=None, checkpoint=ckpt)
+    plain = example_inputs is None and input_spec is None  # else the build refuses a zoo name, or it is a module
+    spec = StepSpec(
+        step="export:coreml",
+        input_sha=export_input_sha(model, ckpt, arch_overrides) if plain else None,
+        config=cfg.to_dict(),
+    )
+
+    def build(folder: Path) -> Manifest:
+        require_tools()
+        src = prepare_source_model(model, cfg, example_inputs, input_spec, ckpt, cfg.resolution, dict(arch_overrides))
+        return build_package(src, cfg, folder, parent=None, checkpoint=ckpt)
+
+    return run_step(spec, build, out=out, guard=[ckpt] if ckpt else [], overwrite=overwrite, cache=cache)
 
 
 def compile_coreml_module(
@@ -186,7 +189,8 @@ def compile_coreml_module(
     out: str | Path,
     overwrite: bool = False,
 ) -> Artifact:
-    """Convert your own ``nn.Module``, traced on ``example_inputs``, to a ``coreml`` artifact at ``out``.
+    """Convert your own ``nn.Module``, traced on ``example_inputs``, to a ``coreml`` artifact at ``out`` (never
+    cached: a module has no fingerprint).
 
     Example::
 
@@ -320,9 +324,10 @@ def _io_dtype(t: Any) -> Any:
     return np.float32 if t.is_floating_point() else np.int32
 
 
-def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, source_check=None) -> Artifact:
-    """Convert, check and write the package; ``source_check`` is compile's record of the rebuilt torch model vs
-    the parent ONNX (kept in ``extra``: it measures the rebuild, not this package)."""
+def build_package(src, cfg, folder: Path, *, parent, checkpoint, source_check=None) -> Manifest:
+    """Convert ``src``, check it and save the package into ``folder``; the manifest to commit. ``source_check`` is
+    compile's record of the rebuilt torch model vs the parent ONNX (kept in ``extra``: it measures the rebuild, not
+    this package)."""
     started = time.perf_counter()
     mlmodel, tracer_warnings = _convert(src, cfg)
     convert_s = time.perf_counter() - started
@@ -370,38 +375,31 @@ def write_package(src, cfg, out, overwrite, guard, *, parent, checkpoint, source
         labels=pm.labels if pm else src.labels,
         lineage=src.lineage(checkpoint),
         step="compile" if pm else "export",
-        step_config=dataclasses.asdict(dataclasses.replace(cfg, batch=src.batch, resolution=src.resolution)),
+        step_config=dataclasses.replace(cfg, batch=src.batch, resolution=src.resolution).to_dict(),
         parent_sha=parent.sha if parent is not None else None,
         created=now_iso(),  # set now so that the copy embedded in the package equals artifact.json
         tool_versions=tool_versions(),
         fidelity=_fidelity(mlmodel, src, cfg, parent_onnx),
         extra=extra,
     )
-    with ArtifactWriter(out, overwrite=overwrite, inputs=guard) as w:
-        _set_metadata(mlmodel, manifest)
-        with rt.quiet_coremltools():
-            mlmodel.save(str(w.dir / PACKAGE))
-        saved = rt.inspect_package(w.dir / PACKAGE)  # what is on disk, not what was meant to be written
-        if (saved.ops, saved.inputs, saved.outputs, saved.embedded_manifest(str(w.dir / PACKAGE))) != (
-            info.ops,
-            info.inputs,
-            info.outputs,
-            _embeddable(manifest),
-        ):
-            raise ModelFileError(
-                f"{out}: the saved package differs from the converted model (ops, I/O or "
-                "metadata); check the disk and retry."
-            )
-        artifact = w.commit(manifest)
-    log.info(
-        "%s -> CoreML %s in %.1f s: %d ops, %.2f MB",
-        src.name,
-        cfg.precision,
-        convert_s,
-        sum(info.ops.values()),
-        artifact.size_bytes() / 1e6,
-    )
-    return artifact
+    _set_metadata(mlmodel, manifest)
+    with rt.quiet_coremltools():
+        mlmodel.save(str(folder / PACKAGE))
+    saved = rt.inspect_package(folder / PACKAGE)  # what is on disk, not what was meant to be written
+    if (saved.ops, saved.inputs, saved.outputs, saved.embedded_manifest(str(folder / PACKAGE))) != (
+        info.ops,
+        info.inputs,
+        info.outputs,
+        _embeddable(manifest),
+    ):
+        raise ModelFileError(
+            f"{folder}: the saved package differs from the converted model (ops, I/O or "
+            "metadata); check the disk and retry."
+        )
+    size = sum(p.stat().st_size for p in (folder / PACKAGE).rglob("*") if p.is_file())
+    log.info("%s -> CoreML %s in %.1f s: %d ops, %.2f MB", src.name, cfg.precision, convert_s, sum(info.ops.values()),
+             size / 1e6)  # fmt: skip
+    return manifest
 
 
 def _weights(src: Any, checkpoint: Path | None, cfg: CoreMlConfig) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError, ConfigError, did_you_mean
+from ..steps import USE_DEFAULT_CACHE
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -74,6 +75,7 @@ def export(
     config: Any = None,
     checkpoint: str | Path | None = None,
     overwrite: bool = False,
+    cache: Any = USE_DEFAULT_CACHE,
     **arch_overrides: Any,
 ) -> Artifact:
     """Export a zoo model (by name) or an ``nn.Module`` to ``fmt`` and write the artifact folder ``out``.
@@ -87,6 +89,9 @@ def export(
         config: the format's config (``OnnxExportConfig`` for ONNX); ``None`` uses the model's hints.
         checkpoint: weights for a zoo model (official, timm or safetensors).
         overwrite: replace ``out`` if it exists.
+        cache: the step cache (:class:`~edgeformer.cache.StepCache`); the default is the user's
+            (``EDGEFORMER_CACHE_DIR``, off with ``EDGEFORMER_NO_CACHE=1``), ``None`` turns it off (``--no-cache``).
+            A zoo export is keyed by name, checkpoint sha256, overrides and config; your own module is never cached.
         **arch_overrides: architecture fields of a zoo model (``num_classes=10``, ``depths=...``).
 
     Returns:
@@ -109,6 +114,7 @@ def export(
             config=config,
             checkpoint=checkpoint,
             overwrite=overwrite,
+            cache=cache,
             **arch_overrides,
         )
     except ModuleNotFoundError as e:

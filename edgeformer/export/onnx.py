@@ -31,10 +31,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..artifact import Artifact, ArtifactWriter, Manifest, now_iso, tool_versions
+from ..artifact import Artifact, Manifest, now_iso, tool_versions
+from ..cache import StepCache
 from ..compare import Agreement, ort_runner
 from ..errors import ConfigError, InvalidInputError, ParityError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
+from ..steps import USE_DEFAULT_CACHE, StepSpec, export_input_sha, run_step
 from .parity import compare_on, parity_inputs
 from .source import SourceModel, prepare_source
 
@@ -82,14 +84,35 @@ def export_onnx(
     config: OnnxExportConfig | None = None,
     checkpoint: str | Path | None = None,
     overwrite: bool = False,
+    cache: StepCache | None = USE_DEFAULT_CACHE,
     **arch_overrides: Any,
 ) -> Artifact:
-    """Export ``model`` to a parity-checked ONNX artifact at ``out`` (see :func:`edgeformer.export`)."""
+    """Export ``model`` to a parity-checked ONNX artifact at ``out`` (see :func:`edgeformer.export`).
+
+    A zoo model is cached by name, checkpoint sha256, overrides and config (:mod:`edgeformer.steps`); your own
+    module, or a zoo name given with example inputs or an input spec (refused by the build), is not.
+    """
     cfg = config if config is not None else OnnxExportConfig()
     if not isinstance(cfg, OnnxExportConfig):
         raise ConfigError(f"ONNX export takes an OnnxExportConfig, got {type(cfg).__name__}.")
     _check_config(cfg)
-    writer = ArtifactWriter(out, overwrite=overwrite, inputs=[Path(checkpoint)] if checkpoint else [])  # fails fast
+    plain = example_inputs is None and input_spec is None
+    spec = StepSpec(
+        step="export:onnx",
+        input_sha=export_input_sha(model, checkpoint, arch_overrides) if plain else None,
+        config=cfg.to_dict(),
+    )
+
+    def build(folder: Path) -> Manifest:
+        return _export(model, folder, cfg, example_inputs, input_spec, checkpoint, arch_overrides)
+
+    return run_step(spec, build, out=out, guard=[Path(checkpoint)] if checkpoint else [], overwrite=overwrite,
+                    cache=cache)  # fmt: skip
+
+
+def _export(model: Any, folder: Path, cfg: OnnxExportConfig, example_inputs: tuple[Any, ...] | None,
+            input_spec: Any, checkpoint: str | Path | None, arch_overrides: dict[str, Any]) -> Manifest:  # fmt: skip
+    """Build the source, export, optimize, save into ``folder``, check parity; the manifest to commit."""
     src = prepare_source(
         model,
         example_inputs=example_inputs,
@@ -131,45 +154,44 @@ def export_onnx(
             f"{src.name}: asked for opset {opset} but the exporter wrote {_opset(proto)}; pass --opset {_opset(proto)}."
         )
 
-    with writer:
-        path = writer.dir / MODEL_FILE
-        inputs, outputs = graph_io(proto)
-        manifest = Manifest(
-            format="onnx",
-            precision="fp32",
-            model_name=src.name,
-            main_file=MODEL_FILE,
-            task=src.task,
-            inputs=inputs,
-            outputs=outputs,
-            preprocessing=src.input_spec,
-            labels=src.labels,
-            step="export",
-            step_config=resolved.to_dict(),
-            parent_sha=None,
-            tool_versions=tool_versions(),  # filled here (not by commit) so the embedded copy carries them too
-            created=now_iso(),
-            lineage=src.lineage(checkpoint),
-            extra=_extra(src, resolved, optimizer, export_s, checkpoint),
+    path = folder / MODEL_FILE
+    inputs, outputs = graph_io(proto)
+    manifest = Manifest(
+        format="onnx",
+        precision="fp32",
+        model_name=src.name,
+        main_file=MODEL_FILE,
+        task=src.task,
+        inputs=inputs,
+        outputs=outputs,
+        preprocessing=src.input_spec,
+        labels=src.labels,
+        step="export",
+        step_config=resolved.to_dict(),
+        parent_sha=None,
+        tool_versions=tool_versions(),  # filled here (not by commit) so the embedded copy carries them too
+        created=now_iso(),
+        lineage=src.lineage(checkpoint),
+        extra=_extra(src, resolved, optimizer, export_s, checkpoint),
+    )
+    _save(proto, manifest, path)
+    load_onnx(path)  # the file as written: full checker, shape inference, versions
+    agreement, samples = _parity(src, resolved, path)
+    gate = {"min_cosine": resolved.min_cosine, "rtol": resolved.atol}  # atol is relative to the output's scale
+    if reason := agreement.meets(**gate):
+        raise ParityError(
+            f"{src.name} exported to ONNX (opset {opset}) differs from torch beyond tolerance (max_rel <= "
+            f"{resolved.atol:g}, cosine >= {resolved.min_cosine}) on {len(samples)} inputs: {reason}. Try another "
+            "--opset or the TorchScript exporter (--exporter torchscript), or loosen the tolerance "
+            "(--atol/--min-cosine) if the difference is expected.",
+            failures=agreement.failing(**gate),
         )
-        _save(proto, manifest, path)
-        load_onnx(path)  # the file as written: full checker, shape inference, versions
-        agreement, samples = _parity(src, resolved, path)
-        gate = {"min_cosine": resolved.min_cosine, "rtol": resolved.atol}  # atol is relative to the output's scale
-        if reason := agreement.meets(**gate):
-            raise ParityError(
-                f"{src.name} exported to ONNX (opset {opset}) differs from torch beyond tolerance (max_rel <= "
-                f"{resolved.atol:g}, cosine >= {resolved.min_cosine}) on {len(samples)} inputs: {reason}. Try another "
-                "--opset or the TorchScript exporter (--exporter torchscript), or loosen the tolerance "
-                "(--atol/--min-cosine) if the difference is expected.",
-                failures=agreement.failing(**gate),
-            )
-        record = agreement.to_record(sample_names=list(samples), **gate)
-        manifest = dataclasses.replace(manifest, parity=record)
-        _save(proto, manifest, path)  # again, now that the embedded manifest can carry the parity figures
-        log.info("exported %s in %.1f s; parity: worst cosine %s, max_rel %s", src.name, export_s, record.cosine,
-                 record.max_rel)  # fmt: skip
-        return writer.commit(manifest)
+    record = agreement.to_record(sample_names=list(samples), **gate)
+    manifest = dataclasses.replace(manifest, parity=record)
+    _save(proto, manifest, path)  # again, now that the embedded manifest can carry the parity figures
+    log.info("exported %s in %.1f s; parity: worst cosine %s, max_rel %s", src.name, export_s, record.cosine,
+             record.max_rel)  # fmt: skip
+    return manifest
 
 
 def _check_config(cfg: OnnxExportConfig) -> None:

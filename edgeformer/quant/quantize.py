@@ -12,11 +12,13 @@ from typing import Any
 
 import onnx
 
-from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, Manifest, TensorSpec, write_json_atomic
+from ..artifact import Artifact, Manifest, TensorSpec, input_paths, write_json_atomic
+from ..cache import StepCache
 from ..compare import Agreement, compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, InvalidInputError, QualityGateError
 from ..manifest import CalibrationRecord
 from ..modelfile import embed_manifest, graph_io, load_onnx
+from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
 from .config import QuantConfig
 from .ort_adapter import compute_ranges, preprocess, quantize_qdq, write_qdq
@@ -66,7 +68,8 @@ def calibrate(model_path: str | Path, calib: Any, *, inputs: Sequence[TensorSpec
 
 def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any = None,
              out: str | Path, overwrite: bool = False, plan: QuantPlan | None = None,
-             calibration: Calibration | None = None) -> Artifact:  # fmt: skip
+             calibration: Calibration | None = None,
+             cache: StepCache | None = USE_DEFAULT_CACHE) -> Artifact:  # fmt: skip
     """Quantize an FP32 ONNX artifact to INT8 (QDQ) and write it as a new artifact.
 
     Args:
@@ -80,6 +83,8 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
         calibration: instead of ``calib``, what :func:`calibrate` made for this artifact's model with this
             ``config``; the data is not read for ranges again and the result is byte-identical to
             passing ``calib``.
+        cache: the step cache; keyed by the input's sha256, ``config``, ``plan`` and a fingerprint of ``calib``
+            (a reader or a ``calibration`` has none: not cached). ``None`` turns it off.
 
     Returns:
         The new artifact; its manifest's ``calibration`` and ``fidelity`` say what calibration used and how
@@ -94,67 +99,108 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
         QualityGateError: outputs diverge from FP32 below ``config.min_cosine``; nothing is written.
         OutputExistsError: ``out`` exists (without ``overwrite``) or overlaps the input.
     """
+    config = checked_config(config)
+    if (calib is None) == (calibration is None):
+        raise ConfigError("pass calibration data as calib=... or a calibrate() result as calibration=..., not "
+                          f"{'both' if calib is not None else 'neither'}.")  # fmt: skip
+    src = source_artifact(artifact)
+    if calibration is not None:
+        _check_calibration(calibration, src, config)
+    io = checked_io(src)
+    fingerprint = data_fingerprint(calib) if calibration is None else None
+    spec = StepSpec(
+        step="quantize",
+        input_sha=artifact_sha(src) if fingerprint is not None else None,
+        config={**config.to_dict(), "calib": fingerprint, "plan": plan.to_dict() if plan is not None else None},
+    )
+
+    def build(folder: Path) -> Manifest:
+        with tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:
+            cal = calibration or calibrate(src.model_path, calib, inputs=io[0],
+                                           preprocessing=src.manifest.preprocessing, config=config,
+                                           workdir=tmp)  # fmt: skip
+            return quantize_core(src, config, cal, folder, io=io, plan=plan)
+
+    return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)
+
+
+def quantize_core(src: Artifact, config: QuantConfig, cal: Calibration, folder: Path, *,
+                  io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
+                  plan: QuantPlan | None = None) -> Manifest:  # fmt: skip
+    """Write the QDQ model of ``plan`` (:func:`default_plan` if None) over ``cal``'s ranges into ``folder`` with its
+    ``plan.json``, checked against FP32; the manifest to commit (:func:`quantize` and the search commit it).
+
+    Raises:
+        QualityGateError: outputs diverge from FP32 below ``config.min_cosine``.
+    """
+    data, pre, ranges = cal.data, cal.model_path, cal.ranges
+    pre_model = onnx.load(str(pre))
+    plan = plan or default_plan(pre_model, config)
+    with tempfile.TemporaryDirectory(prefix="edgeformer-qdq-") as tmp:
+        staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
+        fidelity = check_fidelity(src.model_path, staged, data, config)
+        qmodel = onnx.load(str(staged))
+    summary = data.summary
+    manifest = Manifest(
+        format="onnx",
+        precision="int8",
+        model_name=src.manifest.model_name,
+        main_file=MODEL_FILE,
+        task=src.manifest.task,
+        inputs=io[0],
+        outputs=io[1],
+        preprocessing=src.manifest.preprocessing,
+        labels=src.manifest.labels,
+        step="quantize",
+        step_config={**config.to_dict(), "calib": summary.source},
+        parent_sha=src.sha,
+        calibration=CalibrationRecord.from_dict(summary.to_dict()),
+        fidelity=fidelity.to_record(min_cosine=config.min_cosine),
+        extra={
+            "plan": plan.summary(pre_model),
+            "ranges": {
+                "method": ranges.method,
+                "num_samples": ranges.num_samples,
+                "tensors": len(ranges),
+                "widened": list(ranges.widened),
+            },
+        },
+    )
+    embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
+    onnx.save(qmodel, str(folder / MODEL_FILE))
+    write_json_atomic(folder / "plan.json", plan.to_dict())
+    log.info("quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s", src.manifest.model_name,
+             fidelity.cosine_mean, fidelity.cosine, fidelity.samples, fidelity.on)  # fmt: skip
+    return manifest
+
+
+def checked_config(config: QuantConfig | None) -> QuantConfig:
     config = config or QuantConfig()
     if not isinstance(config, QuantConfig):
         raise ConfigError(
             f"config must be a QuantConfig, got {type(config).__name__}; build one with QuantConfig(...)."
         )
-    if (calib is None) == (calibration is None):
-        raise ConfigError("pass calibration data as calib=... or a calibrate() result as calibration=..., not "
-                          f"{'both' if calib is not None else 'neither'}.")  # fmt: skip
+    return config
+
+
+def source_artifact(artifact: Artifact | str | Path) -> Artifact:
+    """The artifact to quantize, loaded; anything but ONNX is refused."""
     src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     if src.format != "onnx":
         raise InvalidInputError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
                                 "artifact this one was compiled from.")  # fmt: skip
-    if calibration is not None:
-        _check_calibration(calibration, src, config)
-    bare = not (src.path / MANIFEST_NAME).is_file()
+    return src
+
+
+def checked_io(src: Artifact) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The model's inputs and outputs (the manifest's, else the graph's), after refusing a quantized model."""
     proto = load_onnx(src.model_path, full_check=False)
     refuse_quantized(src, proto)
-    inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
-    with ArtifactWriter(out, overwrite=overwrite, inputs=[src.model_path if bare else src.path]) as w, \
-            tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:  # fmt: skip
-        cal = calibration or calibrate(src.model_path, calib, inputs=inputs, preprocessing=src.manifest.preprocessing,
-                                       config=config, workdir=tmp)  # fmt: skip
-        data, pre, ranges = cal.data, cal.model_path, cal.ranges
-        pre_model = onnx.load(str(pre))
-        plan = plan or default_plan(pre_model, config)
-        staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
-        fidelity = check_fidelity(src.model_path, staged, data, config)
-        summary = data.summary
-        manifest = Manifest(
-            format="onnx",
-            precision="int8",
-            model_name=src.manifest.model_name,
-            main_file=MODEL_FILE,
-            task=src.manifest.task,
-            inputs=tuple(inputs),
-            outputs=src.manifest.outputs or graph_io(proto)[1],
-            preprocessing=src.manifest.preprocessing,
-            labels=src.manifest.labels,
-            step="quantize",
-            step_config={**config.to_dict(), "calib": summary.source},
-            parent_sha=src.sha,
-            calibration=CalibrationRecord.from_dict(summary.to_dict()),
-            fidelity=fidelity.to_record(min_cosine=config.min_cosine),
-            extra={
-                "plan": plan.summary(pre_model),
-                "ranges": {
-                    "method": ranges.method,
-                    "num_samples": ranges.num_samples,
-                    "tensors": len(ranges),
-                    "widened": list(ranges.widened),
-                },
-            },
-        )
-        qmodel = onnx.load(str(staged))
-        embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
-        onnx.save(qmodel, str(w.dir / MODEL_FILE))
-        write_json_atomic(w.dir / "plan.json", plan.to_dict())
-        result = w.commit(manifest)
-    log.info("quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s", src.manifest.model_name,
-             fidelity.cosine_mean, fidelity.cosine, fidelity.samples, fidelity.on)  # fmt: skip
-    return result
+    inputs, outputs = src.manifest.inputs, src.manifest.outputs
+    if not inputs or not outputs:
+        graph_inputs, graph_outputs = graph_io(proto)
+        inputs, outputs = inputs or graph_inputs, outputs or graph_outputs
+    return tuple(inputs), tuple(outputs)
 
 
 def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData,
@@ -221,6 +267,7 @@ __all__ = [
     "open_calibration",
     "preprocess",
     "quantize",
+    "quantize_core",
     "quantize_qdq",
     "write_qdq",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..artifact import MANIFEST_NAME, Artifact, ArtifactWriter, check_output_path
+from ..artifact import Artifact, Manifest, input_paths
+from ..cache import StepCache
 from ..compare import compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, QualityGateError
-from ..modelfile import graph_io, load_onnx
 from ..profiling import device_card
+from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 from .budget import apply_budget, load_eval, top1
 from .config import QuantConfig
 from .placement import LatencyFn, SearchConfig, ort_latency, search_placement
-from .quantize import calibrate, quantize, refuse_quantized
+from .quantize import calibrate, checked_config, checked_io, quantize_core, source_artifact
 from .recipe import default_plan, node_groups
 from .report import QuantReport, write_report
 from .sensitivity import group_alone, group_sqnr, tensor_sqnr
@@ -35,13 +35,14 @@ log = logging.getLogger(__name__)
 
 def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: Any, out: str | Path,
                     overwrite: bool = False, eval_data: str | Path | None = None, max_drop: float | None = None,
-                    search: SearchConfig = SearchConfig(), latency: LatencyFn | None = None) -> Any:  # fmt: skip
+                    search: SearchConfig = SearchConfig(), latency: LatencyFn | None = None,
+                    cache: StepCache | None = USE_DEFAULT_CACHE) -> Artifact:  # fmt: skip
     """Quantize with sensitivity analysis, latency-aware placement, an optional accuracy budget, and a report.
 
     Calibrates once, measures per-tensor SQNR and each group quantized alone, searches the placement on
     ORT CPU (:func:`search_placement`), applies the ``max_drop`` budget on ``eval_data`` when given, writes
-    the chosen plan through :func:`edgeformer.quant.quantize`, and adds ``quant_report.{json,md,png}`` to
-    the artifact (hashed in its manifest; ``extra["placement"]`` holds the headline figures).
+    the chosen plan with :func:`~edgeformer.quant.quantize.quantize_core`, and adds ``quant_report.{json,md,png}``
+    to the artifact (hashed in its manifest; ``extra["placement"]`` holds the headline figures).
 
     Args:
         artifact: an FP32 ONNX artifact folder, bare ``.onnx`` or :class:`~edgeformer.artifact.Artifact`.
@@ -52,7 +53,9 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
         eval_data: labelled eval data (``.npz`` with ``x``/``y`` or a folder of class folders).
         max_drop: top-1 points the INT8 model may lose vs FP32 on ``eval_data``.
         search: search bounds and thresholds.
-        latency: timing function override (tests); :func:`ort_latency` by default.
+        latency: timing function override (tests); :func:`ort_latency` by default. Given, nothing is cached.
+        cache: the step cache; keyed by the input's sha256, ``config``, ``search``, ``max_drop`` and fingerprints
+            of ``calib`` and ``eval_data``. ``None`` turns it off.
 
     Returns:
         The new INT8 artifact.
@@ -63,18 +66,32 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
         QualityGateError: no placement reaches ``search.min_cosine`` vs FP32.
         (and everything :func:`edgeformer.quant.quantize` raises)
     """
-    config = config or QuantConfig()
+    config = checked_config(config)
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs labelled eval data (--eval DATA: an .npz with x/y or class folders).")
-    src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    if src.format != "onnx":
-        raise ConfigError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}.")
-    src_input = src.model_path if not (src.path / MANIFEST_NAME).is_file() else src.path
-    out = Path(out)
-    check_output_path(out, [src_input], overwrite)
-    proto = load_onnx(src.model_path, full_check=False)
-    refuse_quantized(src, proto)
-    inputs = list(src.manifest.inputs) or list(graph_io(proto)[0])
+    src = source_artifact(artifact)
+    io = checked_io(src)
+    calib_fp = data_fingerprint(calib)
+    eval_fp = data_fingerprint(eval_data) if eval_data is not None else None
+    keyed = calib_fp is not None and (eval_data is None or eval_fp is not None) and latency is None
+    spec = StepSpec(
+        step="quantize",
+        input_sha=artifact_sha(src) if keyed else None,
+        config={**config.to_dict(), "calib": calib_fp, "search": search.to_dict(), "eval": eval_fp,
+                "max_drop": max_drop},
+    )  # fmt: skip
+
+    def build(folder: Path) -> Manifest:
+        return _search_build(src, config, folder, io=io, calib=calib, eval_data=eval_data, max_drop=max_drop,
+                             search=search, latency=latency)  # fmt: skip
+
+    return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)
+
+
+def _search_build(src: Artifact, config: QuantConfig, folder: Path, *, io: Any, calib: Any, eval_data: Any,
+                  max_drop: float | None, search: SearchConfig, latency: LatencyFn | None) -> Manifest:  # fmt: skip
+    """Calibrate once, search, write the chosen plan and the report into ``folder``; the manifest to commit."""
+    inputs = list(io[0])
     with tempfile.TemporaryDirectory(prefix="edgeformer-search-") as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "cands").mkdir()
@@ -127,7 +144,7 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
                 accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
         fidelity = compare_outputs(reference, run_all(ort_runner(chosen, search.threads), feeds), rows=True, on=on)
         t_fp32, t_int8 = lat([src.model_path, chosen])
-        core = quantize(src, config, calibration=calibration, out=tmp / "core", plan=plan)
+        manifest = quantize_core(src, config, calibration, folder, io=io, plan=plan)
         report = QuantReport(
             model=src.manifest.model_name,
             device=device_card(backend="ort", threads=search.threads).to_dict(),
@@ -145,22 +162,15 @@ def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: 
                     "elapsed_s": round(placed.elapsed_s, 2)},
             calibration=data.summary.to_dict(),
         )  # fmt: skip
-        with ArtifactWriter(out, overwrite=overwrite, inputs=[src_input]) as w:
-            for rel in core.manifest.files:
-                (w.dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(core.path / rel, w.dir / rel)
-            write_report(w.dir, report)
-            m = core.manifest
-            manifest = dataclasses.replace(
-                m, files={}, created="", tool_versions={},
-                step_config={**m.step_config, "search": search.to_dict(),
-                             "eval": str(eval_data) if eval_data is not None else None, "max_drop": max_drop},
-                extra={**m.extra, "placement": report.summary()},
-            )  # fmt: skip
-            result = w.commit(manifest)
+    write_report(folder, report)
     log.info("quantized %s with placement search: %.3f -> %.3f ms (%.2fx), cosine %.5f", src.manifest.model_name,
              t_fp32, t_int8, t_fp32 / t_int8 if t_int8 else float("nan"), fidelity.cosine)  # fmt: skip
-    return result
+    return dataclasses.replace(
+        manifest,
+        step_config={**manifest.step_config, "search": search.to_dict(),
+                     "eval": str(eval_data) if eval_data is not None else None, "max_drop": max_drop},
+        extra={**manifest.extra, "placement": report.summary()},
+    )  # fmt: skip
 
 
 def _fidelity_feeds(data: Any, config: QuantConfig) -> tuple[list[dict[str, np.ndarray]], str]:
