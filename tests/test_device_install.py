@@ -181,3 +181,27 @@ def test_python_export_raises_backend_unavailable_naming_the_extra(device):
     proc = device.run(device.python, "-c", code)
     assert proc.returncode == 0, proc.stderr
     assert "needs the 'export' extra" in proc.stdout and "pip install 'edgeformer[export]'" in proc.stdout
+
+
+def test_doctor_answers_on_the_base_install(device):
+    proc = device.edgeformer("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["packages"]["export"]["torch"] is None and report["packages"]["base"]["onnxruntime"]
+    cells = {(c["format"], c["precision"]): c for c in report["matrix"]}
+    onnx = cells[("onnx", "fp32")]
+    assert onnx["run"] is None  # onnxruntime is all a device needs to run it
+    assert "needs the 'export' extra" in onnx["make"] and onnx["fix"] == "pip install 'edgeformer[export]'"
+    text = device.edgeformer("doctor")
+    assert text.returncode == 0 and "what runs here" in text.stdout, text.stderr
+
+
+def test_samples_without_scikit_learn_exit_5_and_keywords_need_nothing_more(device):
+    proc = device.edgeformer("samples", "-o", "samples")
+    assert proc.returncode == 5, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert "scikit-learn" in first and "edgeformer[apps]" in first and "--dataset keywords" in first
+    assert not (device.root / "samples" / "digits").exists()
+    proc = device.edgeformer("samples", "-o", "samples", "--dataset", "keywords", "--per-class", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((device.root / "samples" / "keywords").glob("*.wav"))) == 12

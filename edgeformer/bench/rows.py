@@ -26,7 +26,7 @@ from ..compare import compare_outputs, ort_runner, run_all
 from ..compile import compile
 from ..errors import BackendUnavailableError
 from ..manifest import CalibrationRecord
-from ..profiling import fp16_arithmetic
+from ..profiling import precision_unavailable
 from ..quant import QuantConfig, SearchConfig, open_calibration, quantize, quantize_search
 from ..quant.ort_adapter import preprocess
 from ..runtimes import get_backend
@@ -99,14 +99,6 @@ def _noted(row: BenchRow, what: str, ctx: BenchContext) -> BenchRow:
     return dataclasses.replace(row, reason=f"{what}; calibrated on {calib}; {row.reason}".strip("; "))
 
 
-def fp16_pays_off() -> str | None:
-    """Why an FP16 row cannot pay off here, or ``None``: without FP16 arithmetic ORT's CPU provider wraps most
-    ops in casts to FP32 and back, so the row would time the casts, not FP16 (it measures slower than FP32)."""
-    if fp16_arithmetic():
-        return None
-    return "this CPU has no FP16 arithmetic (AVX512-FP16, ARMv8.2 FP16); FP16 would only add casts to FP32"
-
-
 def compiled(
     target: str,
     precision: str,
@@ -121,13 +113,18 @@ def compiled(
 
     ``key`` names the artifact's folder in the report (default ``<target>-<precision>``); ``needs`` returns why
     the row cannot pay off on this hardware (it is then skipped, not timed); ``options`` are fields of the
-    target's compile config.
+    target's compile config. Whether the backend and the precision can run here at all is asked of the same
+    functions ``edgeformer doctor`` reports from (``available()``, :func:`~edgeformer.profiling.precision_unavailable`).
     """
     backend = "ort" if target == "ort" else target
 
     def run(ctx: BenchContext) -> BenchRow:
 
-        reason = get_backend(backend).available() or (needs() if needs is not None else None)
+        reason = (
+            get_backend(backend).available()
+            or precision_unavailable(backend, precision)
+            or (needs() if needs is not None else None)
+        )
         if reason:  # before building anything: the artifact could not be timed here, or not usefully
             raise BackendUnavailableError(f"{target}-{precision} skipped here: {reason}")
         src = source(ctx)
@@ -192,7 +189,7 @@ ROW_PRODUCERS: tuple[RowProducer, ...] = (
     RowProducer("onnx", "int8", "ort", _int8_ort, ORT),
     RowProducer("onnx", "int8", "ort", _int8_static_defaults, ORT, peer=True, variant="static-defaults"),
     RowProducer("ort", "fp32", "ort", compiled("ort", "fp32", _fp32, "ORT-optimized"), ORT),
-    RowProducer("ort", "fp16", "ort", compiled("ort", "fp16", _fp32, "ORT-optimized", needs=fp16_pays_off), ORT),
+    RowProducer("ort", "fp16", "ort", compiled("ort", "fp16", _fp32, "ORT-optimized"), ORT),
     RowProducer("ort", "int8", "ort", compiled("ort", "int8", int8_placement, "ORT-optimized"), ORT),
     RowProducer("openvino", "fp32", "openvino", compiled("openvino", "fp32", _fp32), OPENVINO, peer=True),
     RowProducer("openvino", "bf16", "openvino", compiled("openvino", "bf16", _fp32), OPENVINO, peer=True),

@@ -10,22 +10,26 @@ import typer
 
 from .bench import bench_cmd
 from .compile import compile_cmd
+from .doctor import doctor_cmd
 from .export import export_cmd
 from .models import app as models_app
 from .predict import predict_cmd
 from .profile import profile_cmd
 from .quantize import quantize_cmd
+from .samples import samples_cmd
 
 HELP = """Take mobile vision and audio transformers to the edge.
 
 \b
 Typical path:
-  edgeformer models list                         # what is in the zoo
+  edgeformer doctor                              # what this machine can build and run
+  edgeformer models list                         # the zoo, and the trained reference models
   edgeformer export efficientformer_l1 -o l1     # parity-checked ONNX
   edgeformer quantize l1 --calib images/ -o l1-int8
   edgeformer compile l1 --format openvino        # ORT-optimized, OpenVINO IR, TensorRT, CoreML
   edgeformer profile l1-int8 --per-op            # latency on this device
   edgeformer bench efficientformer_l1            # everything above, one table
+  edgeformer samples -o samples                  # real inputs for the trained models (digits_shvit, ...)
 
 One vocabulary in every command: --format is what an artifact is (onnx, ort, openvino, tensorrt,
 coreml), --backend what runs it (ort, openvino, tensorrt, coreml), --preset how INT8 is tuned for
@@ -53,6 +57,8 @@ app.command("compile")(compile_cmd)
 app.command("profile")(profile_cmd)
 app.command("bench")(bench_cmd)
 app.command("predict")(predict_cmd)
+app.command("samples")(samples_cmd)
+app.command("doctor")(doctor_cmd)
 
 
 def main() -> None:

@@ -49,7 +49,11 @@ ResolutionOpt = Annotated[
 # the vocabulary: --format is what an artifact is, --backend what runs it, --preset how quantization is tuned
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Artifact format to write: onnx, or coreml.")]
 BackendOpt = Annotated[
-    str, typer.Option("--backend", help="Runtime that runs the artifact: ort, openvino, tensorrt, coreml.")
+    str,
+    typer.Option(
+        "--backend",
+        help="Runtime that runs the artifact: ort, openvino, tensorrt, coreml; auto: the one its format implies.",
+    ),
 ]
 PresetOpt = Annotated[
     str,

@@ -16,6 +16,7 @@ from .common import (
     VerboseOpt,
     command,
     console,
+    err_console,
     print_json,
     setup_logging,
     table,
@@ -27,26 +28,44 @@ def predict_cmd(
     artifact: ArtifactArg,
     inputs: Annotated[list[Path], typer.Argument(help="Image or .wav files (or .npy preprocessed arrays).")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels to show per input.")] = 5,
-    backend: BackendOpt = "ort",
+    backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify inputs with an artifact; preprocessing and labels come from its manifest (no torch needed).
 
-    Example: edgeformer predict build/l1 cat.jpg dog.png --top-k 3
+    The backend defaults to the one the artifact's format implies (an OpenVINO IR runs on OpenVINO, ...).
+
+    \b
+    Examples:
+      edgeformer predict build/l1 cat.jpg dog.png --top-k 3
+      edgeformer samples -o samples && edgeformer export digits_shvit -o digits
+      edgeformer predict digits samples/digits/*.png -k 1
     """
     import numpy as np
 
     setup_logging(verbose)
-    predictor = load(artifact, backend=backend, threads=threads)
+    predictor = load(artifact, backend=None if backend == "auto" else backend, threads=threads)
     results = {}
     for path in inputs:
         x = np.load(path, allow_pickle=False) if path.suffix == ".npy" else path
         results[str(path)] = [p.to_dict() for p in predictor.predict(x, top_k=top_k)]
+    if predictor.random_init:  # one line on stderr, once the inputs ran (an error stays the first line there)
+        err_console.print(
+            f"warning: {artifact} has random-init weights: labels are noise; export a trained model "
+            "(edgeformer models list) or pass --checkpoint",
+            markup=False,
+            highlight=False,
+        )
     if json_out:
         print_json(results)
         return
-    for path, preds in results.items():
-        rows = [(p["label"], p["index"], f"{p['score']:.4f}") for p in preds]
-        console.print(table(path, ("label", "index", "score"), rows))
+    rows = [
+        (path if i == 0 else "", p["label"], p["index"], f"{p['score']:.4f}")
+        for path, preds in results.items()
+        for i, p in enumerate(preds)
+    ]
+    m = predictor.session.artifact.manifest
+    title = f"{m.model_name} · {m.format}/{m.precision} on {predictor.session.backend}, top-{top_k}"
+    console.print(table(title, ("input", "label", "index", "score"), rows))

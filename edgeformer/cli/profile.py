@@ -31,7 +31,7 @@ from .common import (
 @command
 def profile_cmd(
     artifact: ArtifactArg,
-    backend: BackendOpt = "ort",
+    backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
     batch: BatchOpt = 1,
     resolution: ResolutionOpt = None,
@@ -57,7 +57,7 @@ def profile_cmd(
         per_op=per_op, top_n=top,
     )  # fmt: skip
     art = Artifact.load(artifact)
-    if isolate and backend == "ort" and art.format == "onnx":
+    if isolate and backend in ("auto", "ort") and art.format == "onnx":
         probe_in_subprocess(art.model_path)
     with console.status(f"profiling {art.manifest.model_name} on {backend}…", spinner="dots"):
         result = profile(art, config, backend=backend)

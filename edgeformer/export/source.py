@@ -1,4 +1,5 @@
-"""The torch side shared by every exporter that starts from a module: a zoo name or an ``nn.Module``
+"""The torch side shared by every exporter that starts from a module: a zoo name, a trained reference model's
+name (``digits_shvit``: the zoo variant with its committed weights, labels and preprocessing) or an ``nn.Module``
 becomes a :class:`SourceModel` (eval mode, fused, example inputs, input/output names, labels)."""
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import torch
 from torch import nn
 
 from ..data.labels import resolve_labels
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownModelError
 from ..manifest import Checkpoint, Lineage, sha256_file
-from ..models import ExportHints, create_model, get_spec
+from ..models import ExportHints, create_model, get_spec, list_models
 from ..models.checkpoints import load_strict, read_state_dict
 from ..models.layers import ElasticModel
+from ..models.reference import list_references, load_reference, read_reference_meta, reference_arch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,12 +41,17 @@ class SourceModel:
     arch: dict[str, Any] | None = None
     family: str | None = None  # the zoo family; None for your own module
     user_inputs: bool = False  # example_inputs came from the caller (and are worth checking parity on)
+    weights: Checkpoint | None = None  # the weights edgeformer built the module with (a reference model's file)
 
     def lineage(self, checkpoint: str | Path | None) -> Lineage:
-        """What an artifact exported from this source records to be rebuilt (the arch as JSON: lists, not tuples)."""
+        """What an artifact exported from this source records to be rebuilt (the arch as JSON: lists, not tuples).
+
+        ``checkpoint`` is the caller's weights file; without one, the weights the source was built with (a
+        reference model's), else none: a zoo model with random-init weights.
+        """
         arch = json.loads(json.dumps(self.arch)) if self.arch is not None else None
         ckpt = Checkpoint(file=Path(checkpoint).name, sha256=sha256_file(Path(checkpoint))) if checkpoint else None
-        return Lineage(family=self.family, arch=arch, label_set=self.label_set, checkpoint=ckpt)
+        return Lineage(family=self.family, arch=arch, label_set=self.label_set, checkpoint=ckpt or self.weights)
 
     @property
     def batch(self) -> int:
@@ -83,17 +90,15 @@ def prepare_source(
     A module passed in is deep-copied first, so fusing never changes the caller's object.
     """
     if isinstance(model, str):
-        return _zoo_source(
-            model,
-            get_spec(model),
-            example_inputs,
-            input_spec,
-            checkpoint,
-            batch,
-            resolution,
-            seed,
-            dict(arch_overrides),
-        )
+        if model in list_references():
+            return _reference_source(model, example_inputs, input_spec, checkpoint, batch, resolution, seed,
+                                     dict(arch_overrides))  # fmt: skip
+        try:
+            spec = get_spec(model)
+        except UnknownModelError:  # suggest from both namespaces: a zoo name may be a typo of a reference's
+            raise UnknownModelError.for_name(model, [*list_models(), *list_references()]) from None
+        return _zoo_source(model, spec, example_inputs, input_spec, checkpoint, batch, resolution, seed,
+                           dict(arch_overrides))  # fmt: skip
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a zoo model name or a torch nn.Module, got {type(model).__name__}.")
     name = type(model).__name__
@@ -167,6 +172,42 @@ def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resol
     with torch.random.fork_rng(devices=[]):  # random-init weights are a function of the seed; caller's RNG untouched
         torch.manual_seed(seed)
         module = create_model(name, checkpoint=checkpoint, **overrides).eval().fuse()
+    arch = spec.arch.replace(**overrides) if overrides else spec.arch
+    return _built_source(module, name, spec, arch, in_spec, batch, seed, _labels(spec, arch), spec.labels)
+
+
+def _reference_source(name, example_inputs, input_spec, checkpoint, batch, resolution, seed, overrides) -> SourceModel:
+    """A trained reference model: its zoo variant and architecture, its weights (sha256-checked against the
+    sidecar), labels and preprocessing, all from ``edgeformer/zoo_weights``; nothing of them may be changed."""
+    if example_inputs is not None or input_spec is not None:
+        raise ConfigError(
+            f"{name} is a trained reference model: it brings its own inputs and preprocessing; drop "
+            "example_inputs/input_spec."
+        )
+    meta = read_reference_meta(name)
+    if checkpoint is not None:
+        raise ConfigError(
+            f"{name} is a trained reference model and brings its own weights; drop --checkpoint, or export its "
+            f"zoo variant {meta.model} with --checkpoint instead."
+        )
+    if overrides:
+        raise ConfigError(
+            f"{name}'s weights fit its recorded architecture only; drop the overrides ({', '.join(overrides)}), "
+            f"or export its zoo variant {meta.model} with them (random-init weights)."
+        )
+    trained_at = getattr(meta.input, "resolution", None)
+    if resolution is not None and resolution != trained_at:
+        what = f"at resolution {trained_at}" if trained_at else f"on {meta.input.kind}"
+        raise ConfigError(f"{name} was trained {what}; drop --resolution {resolution}.")
+    module, meta = load_reference(name)  # the weights file's sha256 must match the sidecar's
+    spec = get_spec(meta.model)
+    weights = Checkpoint(file=meta.weights, sha256=meta.weights_sha256)
+    return _built_source(module.fuse(), name, spec, reference_arch(meta), meta.input, batch, seed,
+                         meta.labels, meta.label_set, weights=weights)  # fmt: skip
+
+
+def _built_source(module, name, spec, arch, in_spec, batch, seed, labels, label_set, weights=None) -> SourceModel:
+    """The :class:`SourceModel` of a module edgeformer built: seeded example inputs shaped by ``in_spec``."""
     generator = torch.Generator().manual_seed(seed)
     shape = in_spec.shape(batch or 1)
     if in_spec.kind == "audio" and in_spec.frontend == "graph":
@@ -174,7 +215,6 @@ def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resol
     else:
         example = torch.randn(shape, generator=generator)
     first = "waveform" if in_spec.kind == "audio" and in_spec.frontend == "graph" else "input"
-    arch = spec.arch.replace(**overrides) if overrides else spec.arch
     return SourceModel(
         module=module,
         name=name,
@@ -184,10 +224,11 @@ def _zoo_source(name, spec, example_inputs, input_spec, checkpoint, batch, resol
         input_spec=in_spec,
         hints=spec.export,
         task=spec.task,
-        labels=_labels(spec, arch),
-        label_set=spec.labels,
+        labels=labels,
+        label_set=label_set,
         arch=arch.to_dict(),
         family=spec.family,
+        weights=weights,
     )
 
 

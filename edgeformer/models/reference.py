@@ -20,8 +20,7 @@ from ..artifact import sha256_file
 from ..data.reference import ZOO_WEIGHTS_DIR, digits_split, keywords_split
 from ..errors import ConfigError, ModelFileError, did_you_mean
 from ..inputs import AudioInput, ImageInput, input_spec_from_dict
-from .checkpoints import load_strict, read_state_dict
-from .zoo import create_model
+from .zoo import create_model, get_spec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +90,11 @@ def read_reference_meta(name: str, root: str | Path | None = None) -> ReferenceM
     return ReferenceMeta.from_dict(d, source=str(path))
 
 
+def reference_arch(meta: ReferenceMeta):
+    """The architecture of reference ``meta``: its zoo variant's, with the recorded overrides applied."""
+    return get_spec(meta.model).arch.replace(**_tuples(meta.arch_overrides))
+
+
 def build_reference(meta: ReferenceMeta):
     """The untrained zoo model that ``meta`` describes (arch rebuilt from the recorded overrides)."""
     return create_model(meta.model, **_tuples(meta.arch_overrides))
@@ -111,6 +115,8 @@ def load_reference(name: str, root: str | Path | None = None):
             f"{path}: missing, or its sha256 differs from {name}.json; re-run "
             f"scripts/train_reference.py or restore the file."
         )
+    from .checkpoints import load_strict, read_state_dict  # torch: the sidecars stay readable without it
+
     model = build_reference(meta)
     load_strict(model, read_state_dict(path), source=str(path))
     return model.eval(), meta

@@ -13,8 +13,6 @@ from typing import Any
 
 from ..errors import UnknownModelError
 from ..registry import Registry
-from .checkpoints import load_strict, read_state_dict
-from .elastic import slice_weights as _slice
 from .spec import ModelSpec
 
 _FAMILIES = ("efficientformer", "efficientformer_v2", "shvit", "audio")
@@ -61,10 +59,16 @@ def create_model(name: str, checkpoint: str | Path | None = None, **arch_overrid
     arch.validate()
     model = spec.build(arch)
     if checkpoint is not None:
+        # torch: imported here so that the registry (specs, names) stays readable without it, e.g. by
+        # compile.coreml's availability probe that `edgeformer doctor` runs on a torch-free device
+        from .checkpoints import load_strict, read_state_dict
+
         load_strict(model, read_state_dict(checkpoint), remap=spec.remap, source=str(checkpoint))
     return model
 
 
 def slice_weights(parent, child_arch):
     """Build the sub-network ``child_arch`` with weights inherited from ``parent`` (see :mod:`.elastic`)."""
+    from .elastic import slice_weights as _slice  # torch, as in create_model
+
     return _slice(parent, child_arch)

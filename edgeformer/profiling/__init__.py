@@ -9,7 +9,7 @@ Example::
     print(result.to_markdown())
 """
 
-from .device import DeviceCard, device_card, fp16_arithmetic
+from .device import DeviceCard, device_card, fp16_arithmetic, fp16_pays_off, precision_unavailable
 from .harness import LatencyStats, MemorySampler, MemoryStats, ProfileConfig, measure
 from .per_op import OpBreakdown, profile_ops
 from .profile import ProfileResult, build_feeds, open_session, profile
@@ -25,8 +25,10 @@ __all__ = [
     "build_feeds",
     "device_card",
     "fp16_arithmetic",
+    "fp16_pays_off",
     "measure",
     "open_session",
+    "precision_unavailable",
     "profile",
     "profile_ops",
 ]

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from ..manifest import tool_versions
 from ..records import Record
+from ..runtimes import openvino as ov_runtime  # imports openvino itself only when asked
 
 # Flags that change which kernels run: int8 dot products (VNNI, AMX, ARM dotprod/i8mm) are what makes
 # quantized models fast, AVX-512 vs AVX2 roughly doubles fp32 GEMM width.
@@ -201,3 +202,29 @@ _FP16_ARITHMETIC = ("avx512_fp16", "asimdhp")
 def fp16_arithmetic(card: DeviceCard | None = None) -> bool:
     """Whether this CPU computes in FP16 (rather than converting every FP16 tensor to FP32 and back)."""
     return any(f in _FP16_ARITHMETIC for f in (card or device_card()).isa)
+
+
+def fp16_pays_off() -> str | None:
+    """Why FP16 on ORT's CPU provider cannot pay off here, or ``None``: without FP16 arithmetic it wraps most
+    ops in casts to FP32 and back, so a timing would measure the casts, not FP16 (it runs slower than FP32)."""
+    if fp16_arithmetic():
+        return None
+    return "this CPU has no FP16 arithmetic (AVX512-FP16, ARMv8.2 FP16); FP16 would only add casts to FP32"
+
+
+def precision_unavailable(backend: str, precision: str) -> str | None:
+    """Why ``precision`` cannot run (or cannot pay off) on ``backend`` on this machine's CPU, or ``None``.
+
+    The one answer for bench's skipped rows and ``edgeformer doctor``: ORT FP16 needs FP16 arithmetic
+    (:func:`fp16_pays_off`); OpenVINO bf16 needs a CPU that lists BF16 among its optimization capabilities
+    (AVX512_BF16 or AMX), else its plugin would silently run f32. Whether the backend itself is installed is
+    the backend's ``available()``; this returns ``None`` when it is not, as there is nothing to ask.
+    """
+    if backend == "ort" and precision == "fp16":
+        return fp16_pays_off()
+    if backend == "openvino" and precision in ("bf16", "fp16"):
+        if ov_runtime.available():
+            return None
+        core = ov_runtime.import_openvino().Core()
+        return ov_runtime.precision_problem(core, "CPU", ov_runtime.INFERENCE_PRECISION[precision])
+    return None

@@ -13,7 +13,7 @@ import numpy as np
 from ..artifact import Artifact, TensorSpec
 from ..errors import ConfigError, DynamicShapeError, ModelFileError
 from ..records import Record
-from ..runtimes import open_session
+from ..runtimes import backend_for, open_session
 from ..runtimes.base import SessionOptions, TensorInfo
 from ..runtimes.feeds import check_feeds, concrete_shape
 from ..runtimes.ort import probe_in_subprocess
@@ -93,14 +93,15 @@ class ProfileResult(Record):
 
 
 def profile(
-    artifact_or_path: Artifact | str | Path, config: ProfileConfig = ProfileConfig(), backend: str = "ort"
+    artifact_or_path: Artifact | str | Path, config: ProfileConfig = ProfileConfig(), backend: str | None = None
 ) -> ProfileResult:
     """Time an artifact on ``backend`` with seeded random inputs shaped from its manifest.
 
     Args:
         artifact_or_path: an :class:`~edgeformer.artifact.Artifact`, an artifact folder or a bare model file.
         config: warm-up, loop bounds, threads, batch, resolution for symbolic spatial dims, per-op switch.
-        backend: runtime name (``"ort"`` today).
+        backend: runtime name (``"ort"``, ``"openvino"``, ...); ``None`` (or ``"auto"``): the one the artifact's
+            format implies, as :class:`edgeformer.Session` picks it.
 
     Returns:
         A :class:`ProfileResult` with latency statistics, optional per-op breakdown, device card,
@@ -110,11 +111,13 @@ def profile(
         DynamicShapeError: an input has symbolic dims that neither ``batch`` nor ``resolution`` sets.
         ConfigError: a fixed batch differs from ``config.batch``, or per-op was asked of a non-ORT backend.
     """
+    artifact = artifact_or_path if isinstance(artifact_or_path, Artifact) else Artifact.load(artifact_or_path)
+    backend = backend_for(artifact, backend)
     if config.per_op and backend != "ort":
         raise ConfigError(
-            f"the per-op breakdown needs the ORT profiler; drop --per-op or use --backend ort (got {backend!r})."
+            f"the per-op breakdown needs the ORT profiler; drop --per-op or profile an ONNX/ORT artifact on "
+            f"--backend ort (this one runs on {backend!r})."
         )
-    artifact = artifact_or_path if isinstance(artifact_or_path, Artifact) else Artifact.load(artifact_or_path)
     if not artifact.manifest.inputs:
         raise ModelFileError(f"{artifact.path}: the manifest lists no inputs; re-export the model.")
     feeds = build_feeds(artifact.manifest.inputs, batch=config.batch, resolution=config.resolution, seed=config.seed)

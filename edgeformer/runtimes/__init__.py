@@ -8,7 +8,8 @@ Two layers:
   recorded in the artifact and returns labelled results.
 
 Backends are looked up by name in :data:`backends` and imported on first use, so importing edgeformer
-never imports openvino, tensorrt or coremltools.
+never imports openvino, tensorrt or coremltools. Without a ``backend`` argument an artifact opens on the
+backend its format implies (:data:`FORMAT_BACKENDS`, :func:`backend_for`).
 
 Example::
 
@@ -20,9 +21,10 @@ Example::
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 from .feeds import check_feeds, concrete_shape
 from .predictor import Prediction, Predictor, load
-from .session import Session, backends, get_backend, open_session, register_backend
+from .session import FORMAT_BACKENDS, Session, backend_for, backends, get_backend, open_session, register_backend
 
 __all__ = [
+    "FORMAT_BACKENDS",
     "Backend",
     "BackendSession",
     "Prediction",
@@ -30,6 +32,7 @@ __all__ = [
     "Session",
     "SessionOptions",
     "TensorInfo",
+    "backend_for",
     "backends",
     "check_feeds",
     "concrete_shape",

@@ -77,6 +77,16 @@ class Predictor:
         elif isinstance(self.preprocessing, AudioInput):
             self._audio_spec = self.preprocessing
 
+    @property
+    def random_init(self) -> bool:
+        """Whether the model is a zoo architecture exported without weights: its labels are noise.
+
+        The manifest's lineage says so: a zoo family (``family`` set) with no checkpoint recorded. Your own
+        module (no family) and trained reference models (their weights file is recorded) are not.
+        """
+        lineage = self.session.artifact.manifest.lineage
+        return lineage.family is not None and lineage.checkpoint is None
+
     def predict(self, x: Any, top_k: int = 5) -> list[Prediction]:
         """The ``top_k`` most likely classes for one input, most likely first.
 
@@ -162,8 +172,11 @@ class Predictor:
         return self.labels[i] if self.labels is not None else f"class_{i}"
 
 
-def load(path_or_artifact: str | Path | Artifact, backend: str = "ort", threads: int | None = None) -> Predictor:
+def load(path_or_artifact: str | Path | Artifact, backend: str | None = None, threads: int | None = None) -> Predictor:
     """Open an artifact for prediction with the preprocessing and labels recorded in it.
+
+    ``backend=None`` runs it on the backend its format implies (an OpenVINO IR on OpenVINO, ...); a backend
+    named explicitly that cannot open the format raises :class:`~edgeformer.errors.ConfigError`.
 
     Example::
 

@@ -38,6 +38,33 @@ register_backend("tensorrt", "edgeformer.runtimes.tensorrt:TensorRtBackend", "pi
 register_backend("coreml", "edgeformer.runtimes.coreml:CoreMlBackend", "pip install 'edgeformer[coreml]'")
 
 
+# which backend opens each artifact format: the default when none is asked for
+FORMAT_BACKENDS: dict[str, str] = {
+    "onnx": "ort",
+    "ort": "ort",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+    "coreml": "coreml",
+}
+
+
+def backend_for(artifact: Artifact, backend: str | None = None) -> str:
+    """``backend``, or the one the artifact's format implies when it is ``None`` or ``"auto"``.
+
+    Raises:
+        ConfigError: no backend opens the artifact's format.
+    """
+    if backend is not None and backend != "auto":
+        return backend
+    name = FORMAT_BACKENDS.get(artifact.format)
+    if name is None:
+        raise ConfigError(
+            f"{artifact.path}: no backend opens a {artifact.format!r} artifact (known formats: "
+            f"{', '.join(FORMAT_BACKENDS)}); re-export it with edgeformer."
+        )
+    return name
+
+
 def get_backend(name: str) -> Backend:
     """A backend instance by name (``"ort"``, ``"openvino"``, ``"tensorrt"``, ``"coreml"``).
 
@@ -62,7 +89,8 @@ class Session:
 
     Args:
         path_or_artifact: an artifact folder, a bare model file, or an :class:`Artifact`.
-        backend: backend name (see :func:`get_backend`).
+        backend: backend name (see :func:`get_backend`); ``None`` (or ``"auto"``) picks the one the artifact's
+            format implies (:data:`FORMAT_BACKENDS`: ONNX and ORT on ``"ort"``, an OpenVINO IR on ``"openvino"``...).
         threads: intra-op threads (default: the backend's, usually all cores).
         providers: execution providers/devices in the backend's vocabulary; the first must be the one
             that runs, else :class:`BackendUnavailableError` (never a silent fallback).
@@ -77,25 +105,16 @@ class Session:
     def __init__(
         self,
         path_or_artifact: str | Path | Artifact,
-        backend: str = "ort",
+        backend: str | None = None,
         threads: int | None = None,
         providers: tuple[str, ...] | list[str] | None = None,
         options: SessionOptions | None = None,
     ) -> None:
         options = _merge_options(options, threads, providers)
         self.artifact = path_or_artifact if isinstance(path_or_artifact, Artifact) else Artifact.load(path_or_artifact)
-        impl = get_backend(backend)
-        reason = impl.available()
-        if reason:
-            raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reason}")
-        if self.artifact.format not in impl.formats:
-            raise ConfigError(
-                f"{self.artifact.path}: a {self.artifact.format!r} artifact cannot run on backend {backend!r} "
-                f"(it opens {', '.join(impl.formats)}); {_backend_for(self.artifact.format)}"
-            )
-        self.backend = backend
+        self.backend = backend_for(self.artifact, backend)
         self.options = options
-        self._session: BackendSession | None = impl.open(self.artifact, options)
+        self._session: BackendSession | None = _open(self.artifact, self.backend, options, chosen=backend)
 
     @property
     def _open(self) -> BackendSession:
@@ -164,26 +183,31 @@ def _merge_options(
     )
 
 
-def _backend_for(fmt: str) -> str:
-    by_format = {"onnx": "ort", "ort": "ort", "openvino": "openvino", "tensorrt": "tensorrt", "coreml": "coreml"}
-    name = by_format.get(fmt)
-    return f"use backend={name!r}." if name else "no backend opens this format."
-
-
-def open_session(artifact: Artifact, *, backend: str = "ort", options: SessionOptions | None = None) -> BackendSession:
+def open_session(
+    artifact: Artifact, *, backend: str | None = None, options: SessionOptions | None = None
+) -> BackendSession:
     """Open ``artifact`` on ``backend`` with :class:`edgeformer.Session`'s checks, minus per-call feed checks.
 
     ``edgeformer.Session.run`` validates every feed on every call (~0.2 ms for a 224² image, NaN scan
     included); timing that would charge the check to the model, so the harness checks feeds once with
     :func:`~edgeformer.runtimes.feeds.check_feeds` and then calls the backend session directly.
+    ``backend=None`` (or ``"auto"``) opens it on the backend its format implies, as :class:`Session` does.
     """
+    return _open(artifact, backend_for(artifact, backend), options or SessionOptions(), chosen=backend)
+
+
+def _open(artifact: Artifact, backend: str, options: SessionOptions, *, chosen: str | None) -> BackendSession:
+    """The checks every opening shares: the backend can run here, and it opens this format (no fallback)."""
     impl = get_backend(backend)
     reason = impl.available()
     if reason:
-        raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reason}")
+        picked = f" (picked for the artifact's format {artifact.format!r})" if chosen in (None, "auto") else ""
+        raise BackendUnavailableError(f"backend {backend!r}{picked} cannot run here: {reason}")
     if artifact.format not in impl.formats:
+        name = FORMAT_BACKENDS.get(artifact.format)
+        hint = f"use backend={name!r}, or leave backend unset." if name else "no backend opens this format."
         raise ConfigError(
             f"{artifact.path}: a {artifact.format!r} artifact cannot run on backend {backend!r} "
-            f"(it opens {', '.join(impl.formats)})."
+            f"(it opens {', '.join(impl.formats)}); {hint}"
         )
-    return impl.open(artifact, options or SessionOptions())
+    return impl.open(artifact, options)

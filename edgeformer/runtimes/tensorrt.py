@@ -63,7 +63,7 @@ ENGINE_FACTS = {"tensorrt": "TensorRT", "gpu": "GPU", "compute_capability": "com
 def available() -> str | None:
     """``None`` when TensorRT can build and run engines here, else every reason why not."""
     # the same extra installs tensorrt and cuda-python: name cuda-python only once tensorrt is there
-    reasons = [r for r in (_probe_gpu(), _probe_tensorrt() or _probe_cuda_python()) if r]
+    reasons = [r for r in (gpu_problem(), _probe_tensorrt() or _probe_cuda_python()) if r]
     if not reasons:
         reasons = [r for r in (_probe_cuda_device(),) if r]  # initializes the driver: only when all else is there
     return "; ".join(reasons) or None
@@ -102,7 +102,8 @@ def describe_import_failure(error: BaseException) -> str:
     return f"tensorrt is installed but fails to import ({text}): reinstall it with {INSTALL}"
 
 
-def _probe_gpu() -> str | None:
+def gpu_problem() -> str | None:
+    """Why this machine has no usable NVIDIA GPU (no device node, nvidia-smi or libcuda), ``None`` when it has one."""
     dev = Path("/dev")
     # WSL2 exposes the GPU as /dev/dxg, never /dev/nvidia0
     nodes = (dev / "nvidia0").exists() or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
@@ -492,6 +493,7 @@ __all__ = [
     "describe_import_failure",
     "device_facts",
     "engine_mismatches",
+    "gpu_problem",
     "gpu_reason",
     "import_tensorrt",
     "trt_major",

@@ -6,9 +6,8 @@ import pytest
 from rich.console import Console
 
 from edgeformer.bench import ROW_PRODUCERS, BenchConfig, BenchReport, BenchRow
-from edgeformer.bench.rows import fp16_pays_off
 from edgeformer.cli.bench import TABLE_WIDTH, bench_table
-from edgeformer.profiling import DeviceCard, device_card, fp16_arithmetic
+from edgeformer.profiling import DeviceCard, device_card, fp16_arithmetic, fp16_pays_off, precision_unavailable
 
 LONG = (
     "BackendUnavailableError: TensorRT needs an NVIDIA GPU with a CUDA driver; none found (no /dev/nvidia0, "
@@ -64,3 +63,6 @@ def test_the_fp16_row_is_skipped_with_the_reason_where_it_cannot_pay_off():
     assert (reason is None) is fp16_arithmetic()  # this machine's own answer, whichever it is
     if reason is not None:
         assert "no FP16 arithmetic" in reason
+    # the one question bench's compiled rows and `edgeformer doctor` both ask
+    assert precision_unavailable("ort", "fp16") == reason
+    assert precision_unavailable("ort", "fp32") is None and precision_unavailable("tensorrt", "fp16") is None
