@@ -83,18 +83,19 @@ def compare_model(name: str, tmp: Path, args) -> dict:
     from edgeformer.bench.rows import quantize_static_defaults
     from edgeformer.export import export
     from edgeformer.models import get_spec
-    from edgeformer.quant import SearchConfig, quantize_search
+    from edgeformer.quant import QuantConfig, SearchConfig, quantize
 
     t0 = time.monotonic()
-    fp32 = export(name, fmt="onnx", out=tmp / f"{name}-fp32", overwrite=True)
+    fp32 = export(name, fmt="onnx", out=tmp / f"{name}-fp32", overwrite=True, cache=None)  # timed: never a cache hit
     shape = get_spec(name).input.shape(1)
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((args.calib, *shape[1:])).astype(np.float32)
     np.savez(tmp / f"{name}-calib.npz", **{fp32.manifest.inputs[0].name: calib})
     search = SearchConfig(threads=args.threads, time_budget_s=args.search_s, max_sensitivity_groups=0)
-    int8 = quantize_search(
-        fp32, calib=tmp / f"{name}-calib.npz", out=tmp / f"{name}-int8", overwrite=True, search=search
-    )
+    int8 = quantize(
+        fp32, QuantConfig(search=search), calib=tmp / f"{name}-calib.npz", out=tmp / f"{name}-int8", overwrite=True,
+        cache=None,
+    )  # fmt: skip
     t_quant = time.monotonic() - t0
     peer = quantize_static_defaults(fp32, tmp / f"{name}-calib.npz", tmp / f"{name}-static")
     runners = {
@@ -126,14 +127,14 @@ def trained_drop(tmp: Path, args) -> list[dict]:
 
     The held-out split is shuffled with a fixed seed: the first 128 samples calibrate, the rest evaluate
     (the committed data has no other split for the keyword model). Two INT8 variants: the core
-    ``quantize()`` with its default plan (no gate, so a collapse is reported rather than refused), and
-    ``quantize_search`` with the accuracy budget (``--eval`` on the evaluation samples, ``max_drop``).
+    ``quantize()`` with its default plan (search off, no gate, so a collapse is reported rather than refused),
+    and ``quantize()`` with the search and the accuracy budget (``--eval`` on the evaluation samples, ``max_drop``).
     """
     import torch
 
     from edgeformer.export import export
     from edgeformer.models.reference import list_references, load_reference, reference_heldout
-    from edgeformer.quant import QuantConfig, SearchConfig, quantize, quantize_search
+    from edgeformer.quant import QuantConfig, SearchConfig, quantize
     from edgeformer.quant.budget import EvalSet, top1
 
     out = []
@@ -151,18 +152,20 @@ def trained_drop(tmp: Path, args) -> list[dict]:
         evs = EvalSet(feeds=tuple({name: x[i : i + 1]} for i in ev), labels=y[ev], source="heldout")
         a32 = top1(fp32.model_path, evs)
         core = quantize(
-            fp32, QuantConfig(min_cosine=None), calib=tmp / f"{ref}-calib.npz", out=tmp / f"{ref}-int8", overwrite=True
-        )
+            fp32, QuantConfig(min_cosine=None, search=SearchConfig(enabled=False)), calib=tmp / f"{ref}-calib.npz",
+            out=tmp / f"{ref}-int8", overwrite=True,
+        )  # fmt: skip
         search = SearchConfig(threads=args.threads, time_budget_s=args.search_s, max_sensitivity_groups=8)
         t0 = time.monotonic()
-        budget = quantize_search(
+        budget = quantize(
             fp32,
+            QuantConfig(search=search),
             calib=tmp / f"{ref}-calib.npz",
             out=tmp / f"{ref}-int8-budget",
             overwrite=True,
             eval_data=tmp / f"{ref}-eval.npz",
             max_drop=args.max_drop,
-            search=search,
+            cache=None,  # timed
         )
         a_core, a_budget = top1(core.model_path, evs), top1(budget.model_path, evs)
         speedup = budget.manifest.extra.get("placement", {}).get("latency", {}).get("speedup")
@@ -186,10 +189,12 @@ def trained_drop(tmp: Path, args) -> list[dict]:
 def pipeline_wall(tmp: Path, args) -> float:
     import edgeformer
     from edgeformer.profiling import ProfileConfig
+    from edgeformer.quant import SearchConfig
 
     t0 = time.monotonic()
-    fp32 = edgeformer.export("efficientformer_l1", fmt="onnx", out=tmp / "wall-fp32", overwrite=True)
-    int8 = edgeformer.quantize(fp32, calib="synthetic", out=tmp / "wall-int8", overwrite=True)
+    fp32 = edgeformer.export("efficientformer_l1", fmt="onnx", out=tmp / "wall-fp32", overwrite=True, cache=None)
+    core = edgeformer.QuantConfig(search=SearchConfig(enabled=False))  # the wall of the core pipeline, uncached
+    int8 = edgeformer.quantize(fp32, core, calib="synthetic", out=tmp / "wall-int8", overwrite=True, cache=None)
     edgeformer.profile(int8, ProfileConfig(threads=args.threads, min_time_s=1.0))
     return time.monotonic() - t0
 

@@ -19,7 +19,7 @@ from PIL import Image
 import edgeformer
 from edgeformer.cache import StepCache
 from edgeformer.export.onnx import OnnxExportConfig
-from edgeformer.quant import QuantConfig
+from edgeformer.quant import QuantConfig, SearchConfig
 
 # a few-KB SHViT at 32x32 through the TorchScript exporter: an export in a fraction of a second
 TINY = {
@@ -27,7 +27,7 @@ TINY = {
     "mlp_ratios": ((2.0,), (2.0,), (2.0,)), "attention": ((False,), (True,), (True,)), "num_classes": 10,
 }  # fmt: skip
 EXPORT = OnnxExportConfig(resolution=32, parity_samples=1, dynamo=False)
-QUANT = QuantConfig(calib_size=6, fidelity_samples=2)
+QUANT = QuantConfig(calib_size=6, fidelity_samples=2, search=SearchConfig(enabled=False))
 
 
 @pytest.fixture

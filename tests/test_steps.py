@@ -187,5 +187,7 @@ def test_an_export_is_keyed_by_zoo_name_weights_and_overrides_and_a_module_not_a
                 export_input_sha("shvit_s1", None, {"num_classes": 10})}) == 4  # fmt: skip
     as_tuple, as_list = ({"depths": (1, 2)}, {"depths": [1, 2]})
     assert export_input_sha("shvit_s1", None, as_tuple) == export_input_sha("shvit_s1", None, as_list)
+    # a trained reference model brings its weights: their sha256 keys it as a checkpoint's would
+    assert export_input_sha("digits_shvit", None, {}, weights="a" * 64) != export_input_sha("digits_shvit", None, {})
     assert export_input_sha(object(), None, {}) is None  # a module has no fingerprint
     assert export_input_sha("shvit_s1", tmp_path / "missing.pt", {}) is None  # the export reports it

@@ -27,7 +27,7 @@ from ..compile import compile
 from ..errors import BackendUnavailableError
 from ..manifest import CalibrationRecord
 from ..profiling import precision_unavailable
-from ..quant import QuantConfig, SearchConfig, open_calibration, quantize, quantize_search
+from ..quant import QuantConfig, SearchConfig, open_calibration, quantize
 from ..quant.ort_adapter import preprocess
 from ..runtimes import get_backend
 from .context import BenchContext, RowProducer, time_torch
@@ -62,9 +62,9 @@ def int8_placement(ctx: BenchContext) -> Artifact:
     fp32 = ctx.onnx_fp32()
     search = SearchConfig(threads=ctx.threads or 2, time_budget_s=SEARCH_BUDGET_S, max_candidates=12,
                           max_sensitivity_groups=0)  # fmt: skip
+    config = QuantConfig(search=search)
     return ctx.artifact(
-        "onnx-int8",
-        lambda dest: quantize_search(fp32, calib=ctx.calib or "synthetic", out=dest, overwrite=True, search=search),
+        "onnx-int8", lambda dest: quantize(fp32, config, calib=ctx.calib or "synthetic", out=dest, overwrite=True)
     )
 
 
@@ -74,7 +74,8 @@ def int8_preset(target: str) -> Callable[[BenchContext], Artifact]:
     def make(ctx: BenchContext) -> Artifact:
 
         fp32 = ctx.onnx_fp32()
-        config = QuantConfig.for_target(target)
+        # the default plan: the search times on ORT CPU, which says nothing about OpenVINO or TensorRT kernels
+        config = QuantConfig.for_target(target, search=SearchConfig(enabled=False))
         return ctx.artifact(
             f"onnx-int8-{target}",
             lambda dest: quantize(fp32, config, calib=ctx.calib or "synthetic", out=dest, overwrite=True),

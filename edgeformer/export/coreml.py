@@ -61,7 +61,8 @@ from ..errors import (
 )
 from ..records import Record
 from ..runtimes import coreml as rt
-from ..steps import USE_DEFAULT_CACHE, StepSpec, export_input_sha, run_step
+from ..steps import USE_DEFAULT_CACHE, StepSpec, run_step
+from .formats import source_sha
 from .parity import compare_on, parity_inputs
 
 log = logging.getLogger(__name__)
@@ -165,12 +166,9 @@ def export_coreml(
     if checkpoint is not None and cfg.checkpoint is not None and Path(checkpoint) != cfg.checkpoint:
         raise ConfigError(f"checkpoint given twice ({checkpoint} and config.checkpoint {cfg.checkpoint}); give one.")
     ckpt = Path(checkpoint) if checkpoint is not None else cfg.checkpoint
-    plain = example_inputs is None and input_spec is None  # else the build refuses a zoo name, or it is a module
-    spec = StepSpec(
-        step="export:coreml",
-        input_sha=export_input_sha(model, ckpt, arch_overrides) if plain else None,
-        config=cfg.to_dict(),
-    )
+    sha = source_sha(model, checkpoint=ckpt, arch_overrides=arch_overrides, example_inputs=example_inputs,
+                     input_spec=input_spec)  # fmt: skip
+    spec = StepSpec(step="export:coreml", input_sha=sha, config=cfg.to_dict())
 
     def build(folder: Path) -> Manifest:
         require_tools()

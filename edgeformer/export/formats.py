@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailableError, ConfigError, did_you_mean
-from ..steps import USE_DEFAULT_CACHE
+from ..errors import BackendUnavailableError, ConfigError, EdgeformerError, did_you_mean
+from ..models.reference import list_references, read_reference_meta
+from ..steps import USE_DEFAULT_CACHE, export_input_sha
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -53,6 +54,22 @@ def missing_extra(e: ModuleNotFoundError, what: str) -> BackendUnavailableError 
     return BackendUnavailableError(
         f"{what} needs the 'export' extra ({top} is not installed): pip install 'edgeformer[export]'"
     )
+
+
+def source_sha(model: Any, *, checkpoint: str | Path | None, arch_overrides: dict[str, Any],
+               example_inputs: Any = None, input_spec: Any = None) -> str | None:  # fmt: skip
+    """An export's ``StepSpec.input_sha`` (:func:`~edgeformer.steps.export_input_sha`), with the weights file of a
+    trained reference model named by ``model``; ``None`` (never cached) for a module, or for a name given example
+    inputs or an input spec, which the export refuses."""
+    if example_inputs is not None or input_spec is not None:
+        return None
+    weights = None
+    if isinstance(model, str) and model in list_references():
+        try:
+            weights = read_reference_meta(model).weights_sha256
+        except EdgeformerError:  # a broken sidecar: not cached, and the export reports it
+            return None
+    return export_input_sha(model, checkpoint, arch_overrides, weights=weights)
 
 
 def get_format(fmt: str) -> ExportFormat:

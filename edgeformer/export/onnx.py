@@ -36,7 +36,8 @@ from ..cache import StepCache
 from ..compare import Agreement, ort_runner
 from ..errors import ConfigError, InvalidInputError, ParityError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
-from ..steps import USE_DEFAULT_CACHE, StepSpec, export_input_sha, run_step
+from ..steps import USE_DEFAULT_CACHE, StepSpec, run_step
+from .formats import source_sha
 from .parity import compare_on, parity_inputs
 from .source import SourceModel, prepare_source
 
@@ -89,19 +90,16 @@ def export_onnx(
 ) -> Artifact:
     """Export ``model`` to a parity-checked ONNX artifact at ``out`` (see :func:`edgeformer.export`).
 
-    A zoo model is cached by name, checkpoint sha256, overrides and config (:mod:`edgeformer.steps`); your own
-    module, or a zoo name given with example inputs or an input spec (refused by the build), is not.
+    A zoo or reference model is cached by name, weights sha256, overrides and config (:mod:`edgeformer.steps`);
+    your own module, or a name given with example inputs or an input spec (refused by the build), is not.
     """
     cfg = config if config is not None else OnnxExportConfig()
     if not isinstance(cfg, OnnxExportConfig):
         raise ConfigError(f"ONNX export takes an OnnxExportConfig, got {type(cfg).__name__}.")
     _check_config(cfg)
-    plain = example_inputs is None and input_spec is None
-    spec = StepSpec(
-        step="export:onnx",
-        input_sha=export_input_sha(model, checkpoint, arch_overrides) if plain else None,
-        config=cfg.to_dict(),
-    )
+    sha = source_sha(model, checkpoint=checkpoint, arch_overrides=arch_overrides, example_inputs=example_inputs,
+                     input_spec=input_spec)  # fmt: skip
+    spec = StepSpec(step="export:onnx", input_sha=sha, config=cfg.to_dict())
 
     def build(folder: Path) -> Manifest:
         return _export(model, folder, cfg, example_inputs, input_spec, checkpoint, arch_overrides)

@@ -25,13 +25,14 @@ Targets differ in what their integer kernels want, so :meth:`QuantConfig.for_tar
 Example::
 
     cfg = QuantConfig.for_target("tensorrt", method="entropy", calib_size=512)
+    fast = QuantConfig.for_target("ort-cpu", search=SearchConfig(enabled=False))  # default plan, no timing
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigError
@@ -58,6 +59,58 @@ DEFAULT_KEEP_FLOAT: tuple[str, ...] = (
     "Softmax", "LayerNormalization", "InstanceNormalization", "GroupNormalization", "BatchNormalization",
     "Erf", "Gelu", "Div", "Sub", "Pow", "Sqrt", "ReduceMean", "Exp", "Tanh",
 )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Bounds and thresholds of the placement search.
+
+    Attributes:
+        enabled: run the latency search. Off, ``quantize()`` keeps the default plan (or the one given) and writes
+            no report, unless eval data asks for the accuracy budget; fidelity is checked either way.
+        max_candidates: groups timed at most (those with the most quantized nodes first).
+        time_budget_s: wall-time bound of the search; the groups left keep the default decision.
+        min_gain: fraction of the placement's latency a group's INT8 must save to stay quantized.
+        rounds, runs_per_round, warmup: timing of one comparison (median over rounds of each p50).
+        threads: intra-op threads of the timed sessions (the deployment's thread count).
+        min_cosine: worst held-out cosine vs FP32 a placement must reach on the target.
+        level: ``"block"`` or ``"stage"`` groups.
+        max_sensitivity_groups: groups quantized alone for the sensitivity table (bounded; 0 skips it).
+    """
+
+    enabled: bool = True
+    max_candidates: int = 24
+    time_budget_s: float = 120.0
+    min_gain: float = 0.0
+    rounds: int = 5
+    runs_per_round: int = 5
+    warmup: int = 2
+    threads: int | None = 2
+    min_cosine: float = 0.999
+    level: str = "block"
+    max_sensitivity_groups: int = 12
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_candidates < 0 or self.max_sensitivity_groups < 0:
+            problems.append("max_candidates and max_sensitivity_groups must be >= 0")
+        if self.time_budget_s <= 0:
+            problems.append(f"time_budget_s must be > 0 (got {self.time_budget_s})")
+        if not 0.0 <= self.min_gain < 1.0:
+            problems.append(f"min_gain must be in [0, 1) (got {self.min_gain})")
+        if self.rounds < 1 or self.runs_per_round < 1 or self.warmup < 0:
+            problems.append("rounds and runs_per_round must be >= 1, warmup >= 0")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1 (got {self.threads})")
+        if not -1.0 <= self.min_cosine <= 1.0:
+            problems.append(f"min_cosine must be in [-1, 1] (got {self.min_cosine})")
+        if self.level not in ("block", "stage"):
+            problems.append(f"level must be 'block' or 'stage' (got {self.level!r})")
+        if problems:
+            raise ConfigError("invalid placement search config: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +147,9 @@ class QuantConfig:
         min_range: smallest activation range written; constant tensors are widened to it.
         fuse_gelu: rewrite the exported erf-GELU subgraph into ORT's fused ``Gelu`` (a ``com.microsoft``
             op, so ``ort-cpu`` only); ``None`` means on for ``ort-cpu``, off elsewhere.
+        search: the latency-aware placement search and its bounds (:class:`SearchConfig`). On by default, as
+            ``edgeformer quantize`` runs it; ``SearchConfig(enabled=False)`` keeps the default plan and writes no
+            report (the fast core), unless ``eval_data``/``max_drop`` ask for the accuracy budget.
     """
 
     method: Method = "minmax"
@@ -121,6 +177,7 @@ class QuantConfig:
     min_cosine: float | None = 0.9
     min_range: float = 1e-4
     fuse_gelu: bool | None = None
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
         for name in ("op_types", "keep_float_op_types", "keep_float_nodes"):
@@ -128,6 +185,8 @@ class QuantConfig:
             if isinstance(value, str) or not isinstance(value, (tuple, list)):
                 raise ConfigError(f"QuantConfig.{name} must be a tuple of strings, got {value!r}.")
             object.__setattr__(self, name, tuple(value))  # lists are accepted but stored hashable
+        if not isinstance(self.search, SearchConfig):
+            raise ConfigError(f"QuantConfig.search must be a SearchConfig, got {type(self.search).__name__}.")
         problems = self.problems()
         if problems:
             raise ConfigError("invalid QuantConfig: " + "; ".join(problems))
@@ -230,6 +289,8 @@ class QuantConfig:
         if unknown:
             raise ConfigError(f"unknown QuantConfig field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if isinstance(kw.get("search"), dict):
+            kw["search"] = SearchConfig(**kw["search"])
         return cls(**kw)
 
 

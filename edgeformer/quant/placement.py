@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import statistics
@@ -34,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from ..compare import Agreement, compare_outputs, ort_runner, run_all
-from ..errors import ConfigError, QualityGateError
+from ..errors import QualityGateError
 from ..profiling.harness import ProfileConfig, measure
-from .config import QuantConfig, rounded_fields
+from .config import QuantConfig, SearchConfig, rounded_fields
 from .ort_adapter import write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
@@ -45,57 +44,6 @@ log = logging.getLogger(__name__)
 
 # ``latency(paths) -> p50 ms of each``; injectable so that the decision logic can be tested exactly
 LatencyFn = Callable[[Sequence[Path]], list[float]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SearchConfig:
-    """Bounds and thresholds of the placement search.
-
-    Attributes:
-        enabled: run the latency search; off keeps the default plan (fidelity is still checked).
-        max_candidates: groups timed at most (those with the most quantized nodes first).
-        time_budget_s: wall-time bound of the search; the groups left keep the default decision.
-        min_gain: fraction of the placement's latency a group's INT8 must save to stay quantized.
-        rounds, runs_per_round, warmup: timing of one comparison (median over rounds of each p50).
-        threads: intra-op threads of the timed sessions (the deployment's thread count).
-        min_cosine: worst held-out cosine vs FP32 a placement must reach on the target.
-        level: ``"block"`` or ``"stage"`` groups.
-        max_sensitivity_groups: groups quantized alone for the sensitivity table (bounded; 0 skips it).
-    """
-
-    enabled: bool = True
-    max_candidates: int = 24
-    time_budget_s: float = 120.0
-    min_gain: float = 0.0
-    rounds: int = 5
-    runs_per_round: int = 5
-    warmup: int = 2
-    threads: int | None = 2
-    min_cosine: float = 0.999
-    level: str = "block"
-    max_sensitivity_groups: int = 12
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.max_candidates < 0 or self.max_sensitivity_groups < 0:
-            problems.append("max_candidates and max_sensitivity_groups must be >= 0")
-        if self.time_budget_s <= 0:
-            problems.append(f"time_budget_s must be > 0 (got {self.time_budget_s})")
-        if not 0.0 <= self.min_gain < 1.0:
-            problems.append(f"min_gain must be in [0, 1) (got {self.min_gain})")
-        if self.rounds < 1 or self.runs_per_round < 1 or self.warmup < 0:
-            problems.append("rounds and runs_per_round must be >= 1, warmup >= 0")
-        if self.threads is not None and self.threads < 1:
-            problems.append(f"threads must be >= 1 (got {self.threads})")
-        if not -1.0 <= self.min_cosine <= 1.0:
-            problems.append(f"min_cosine must be in [-1, 1] (got {self.min_cosine})")
-        if self.level not in ("block", "stage"):
-            problems.append(f"level must be 'block' or 'stage' (got {self.level!r})")
-        if problems:
-            raise ConfigError("invalid placement search config: " + "; ".join(problems) + ".")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)

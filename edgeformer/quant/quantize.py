@@ -1,273 +1,129 @@
-"""The quantize step: calibrate once, write the QDQ model for a plan, check it against FP32, commit."""
+"""``quantize()``: the one quantize step, the same for the API and ``edgeformer quantize``.
+
+``QuantConfig.search`` chooses what runs between one calibration pass and the commit: the placement search
+(sensitivity analysis, latency-aware placement, the ``max_drop`` accuracy budget on ``eval_data``, and a report
+in the artifact: :mod:`.search`), or with ``SearchConfig(enabled=False)`` and no budget, the core: the
+transformer-aware default plan or ``plan`` (:func:`~.core.quantize_core`). Either way the step runs through
+:func:`~edgeformer.steps.run_step`, so the same inputs give the same artifact, from the cache the second time.
+
+Example::
+
+    int8 = quantize("build/l1", QuantConfig.for_target("ort-cpu"), calib="imagenet_val/", out="build/l1-int8")
+    fast = quantize("build/l1", QuantConfig(search=SearchConfig(enabled=False)), calib="imgs/", out="build/q")
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
-
-from ..artifact import Artifact, Manifest, TensorSpec, input_paths, write_json_atomic
+from ..artifact import Artifact, Manifest, input_paths
 from ..cache import StepCache
-from ..compare import Agreement, compare_outputs, ort_runner, run_all
-from ..errors import ConfigError, InvalidInputError, QualityGateError
-from ..manifest import CalibrationRecord
-from ..modelfile import embed_manifest, graph_io, load_onnx
+from ..errors import ConfigError
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
-from .calibration import CalibrationData, CalibrationReader, CalibrationSummary, open_calibration
-from .config import QuantConfig
-from .ort_adapter import compute_ranges, preprocess, quantize_qdq, write_qdq
-from .ranges import TensorRanges
-from .recipe import NodeGroup, QuantPlan, attention_matmuls, default_plan, node_groups
-
-log = logging.getLogger(__name__)
-
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-             "DynamicQuantizeLinear", "MatMulNBits", "QGemm", "QLinearAdd")  # fmt: skip
-MODEL_FILE = "model.onnx"
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)  # eq=False: held-out feeds are arrays, == would be ambiguous
-class Calibration:
-    """One calibration of one model, made by :func:`calibrate`, to hand to ``quantize(calibration=...)``.
-
-    Attributes:
-        source: the FP32 model file it was made from.
-        config: the settings it was made with (the ranges and the pre-processed graph depend on them).
-        model_path: the pre-processed graph the ranges (and any plan) belong to; the caller owns the file
-            and keeps it until the last ``quantize`` that uses this calibration has returned.
-        data: the opened calibration data: its reader, held-out feeds and summary.
-        ranges: the activation range of every float tensor of ``model_path``.
-    """
-
-    source: Path
-    config: QuantConfig
-    model_path: Path
-    data: CalibrationData
-    ranges: TensorRanges
-
-
-def calibrate(model_path: str | Path, calib: Any, *, inputs: Sequence[TensorSpec],
-              preprocessing: Mapping[str, Any] | None, config: QuantConfig,
-              workdir: str | Path) -> Calibration:  # fmt: skip
-    """Open ``calib``, pre-process ``model_path`` into ``workdir/pre.onnx`` and compute the ranges (one data pass).
-
-    Raises:
-        CalibrationError, DynamicShapeError: as :func:`open_calibration` and :func:`compute_ranges`.
-    """
-    data = open_calibration(calib, inputs=inputs, preprocessing=preprocessing, config=config)
-    pre = preprocess(model_path, Path(workdir) / "pre.onnx", config)
-    ranges = compute_ranges(pre, data.reader, config, data.summary)
-    return Calibration(source=Path(model_path), config=config, model_path=pre, data=data, ranges=ranges)
+from .config import QuantConfig, SearchConfig
+from .core import Calibration, calibrate, check_calibration, checked_config, checked_io, quantize_core, source_artifact
+from .placement import LatencyFn
+from .recipe import QuantPlan
+from .report import require_plotting
+from .search import search_build
 
 
 def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any = None,
-             out: str | Path, overwrite: bool = False, plan: QuantPlan | None = None,
-             calibration: Calibration | None = None,
-             cache: StepCache | None = USE_DEFAULT_CACHE) -> Artifact:  # fmt: skip
+             out: str | Path, overwrite: bool = False, eval_data: str | Path | None = None,
+             max_drop: float | None = None, cache: StepCache | None = USE_DEFAULT_CACHE,
+             calibration: Calibration | None = None, plan: QuantPlan | None = None,
+             latency: LatencyFn | None = None) -> Artifact:  # fmt: skip
     """Quantize an FP32 ONNX artifact to INT8 (QDQ) and write it as a new artifact.
 
     Args:
         artifact: an ONNX artifact folder, a bare ``.onnx`` file, or a loaded :class:`Artifact`.
-        config: quantization settings; ``QuantConfig()`` (the ``ort-cpu`` preset) by default.
+        config: quantization settings, the search included; ``QuantConfig()`` (the ``ort-cpu`` preset, with
+            the placement search) by default.
         calib: an image or wav folder (decoded with the artifact's preprocessing), a ``.npy``/``.npz``
             file, ``"synthetic"`` (pipeline checks only), or a reader with ``get_next``/``rewind``.
         out: the artifact folder to write (atomically).
         overwrite: replace ``out`` if it exists.
-        plan: the placement to use, made for the *pre-processed* graph; :func:`default_plan` if omitted.
+        eval_data: labelled eval data (``.npz`` with ``x``/``y`` or a folder of class folders): the report gets
+            FP32 and INT8 top-1, and ``max_drop`` is measured on it. Runs the search path even with the search off.
+        max_drop: top-1 points the INT8 model may lose vs FP32 on ``eval_data``; sensitive groups go back to float.
+        cache: the step cache; keyed by the input's sha256 and manifest, ``config``, ``plan``, ``max_drop`` and
+            fingerprints of ``calib`` and ``eval_data`` (a reader, a ``calibration`` or a ``latency`` override has
+            none: not cached). ``None`` turns it off (``--no-cache``).
         calibration: instead of ``calib``, what :func:`calibrate` made for this artifact's model with this
-            ``config``; the data is not read for ranges again and the result is byte-identical to
-            passing ``calib``.
-        cache: the step cache; keyed by the input's sha256, ``config``, ``plan`` and a fingerprint of ``calib``
-            (a reader or a ``calibration`` has none: not cached). ``None`` turns it off.
+            ``config`` (search settings aside); the data is not read for ranges again and the result is
+            byte-identical to passing ``calib``.
+        plan: the placement to use, made for the *pre-processed* graph; :func:`default_plan` if omitted. The
+            search would replace it: pass it with ``SearchConfig(enabled=False)`` and no budget.
+        latency: the search's timing function (tests, a remote device); :func:`~.placement.ort_latency` by default.
 
     Returns:
         The new artifact; its manifest's ``calibration`` and ``fidelity`` say what calibration used and how
-        close the result is to FP32, ``extra`` holds the ``plan`` and ``ranges`` summaries.
+        close the result is to FP32, ``extra`` holds the ``plan`` and ``ranges`` summaries (and with the search,
+        ``placement``: the report's headline figures; the report is ``quant_report.{json,md,png}``).
 
     Raises:
-        ConfigError: neither or both of ``calib`` and ``calibration``, or a ``calibration`` made from another
-            model or with another config.
+        ConfigError: neither or both of ``calib`` and ``calibration``, a ``calibration`` made from another model
+            or with other settings, ``max_drop`` without ``eval_data``, or ``plan`` with the search.
         InvalidInputError: the input is not ONNX or is already quantized.
         CalibrationError: unusable calibration data (empty, unreadable, NaN/Inf, too few samples).
         DynamicShapeError: synthetic calibration of a model with dynamic non-batch dimensions.
-        QualityGateError: outputs diverge from FP32 below ``config.min_cosine``; nothing is written.
+        BackendUnavailableError: the search's report plot needs matplotlib (the 'export' extra); checked before
+            calibrating.
+        QualityGateError: outputs diverge from FP32 below ``config.min_cosine`` (or no placement reaches
+            ``search.min_cosine``); nothing is written.
+        AccuracyBudgetError: no placement meets ``max_drop``.
         OutputExistsError: ``out`` exists (without ``overwrite``) or overlaps the input.
     """
     config = checked_config(config)
     if (calib is None) == (calibration is None):
         raise ConfigError("pass calibration data as calib=... or a calibrate() result as calibration=..., not "
                           f"{'both' if calib is not None else 'neither'}.")  # fmt: skip
+    if max_drop is not None and eval_data is None:
+        raise ConfigError("--max-drop needs labelled eval data (--eval DATA: an .npz with x/y or class folders).")
+    searching = config.search.enabled or eval_data is not None
+    if plan is not None and searching:
+        raise ConfigError("plan= fixes the placement that the search (or the accuracy budget) would choose: "
+                          "pass it with QuantConfig(search=SearchConfig(enabled=False)) and no eval_data, or drop "
+                          "it.")  # fmt: skip
     src = source_artifact(artifact)
     if calibration is not None:
-        _check_calibration(calibration, src, config)
+        check_calibration(calibration, src, config)
     io = checked_io(src)
-    fingerprint = data_fingerprint(calib) if calibration is None else None
-    spec = StepSpec(
-        step="quantize",
-        input_sha=artifact_sha(src) if fingerprint is not None else None,
-        config={**config.to_dict(), "calib": fingerprint, "plan": plan.to_dict() if plan is not None else None},
-    )
+    calib_fp = data_fingerprint(calib) if calibration is None else None
+    eval_fp = data_fingerprint(eval_data) if eval_data is not None else None
+    keyed = calib_fp is not None and (eval_data is None or eval_fp is not None) and latency is None
+    key = {
+        **config.to_dict(),
+        "search": config.search.to_dict() if searching else None,  # unused settings must not split the cache
+        "calib": calib_fp,
+        "eval": eval_fp,
+        "max_drop": max_drop,
+        "plan": plan.to_dict() if plan is not None else None,
+    }
+    spec = StepSpec(step="quantize", input_sha=artifact_sha(src) if keyed else None, config=key)
 
     def build(folder: Path) -> Manifest:
+        if searching:
+            require_plotting()  # before calibrating: a missing plotter must not cost the whole search
         with tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:
             cal = calibration or calibrate(src.model_path, calib, inputs=io[0],
                                            preprocessing=src.manifest.preprocessing, config=config,
                                            workdir=tmp)  # fmt: skip
+            if searching:
+                return search_build(src, config, cal, folder, io=io, eval_data=eval_data, max_drop=max_drop,
+                                    latency=latency, workdir=Path(tmp))  # fmt: skip
             return quantize_core(src, config, cal, folder, io=io, plan=plan)
 
     return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)
 
 
-def quantize_core(src: Artifact, config: QuantConfig, cal: Calibration, folder: Path, *,
-                  io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
-                  plan: QuantPlan | None = None) -> Manifest:  # fmt: skip
-    """Write the QDQ model of ``plan`` (:func:`default_plan` if None) over ``cal``'s ranges into ``folder`` with its
-    ``plan.json``, checked against FP32; the manifest to commit (:func:`quantize` and the search commit it).
-
-    Raises:
-        QualityGateError: outputs diverge from FP32 below ``config.min_cosine``.
-    """
-    data, pre, ranges = cal.data, cal.model_path, cal.ranges
-    pre_model = onnx.load(str(pre))
-    plan = plan or default_plan(pre_model, config)
-    with tempfile.TemporaryDirectory(prefix="edgeformer-qdq-") as tmp:
-        staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
-        fidelity = check_fidelity(src.model_path, staged, data, config)
-        qmodel = onnx.load(str(staged))
-    summary = data.summary
-    manifest = Manifest(
-        format="onnx",
-        precision="int8",
-        model_name=src.manifest.model_name,
-        main_file=MODEL_FILE,
-        task=src.manifest.task,
-        inputs=io[0],
-        outputs=io[1],
-        preprocessing=src.manifest.preprocessing,
-        labels=src.manifest.labels,
-        step="quantize",
-        step_config={**config.to_dict(), "calib": summary.source},
-        parent_sha=src.sha,
-        calibration=CalibrationRecord.from_dict(summary.to_dict()),
-        fidelity=fidelity.to_record(min_cosine=config.min_cosine),
-        extra={
-            "plan": plan.summary(pre_model),
-            "ranges": {
-                "method": ranges.method,
-                "num_samples": ranges.num_samples,
-                "tensors": len(ranges),
-                "widened": list(ranges.widened),
-            },
-        },
-    )
-    embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
-    onnx.save(qmodel, str(folder / MODEL_FILE))
-    write_json_atomic(folder / "plan.json", plan.to_dict())
-    log.info("quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s", src.manifest.model_name,
-             fidelity.cosine_mean, fidelity.cosine, fidelity.samples, fidelity.on)  # fmt: skip
-    return manifest
+def quantize_search(artifact: Any, config: QuantConfig | None = None, *, search: SearchConfig = SearchConfig(),
+                    **kwargs: Any) -> Artifact:  # fmt: skip
+    """``quantize(artifact, config.replace(search=search), **kwargs)``; kept for callers not yet moved to the
+    search in the config (``edgeformer quantize`` until it builds ``QuantConfig(search=...)`` itself)."""
+    return quantize(artifact, checked_config(config).replace(search=search), **kwargs)
 
 
-def checked_config(config: QuantConfig | None) -> QuantConfig:
-    config = config or QuantConfig()
-    if not isinstance(config, QuantConfig):
-        raise ConfigError(
-            f"config must be a QuantConfig, got {type(config).__name__}; build one with QuantConfig(...)."
-        )
-    return config
-
-
-def source_artifact(artifact: Artifact | str | Path) -> Artifact:
-    """The artifact to quantize, loaded; anything but ONNX is refused."""
-    src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    if src.format != "onnx":
-        raise InvalidInputError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
-                                "artifact this one was compiled from.")  # fmt: skip
-    return src
-
-
-def checked_io(src: Artifact) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The model's inputs and outputs (the manifest's, else the graph's), after refusing a quantized model."""
-    proto = load_onnx(src.model_path, full_check=False)
-    refuse_quantized(src, proto)
-    inputs, outputs = src.manifest.inputs, src.manifest.outputs
-    if not inputs or not outputs:
-        graph_inputs, graph_outputs = graph_io(proto)
-        inputs, outputs = inputs or graph_inputs, outputs or graph_outputs
-    return tuple(inputs), tuple(outputs)
-
-
-def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData,
-                   config: QuantConfig) -> Agreement:  # fmt: skip
-    """Compare ``int8_path`` with ``fp32_path`` on ORT CPU (full optimisation) over the held-out samples,
-    each batch row on its own (one bad sample is not averaged away by the others in its batch).
-
-    Raises:
-        QualityGateError: the worst sample's cosine is below ``config.min_cosine``, or an output is NaN/Inf.
-    """
-    feeds, on = data.fidelity_feeds(config.fidelity_samples)
-    fidelity = compare_outputs(run_all(ort_runner(fp32_path), feeds), run_all(ort_runner(int8_path), feeds),
-                               rows=True, on=on)  # fmt: skip
-    if config.min_cosine is not None and (reason := fidelity.meets(min_cosine=config.min_cosine)):
-        raise QualityGateError(
-            f"the quantized model diverges from FP32 on {fidelity.samples} {on}: {reason}; nothing was written. "
-            "Keep more nodes float (keep_float_op_types / keep_float_nodes), leave quantize_attention_matmuls off, "
-            "or try method='percentile'."
-        )
-    if not fidelity.cosine_mean >= 0.99:  # NaN (no gate, an output with a problem) warns too
-        log.warning("quantized outputs are far from FP32 (mean cosine %.4f); check accuracy before deploying",
-                    fidelity.cosine_mean)  # fmt: skip
-    return fidelity
-
-
-def _check_calibration(cal: Calibration, src: Artifact, config: QuantConfig) -> None:
-    """A calibration belongs to one model and one config: ranges of another graph would quantize the wrong
-    tensors (or none), and ranges from other settings (method, symmetry) would silently change the result."""
-    if Path(cal.source).resolve() != Path(src.model_path).resolve():
-        raise ConfigError(f"the calibration was made from {cal.source}, not {src.model_path}; run calibrate() on "
-                          "the model you quantize.")  # fmt: skip
-    if cal.config != config:
-        diff = sorted(k for k, v in config.to_dict().items() if cal.config.to_dict()[k] != v)
-        raise ConfigError(f"the calibration was made with other quantization settings ({', '.join(diff)} differ); "
-                          "pass the same QuantConfig to calibrate() and quantize().")  # fmt: skip
-
-
-def refuse_quantized(src: Artifact, proto) -> None:
-    found = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANT_OPS})
-    if src.precision in ("int8", "mixed") or found:
-        what = f"it contains {', '.join(found)} nodes" if found else f"its precision is {src.precision}"
-        parent = f" (its parent artifact has sha256 {src.manifest.parent_sha[:12]}…)" if src.manifest.parent_sha else ""
-        raise InvalidInputError(
-            f"{src.model_path} is already quantized: {what}. Quantizing twice compounds the error; quantize the "
-            f"FP32 artifact it came from{parent}."
-        )
-
-
-__all__ = [
-    "Calibration",
-    "CalibrationData",
-    "CalibrationReader",
-    "CalibrationSummary",
-    "NodeGroup",
-    "QuantConfig",
-    "QuantPlan",
-    "TensorRanges",
-    "attention_matmuls",
-    "calibrate",
-    "check_fidelity",
-    "compute_ranges",
-    "default_plan",
-    "node_groups",
-    "open_calibration",
-    "preprocess",
-    "quantize",
-    "quantize_core",
-    "quantize_qdq",
-    "write_qdq",
-]
+__all__ = ["quantize", "quantize_search"]

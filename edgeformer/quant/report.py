@@ -13,12 +13,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from ..artifact import write_json_atomic
+from ..errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,22 @@ def write_report(folder: str | Path, report: QuantReport) -> list[str]:
     (folder / MD_NAME).write_text(report.to_markdown(), encoding="utf-8")
     plot(report, folder / PNG_NAME)
     return [JSON_NAME, MD_NAME, PNG_NAME]
+
+
+def require_plotting() -> None:
+    """Fail fast where :func:`plot` cannot run: the PNG is part of the report, so of the artifact (hashed, and the
+    same for the same step key), and matplotlib belongs to the 'export' extra, the authoring tools.
+
+    Raises:
+        BackendUnavailableError: matplotlib is not installed (exit 5), naming both ways out.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        # worded as export.formats.missing_extra words it for the CLI commands of the authoring stack
+        raise BackendUnavailableError(
+            "`edgeformer quantize` needs the 'export' extra for the placement search's report plot (matplotlib is not "
+            "installed): pip install 'edgeformer[export]', or quantize without the search (--no-search, "
+            "QuantConfig(search=SearchConfig(enabled=False)))."
+        )
 
 
 def plot(report: QuantReport, path: str | Path) -> None:

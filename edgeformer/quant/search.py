@@ -1,7 +1,8 @@
 """Quantize with a search: sensitivity analysis, latency-aware placement, an optional accuracy budget, a report.
 
 The orchestration above the pieces (:mod:`.placement`, :mod:`.budget`, :mod:`.sensitivity`, :mod:`.report`)
-and the core :func:`~edgeformer.quant.quantize.quantize_core` that writes the chosen plan.
+and the core :func:`~.core.quantize_core` that writes the chosen plan; :func:`edgeformer.quant.quantize` runs it
+when ``QuantConfig.search`` is on (the default, as ``edgeformer quantize``) or eval data is given.
 """
 
 from __future__ import annotations
@@ -9,23 +10,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ..artifact import Artifact, Manifest, input_paths
-from ..cache import StepCache
+from ..artifact import Artifact, Manifest
 from ..compare import compare_outputs, ort_runner, run_all
-from ..errors import ConfigError, QualityGateError
+from ..errors import QualityGateError
 from ..profiling import device_card
-from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 from .budget import apply_budget, load_eval, top1
 from .config import QuantConfig
-from .placement import LatencyFn, SearchConfig, ort_latency, search_placement
-from .quantize import calibrate, checked_config, checked_io, quantize_core, source_artifact
+from .core import Calibration, quantize_core
+from .placement import LatencyFn, ort_latency, search_placement
 from .recipe import default_plan, node_groups
 from .report import QuantReport, write_report
 from .sensitivity import group_alone, group_sqnr, tensor_sqnr
@@ -33,142 +31,89 @@ from .sensitivity import group_alone, group_sqnr, tensor_sqnr
 log = logging.getLogger(__name__)
 
 
-def quantize_search(artifact: Any, config: QuantConfig | None = None, *, calib: Any, out: str | Path,
-                    overwrite: bool = False, eval_data: str | Path | None = None, max_drop: float | None = None,
-                    search: SearchConfig = SearchConfig(), latency: LatencyFn | None = None,
-                    cache: StepCache | None = USE_DEFAULT_CACHE) -> Artifact:  # fmt: skip
-    """Quantize with sensitivity analysis, latency-aware placement, an optional accuracy budget, and a report.
-
-    Calibrates once, measures per-tensor SQNR and each group quantized alone, searches the placement on
-    ORT CPU (:func:`search_placement`), applies the ``max_drop`` budget on ``eval_data`` when given, writes
-    the chosen plan with :func:`~edgeformer.quant.quantize.quantize_core`, and adds ``quant_report.{json,md,png}``
-    to the artifact (hashed in its manifest; ``extra["placement"]`` holds the headline figures).
-
-    Args:
-        artifact: an FP32 ONNX artifact folder, bare ``.onnx`` or :class:`~edgeformer.artifact.Artifact`.
-        config: quantization settings (``QuantConfig()`` by default).
-        calib: calibration data, as for :func:`edgeformer.quant.quantize`.
-        out: the artifact folder to write (atomically).
-        overwrite: replace ``out`` if it exists.
-        eval_data: labelled eval data (``.npz`` with ``x``/``y`` or a folder of class folders).
-        max_drop: top-1 points the INT8 model may lose vs FP32 on ``eval_data``.
-        search: search bounds and thresholds.
-        latency: timing function override (tests); :func:`ort_latency` by default. Given, nothing is cached.
-        cache: the step cache; keyed by the input's sha256, ``config``, ``search``, ``max_drop`` and fingerprints
-            of ``calib`` and ``eval_data``. ``None`` turns it off.
-
-    Returns:
-        The new INT8 artifact.
+def search_build(src: Artifact, config: QuantConfig, calibration: Calibration, folder: Path, *, io: Any,
+                 eval_data: Any, max_drop: float | None, latency: LatencyFn | None,
+                 workdir: Path) -> Manifest:  # fmt: skip
+    """Search the placement of ``config.search`` over one calibration, apply the ``max_drop`` budget on
+    ``eval_data``, write the chosen plan (:func:`~.core.quantize_core`) and the report into ``folder``; the manifest
+    to commit (:func:`edgeformer.quant.quantize` runs this when the search is on or ``eval_data`` is given).
 
     Raises:
-        ConfigError: ``max_drop`` without ``eval_data``.
         AccuracyBudgetError: no placement meets ``max_drop``.
         QualityGateError: no placement reaches ``search.min_cosine`` vs FP32.
-        (and everything :func:`edgeformer.quant.quantize` raises)
     """
-    config = checked_config(config)
-    if max_drop is not None and eval_data is None:
-        raise ConfigError("--max-drop needs labelled eval data (--eval DATA: an .npz with x/y or class folders).")
-    src = source_artifact(artifact)
-    io = checked_io(src)
-    calib_fp = data_fingerprint(calib)
-    eval_fp = data_fingerprint(eval_data) if eval_data is not None else None
-    keyed = calib_fp is not None and (eval_data is None or eval_fp is not None) and latency is None
-    spec = StepSpec(
-        step="quantize",
-        input_sha=artifact_sha(src) if keyed else None,
-        config={**config.to_dict(), "calib": calib_fp, "search": search.to_dict(), "eval": eval_fp,
-                "max_drop": max_drop},
+    search, inputs, tmp = config.search, list(io[0]), Path(workdir)
+    (tmp / "cands").mkdir()
+    data, pre, ranges = calibration.data, calibration.model_path, calibration.ranges
+    pre_model = onnx.load(str(pre))
+    plan0 = default_plan(pre_model, config)
+    groups = node_groups(pre_model, search.level)
+    feeds, on = _fidelity_feeds(data, config)
+    reference = run_all(ort_runner(src.model_path, search.threads), feeds)
+    eval_set = (load_eval(eval_data, inputs=inputs, preprocessing=src.manifest.preprocessing,
+                          labels=src.manifest.labels) if eval_data is not None else None)  # fmt: skip
+    metric = (lambda p: top1(p, eval_set, threads=search.threads)) if eval_set is not None else None
+    sqnr = tensor_sqnr(pre, ranges, plan0, config, feeds[:4])
+    per_group = group_sqnr(groups, sqnr)
+    alone = {a.group: a for a in group_alone(pre, ranges, plan0, groups, config, feeds, reference, metric=metric,
+                                             max_groups=search.max_sensitivity_groups, threads=search.threads)
+             } if search.max_sensitivity_groups else {}  # fmt: skip
+    lat = latency or ort_latency(feeds[0], threads=search.threads, rounds=search.rounds,
+                                 runs_per_round=search.runs_per_round, warmup=search.warmup)  # fmt: skip
+    placed = search_placement(pre, ranges, plan0, groups, config, feeds=feeds, reference=reference,
+                              workdir=tmp / "cands", search=search, latency=lat)  # fmt: skip
+    plan, chosen, decisions = placed.plan, placed.path, {d.group: d for d in placed.decisions}
+    accuracy = None
+    if eval_set is not None:
+        fp32_top1 = top1(src.model_path, eval_set, threads=search.threads)
+        if max_drop is not None:
+            # most sensitive first: lowest metric alone, then lowest cosine alone (a NaN/Inf output
+            # lowest of all), then lowest SQNR
+            def rank(name: str) -> tuple[float, float, float]:
+                a = alone.get(name)
+                cos = math.inf if a is None else -math.inf if a.problem else a.cosine
+                return (a.metric if a and a.metric is not None else math.inf, cos,
+                        per_group.get(name, math.inf))  # fmt: skip
+
+            order = sorted(decisions, key=rank)
+            budget = apply_budget(pre, ranges, plan, groups, config, eval_set=eval_set, max_drop=max_drop,
+                                  fp32_metric=fp32_top1, order=order, workdir=tmp / "cands", latency=lat,
+                                  threads=search.threads)  # fmt: skip
+            plan, chosen, accuracy = budget.plan, budget.path, budget.to_dict()
+            for f in budget.fallbacks:
+                decisions[f.group] = dataclasses.replace(
+                    decisions[f.group], decision="float", reason="accuracy", latency_int8_ms=f.latency_before_ms,
+                    latency_float_ms=f.latency_after_ms, note=f"top-1 {f.metric:.2f}% after returning it to float",
+                )  # fmt: skip
+        else:
+            accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
+    fidelity = compare_outputs(reference, run_all(ort_runner(chosen, search.threads), feeds), rows=True, on=on)
+    t_fp32, t_int8 = lat([src.model_path, chosen])
+    manifest = quantize_core(src, config, calibration, folder, io=io, plan=plan)
+    report = QuantReport(
+        model=src.manifest.model_name,
+        device=device_card(backend="ort", threads=search.threads).to_dict(),
+        latency={"fp32_ms": round(t_fp32, 4), "int8_ms": round(t_int8, 4),
+                 "speedup": round(t_fp32 / t_int8, 3) if t_int8 > 0 else None, "threads": search.threads},
+        fidelity=fidelity.to_dict(),
+        groups=[{**d.to_dict(), "sqnr_db": _round(per_group.get(d.group)),
+                 "alone_cosine": _round(alone[d.group].cosine, 6) if d.group in alone else None,
+                 "alone_top1": alone[d.group].metric if d.group in alone else None}
+                for d in decisions.values()],
+        tensors=[t.to_dict() for t in sqnr],
+        candidates=[c.to_dict() for c in placed.candidates],
+        accuracy=accuracy,
+        search={**search.to_dict(), "searched": placed.searched, "stopped": placed.stopped,
+                "elapsed_s": round(placed.elapsed_s, 2)},
+        calibration=data.summary.to_dict(),
     )  # fmt: skip
-
-    def build(folder: Path) -> Manifest:
-        return _search_build(src, config, folder, io=io, calib=calib, eval_data=eval_data, max_drop=max_drop,
-                             search=search, latency=latency)  # fmt: skip
-
-    return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)
-
-
-def _search_build(src: Artifact, config: QuantConfig, folder: Path, *, io: Any, calib: Any, eval_data: Any,
-                  max_drop: float | None, search: SearchConfig, latency: LatencyFn | None) -> Manifest:  # fmt: skip
-    """Calibrate once, search, write the chosen plan and the report into ``folder``; the manifest to commit."""
-    inputs = list(io[0])
-    with tempfile.TemporaryDirectory(prefix="edgeformer-search-") as tmp_s:
-        tmp = Path(tmp_s)
-        (tmp / "cands").mkdir()
-        # the one pass over the calibration data: the search, the sensitivity analysis and the final
-        # quantize() below all reuse these ranges
-        calibration = calibrate(src.model_path, calib, inputs=inputs, preprocessing=src.manifest.preprocessing,
-                                config=config, workdir=tmp)  # fmt: skip
-        data, pre, ranges = calibration.data, calibration.model_path, calibration.ranges
-        pre_model = onnx.load(str(pre))
-        plan0 = default_plan(pre_model, config)
-        groups = node_groups(pre_model, search.level)
-        feeds, on = _fidelity_feeds(data, config)
-        reference = run_all(ort_runner(src.model_path, search.threads), feeds)
-        eval_set = (load_eval(eval_data, inputs=inputs, preprocessing=src.manifest.preprocessing,
-                              labels=src.manifest.labels) if eval_data is not None else None)  # fmt: skip
-        metric = (lambda p: top1(p, eval_set, threads=search.threads)) if eval_set is not None else None
-        sqnr = tensor_sqnr(pre, ranges, plan0, config, feeds[:4])
-        per_group = group_sqnr(groups, sqnr)
-        alone = {a.group: a for a in group_alone(pre, ranges, plan0, groups, config, feeds, reference, metric=metric,
-                                                 max_groups=search.max_sensitivity_groups, threads=search.threads)
-                 } if search.max_sensitivity_groups else {}  # fmt: skip
-        lat = latency or ort_latency(feeds[0], threads=search.threads, rounds=search.rounds,
-                                     runs_per_round=search.runs_per_round, warmup=search.warmup)  # fmt: skip
-        placed = search_placement(pre, ranges, plan0, groups, config, feeds=feeds, reference=reference,
-                                  workdir=tmp / "cands", search=search, latency=lat)  # fmt: skip
-        plan, chosen, decisions = placed.plan, placed.path, {d.group: d for d in placed.decisions}
-        accuracy = None
-        if eval_set is not None:
-            fp32_top1 = top1(src.model_path, eval_set, threads=search.threads)
-            if max_drop is not None:
-                # most sensitive first: lowest metric alone, then lowest cosine alone (a NaN/Inf output
-                # lowest of all), then lowest SQNR
-                def rank(name: str) -> tuple[float, float, float]:
-                    a = alone.get(name)
-                    cos = math.inf if a is None else -math.inf if a.problem else a.cosine
-                    return (a.metric if a and a.metric is not None else math.inf, cos,
-                            per_group.get(name, math.inf))  # fmt: skip
-
-                order = sorted(decisions, key=rank)
-                budget = apply_budget(pre, ranges, plan, groups, config, eval_set=eval_set, max_drop=max_drop,
-                                      fp32_metric=fp32_top1, order=order, workdir=tmp / "cands", latency=lat,
-                                      threads=search.threads)  # fmt: skip
-                plan, chosen, accuracy = budget.plan, budget.path, budget.to_dict()
-                for f in budget.fallbacks:
-                    decisions[f.group] = dataclasses.replace(
-                        decisions[f.group], decision="float", reason="accuracy", latency_int8_ms=f.latency_before_ms,
-                        latency_float_ms=f.latency_after_ms, note=f"top-1 {f.metric:.2f}% after returning it to float",
-                    )  # fmt: skip
-            else:
-                accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
-        fidelity = compare_outputs(reference, run_all(ort_runner(chosen, search.threads), feeds), rows=True, on=on)
-        t_fp32, t_int8 = lat([src.model_path, chosen])
-        manifest = quantize_core(src, config, calibration, folder, io=io, plan=plan)
-        report = QuantReport(
-            model=src.manifest.model_name,
-            device=device_card(backend="ort", threads=search.threads).to_dict(),
-            latency={"fp32_ms": round(t_fp32, 4), "int8_ms": round(t_int8, 4),
-                     "speedup": round(t_fp32 / t_int8, 3) if t_int8 > 0 else None, "threads": search.threads},
-            fidelity=fidelity.to_dict(),
-            groups=[{**d.to_dict(), "sqnr_db": _round(per_group.get(d.group)),
-                     "alone_cosine": _round(alone[d.group].cosine, 6) if d.group in alone else None,
-                     "alone_top1": alone[d.group].metric if d.group in alone else None}
-                    for d in decisions.values()],
-            tensors=[t.to_dict() for t in sqnr],
-            candidates=[c.to_dict() for c in placed.candidates],
-            accuracy=accuracy,
-            search={**search.to_dict(), "searched": placed.searched, "stopped": placed.stopped,
-                    "elapsed_s": round(placed.elapsed_s, 2)},
-            calibration=data.summary.to_dict(),
-        )  # fmt: skip
     write_report(folder, report)
     log.info("quantized %s with placement search: %.3f -> %.3f ms (%.2fx), cosine %.5f", src.manifest.model_name,
              t_fp32, t_int8, t_fp32 / t_int8 if t_int8 else float("nan"), fidelity.cosine)  # fmt: skip
     return dataclasses.replace(
         manifest,
-        step_config={**manifest.step_config, "search": search.to_dict(),
-                     "eval": str(eval_data) if eval_data is not None else None, "max_drop": max_drop},
+        step_config={**manifest.step_config, "eval": str(eval_data) if eval_data is not None else None,
+                     "max_drop": max_drop},  # the search settings are in the config's own
         extra={**manifest.extra, "placement": report.summary()},
     )  # fmt: skip
 

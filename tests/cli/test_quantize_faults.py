@@ -20,10 +20,11 @@ from onnx import TensorProto, helper, numpy_helper
 from quant.conftest import AUDIO, RES, attention_model, save_image, save_wav, write_artifact  # tests/ is on sys.path
 from typer.testing import CliRunner
 
+import edgeformer
 from edgeformer.artifact import Artifact
 from edgeformer.cli.app import app
 from edgeformer.inputs import ImageInput
-from edgeformer.quant import QuantConfig, open_calibration
+from edgeformer.quant import QuantConfig, SearchConfig, open_calibration
 
 runner = CliRunner()
 
@@ -292,13 +293,22 @@ def test_constant_activations_get_a_minimum_range_never_a_zero_or_nan_scale(mode
     assert scales and all(np.isfinite(s).all() and (s > 0).all() for s in scales)
 
 
+def test_the_cli_writes_the_model_the_api_writes_for_the_same_inputs(models, arrays, tmp_path):
+    manifest = quantize_ok(models["image"], arrays, tmp_path / "cli")  # --no-search: the preset, search off
+    config = QuantConfig.for_target("ort-cpu", search=SearchConfig(enabled=False))
+    api = edgeformer.quantize(models["image"], config, calib=arrays, out=tmp_path / "api", cache=None)  # computed
+    assert (tmp_path / "cli" / "model.onnx").read_bytes() == api.model_path.read_bytes()
+    assert manifest["step_config"] == json.loads(api.manifest.to_json())["step_config"]
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_too_few_samples_for_the_method_fails_or_falls_back_and_says_so(models, arrays, tmp_path, method):
     out = tmp_path / "q"
     few = ("--method", method, "--calib-size", "5")
     line = assert_fails(quantize_cli(models["image"], arrays, out, *few), 3, out, "only 5", "--too-few-samples minmax")
     assert method in line
-    result = quantize_cli(models["image"], arrays, out, *few, "--too-few-samples", "minmax")
+    # with the search: --no-search is the core, which writes no report, and the report must say it too
+    result = quantize_cli(models["image"], arrays, out, *few, "--too-few-samples", "minmax", "--search")
     assert result.exit_code == 0, result.output
     assert f"fallback from {method}" in result.stdout  # the CLI summary says so ...
     calib = json.loads((out / "artifact.json").read_text())["calibration"]

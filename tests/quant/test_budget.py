@@ -97,7 +97,7 @@ def test_trained_digits_model_meets_a_half_point_budget_with_a_report(tmp_path):
     from edgeformer.artifact import Artifact
     from edgeformer.export import export
     from edgeformer.models.reference import load_reference, reference_heldout
-    from edgeformer.quant import SearchConfig, quantize_search
+    from edgeformer.quant import QuantConfig, SearchConfig, quantize
 
     model, meta = load_reference("digits_shvit")
     x, y = reference_heldout(meta)
@@ -107,13 +107,13 @@ def test_trained_digits_model_meets_a_half_point_budget_with_a_report(tmp_path):
     name = fp32.manifest.inputs[0].name
     np.savez(tmp_path / "calib.npz", **{name: x[:64]})
     np.savez(tmp_path / "eval.npz", x=x, y=y)
-    out = quantize_search(
+    out = quantize(
         fp32,
+        QuantConfig(search=SearchConfig(rounds=2, max_candidates=4, max_sensitivity_groups=2)),
         calib=tmp_path / "calib.npz",
         out=tmp_path / "int8",
         eval_data=tmp_path / "eval.npz",
         max_drop=0.5,
-        search=SearchConfig(rounds=2, max_candidates=4, max_sensitivity_groups=2),
     )
     acc = Artifact.load(out.path).manifest.extra["placement"]["accuracy"]
     assert acc["fp32_top1"] - acc["int8_top1"] <= 0.5

@@ -16,7 +16,7 @@ from edgeformer.quant import (
     node_groups,
     open_calibration,
     preprocess,
-    quantize_search,
+    quantize,
 )
 from edgeformer.quant.placement import SearchConfig, ort_latency, search_placement
 
@@ -116,7 +116,7 @@ def test_search_config_is_validated():
 def test_quantize_search_writes_the_chosen_plan_and_a_hashed_report(artifact, calib_npz, tmp_path):
     out = tmp_path / "int8"
     search = SearchConfig(rounds=1, runs_per_round=5, min_cosine=0.999, max_sensitivity_groups=2)
-    result = quantize_search(artifact, calib=calib_npz, out=out, search=search)
+    result = quantize(artifact, QuantConfig(search=search), calib=calib_npz, out=out)
     loaded = Artifact.load(out)  # verifies every hash, the report's included
     for name in ("quant_report.json", "quant_report.md", "quant_report.png", "model.onnx", "plan.json"):
         assert name in loaded.manifest.files
@@ -133,4 +133,4 @@ def test_quantize_search_writes_the_chosen_plan_and_a_hashed_report(artifact, ca
 
 def test_max_drop_without_eval_data_is_a_config_error(artifact, calib_npz, tmp_path):
     with pytest.raises(ConfigError, match="--eval"):
-        quantize_search(artifact, calib=calib_npz, out=tmp_path / "o", max_drop=0.5)
+        quantize(artifact, calib=calib_npz, out=tmp_path / "o", max_drop=0.5)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 
 import numpy as np
 import onnx
@@ -10,10 +11,18 @@ import pytest
 from onnx import numpy_helper
 
 from edgeformer.artifact import Artifact, sha256_file
-from edgeformer.errors import ConfigError, DynamicShapeError, InvalidInputError, OutputExistsError, QualityGateError
+from edgeformer.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DynamicShapeError,
+    InvalidInputError,
+    OutputExistsError,
+    QualityGateError,
+)
 from edgeformer.quant import (
     QuantConfig,
     QuantPlan,
+    SearchConfig,
     check_fidelity,
     compute_ranges,
     default_plan,
@@ -26,7 +35,8 @@ from edgeformer.quant import (
 
 from .conftest import attention_model, save_image, write_artifact
 
-FAST = QuantConfig(calib_size=16, fidelity_samples=8)
+NO_SEARCH = SearchConfig(enabled=False)  # the core: the default plan, no timing (the search has tests of its own)
+FAST = QuantConfig(calib_size=16, fidelity_samples=8, search=NO_SEARCH)
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
@@ -109,6 +119,45 @@ def test_quantizing_the_same_input_twice_gives_byte_identical_models(artifact, c
     assert sha256_file(a.model_path) == sha256_file(b.model_path)
 
 
+def test_the_search_is_a_config_field_on_by_default_and_recorded_in_the_step_config(artifact, calib_npz, tmp_path):
+    assert QuantConfig().search == SearchConfig() and SearchConfig().enabled  # what `edgeformer quantize` runs
+    trt = QuantConfig.for_target("tensorrt", search=NO_SEARCH)
+    assert not trt.search.enabled and trt.symmetric_activations and trt.to_dict()["search"]["enabled"] is False
+    assert QuantConfig.from_dict(json.loads(json.dumps(trt.to_dict()))) == trt
+    q = quantize(artifact, FAST, calib=calib_npz, out=tmp_path / "int8")
+    assert q.manifest.step_config["search"] == NO_SEARCH.to_dict() and not (q.path / "quant_report.md").exists()
+    with pytest.raises(ConfigError, match="SearchConfig"):
+        QuantConfig(search={"enabled": False})
+
+
+def test_a_plan_with_the_search_on_is_refused_before_any_work(artifact, calib_npz, tmp_path):
+    plan = _plan_of(quantize(artifact, FAST, calib=calib_npz, out=tmp_path / "core"))
+    for config, extra in ((FAST.replace(search=SearchConfig()), {}), (FAST, {"eval_data": calib_npz})):
+        with pytest.raises(ConfigError, match="plan= fixes the placement"):
+            quantize(artifact, config, calib=calib_npz, out=tmp_path / "q", plan=plan, **extra)
+    assert not (tmp_path / "q").exists()
+
+
+def test_the_search_fails_before_calibrating_without_matplotlib_but_the_core_runs(artifact, calib_npz, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    class Reader:
+        calls = 0
+
+        def get_next(self):
+            self.calls += 1
+            return None
+
+        def rewind(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what Python sees when the package is not installed
+    reader = Reader()
+    with pytest.raises(BackendUnavailableError, match=r"'export' extra .*\(matplotlib is not installed\)") as e:
+        quantize(artifact, FAST.replace(search=SearchConfig()), calib=reader, out=tmp_path / "q")
+    assert e.value.exit_code == 5 and reader.calls == 0 and not (tmp_path / "q").exists()
+    assert quantize(artifact, FAST, calib=calib_npz, out=tmp_path / "core").precision == "int8"
+
+
 def test_already_quantized_input_is_refused(artifact, calib_npz, tmp_path):
     q = quantize(artifact, FAST, calib=calib_npz, out=tmp_path / "int8")
     with pytest.raises(InvalidInputError, match=r"already quantized.*FP32 artifact"):
@@ -165,7 +214,7 @@ def test_only_the_attn_v_matmul_is_quantized_when_attention_matmuls_are_on(artif
 
 
 def test_tensorrt_preset_writes_symmetric_int8_with_weight_qdq_pairs(artifact, calib_npz, tmp_path):
-    cfg = QuantConfig.for_target("tensorrt", calib_size=16, fidelity_samples=8)
+    cfg = QuantConfig.for_target("tensorrt", calib_size=16, fidelity_samples=8, search=NO_SEARCH)
     model = onnx.load(str(quantize(artifact, cfg, calib=calib_npz, out=tmp_path / "trt").model_path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -337,7 +386,8 @@ def zoo_artifact(tmp_path_factory):
 @pytest.mark.slow
 def test_zoo_model_int8_matches_fp32_and_keeps_softmax_layernorm_float(zoo_artifact, tmp_path):
     art, calib = zoo_artifact
-    q = quantize(art, QuantConfig(calib_size=32, fidelity_samples=16), calib=calib, out=tmp_path / "int8")
+    cfg = QuantConfig(calib_size=32, fidelity_samples=16, search=NO_SEARCH)
+    q = quantize(art, cfg, calib=calib, out=tmp_path / "int8")
     assert q.manifest.fidelity.cosine_mean >= 0.999
     model = onnx.load(str(q.model_path))
     prod = producers(model)
@@ -356,7 +406,7 @@ def test_zoo_model_int8_matches_fp32_and_keeps_softmax_layernorm_float(zoo_artif
 @pytest.mark.slow
 def test_zoo_model_quantization_is_deterministic(zoo_artifact, tmp_path):
     art, calib = zoo_artifact
-    cfg = QuantConfig(calib_size=8, fidelity_samples=4)
+    cfg = QuantConfig(calib_size=8, fidelity_samples=4, search=NO_SEARCH)
     a = quantize(art, cfg, calib=calib, out=tmp_path / "a", cache=None)
     b = quantize(art, cfg, calib=calib, out=tmp_path / "b", cache=None)
     assert sha256_file(a.model_path) == sha256_file(b.model_path)
@@ -385,7 +435,8 @@ def test_a_graph_ort_symbolic_inference_cannot_follow_still_quantizes(tmp_path, 
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # ORT dumps its partial model into the working directory when inference fails
     with caplog.at_level(logging.WARNING, logger="edgeformer.quant.ort_adapter"):
-        q = quantize(fp32, QuantConfig(calib_size=4, fidelity_samples=2), calib="synthetic", out=tmp_path / "int8")
+        cfg = QuantConfig(calib_size=4, fidelity_samples=2, search=NO_SEARCH)
+        q = quantize(fp32, cfg, calib="synthetic", out=tmp_path / "int8")
     assert "symbolic shape inference failed" in caplog.text
     assert q.manifest.precision == "int8" and q.manifest.fidelity.cosine > 0.99
     assert list(cwd.iterdir()) == []  # nothing left behind in the user's folder
