@@ -7,7 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ArtifactArg, JsonOpt, OutOpt, OverwriteOpt, VerboseOpt, command, console, print_json, setup_logging
+from ..steps import USE_DEFAULT_CACHE
+from .common import (
+    ArtifactArg,
+    JsonOpt,
+    NoCacheOpt,
+    OutOpt,
+    OverwriteOpt,
+    VerboseOpt,
+    command,
+    console,
+    print_json,
+    setup_logging,
+)
 from .export import parse_overrides
 
 
@@ -37,6 +49,7 @@ def compile_cmd(
         list[str] | None, typer.Option("--set", help="Any other field of the target's config, KEY=VALUE (repeatable).")
     ] = None,
     overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -57,7 +70,10 @@ def compile_cmd(
     }  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None} | parse_overrides(option)
     with console.status(f"compiling to {fmt}…", spinner="dots"):
-        result = compile_artifact(artifact, target=fmt, precision=precision, out=out, overwrite=overwrite, **options)
+        result = compile_artifact(
+            artifact, target=fmt, precision=precision, out=out, overwrite=overwrite,
+            cache=None if no_cache else USE_DEFAULT_CACHE, **options,
+        )  # fmt: skip
     if json_out:
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ConfigError
+from ..steps import USE_DEFAULT_CACHE
 from .common import (
     BatchOpt,
     CheckpointOpt,
     FormatOpt,
     JsonOpt,
     ModelArg,
+    NoCacheOpt,
     OutOpt,
     OverwriteOpt,
     ResolutionOpt,
@@ -69,6 +71,7 @@ def export_cmd(
         list[str] | None, typer.Option("--arch", help="Architecture override KEY=VALUE, repeatable (num_classes=10).")
     ] = None,
     overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -98,8 +101,9 @@ def export_cmd(
     out = out or Path(f"{model}-{fmt}")
     with console.status(f"exporting {model} to {fmt}…", spinner="dots"):
         artifact = export(
-            model, fmt=fmt, out=out, config=config, checkpoint=checkpoint, overwrite=overwrite, **parse_overrides(arch)
-        )
+            model, fmt=fmt, out=out, config=config, checkpoint=checkpoint, overwrite=overwrite,
+            cache=None if no_cache else USE_DEFAULT_CACHE, **parse_overrides(arch),
+        )  # fmt: skip
     if json_out:
         print_json({"artifact": str(artifact.path), "manifest": artifact.manifest.to_dict()})
         return

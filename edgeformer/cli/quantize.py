@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
+from ..errors import ConfigError
+from ..quant import QuantConfig, SearchConfig, quantize
+from ..steps import USE_DEFAULT_CACHE
 from .common import (
     ArtifactArg,
     JsonOpt,
+    NoCacheOpt,
     OutOpt,
     OverwriteOpt,
     PresetOpt,
@@ -42,11 +46,17 @@ def quantize_cmd(
     ] = None,
     max_drop: Annotated[float | None, typer.Option(help="Accepted top-1 drop in points (needs --eval).")] = None,
     search: Annotated[
-        bool, typer.Option("--search/--no-search", help="Keep in float the node groups that are not faster quantized.")
+        bool,
+        typer.Option(
+            "--search/--no-search",
+            help="Placement search: keep in float the node groups that are not faster quantized (timings decide, so "
+            "two runs may differ; --no-search uses the default plan and is byte-deterministic).",
+        ),
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of calibration sampling.")] = 0,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
+    no_cache: NoCacheOpt = False,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -58,24 +68,18 @@ def quantize_cmd(
       edgeformer quantize build/kws --calib wavs/ --eval heldout.npz --max-drop 0.5
       edgeformer quantize build/l1 --calib images/ --preset tensorrt   # symmetric, for TensorRT
     """
-    from ..errors import ConfigError
-    from ..quant.config import QuantConfig
-
     setup_logging(verbose)
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs --eval (labelled data to measure the drop on).")
     config = QuantConfig.for_target(
         preset, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample,
-        too_few_samples=too_few_samples, seed=seed,
+        too_few_samples=too_few_samples, seed=seed, search=SearchConfig(enabled=search),
     )  # fmt: skip
     out = out or Path(f"{str(artifact).rstrip('/')}-int8")
     with console.status("calibrating and quantizing…", spinner="dots"):
-        from ..quant import SearchConfig, quantize_search
-
-        result = quantize_search(
-            artifact, config, calib=calib, out=out, overwrite=overwrite, eval_data=eval_data, max_drop=max_drop,
-            search=SearchConfig(enabled=search),
-        )  # fmt: skip
+        # the same call as the Python API: the CLI only builds the config
+        result = quantize(artifact, config, calib=calib, out=out, overwrite=overwrite, eval_data=eval_data,
+                          max_drop=max_drop, cache=None if no_cache else USE_DEFAULT_CACHE)  # fmt: skip
     if json_out:
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return
@@ -87,7 +91,8 @@ def quantize_cmd(
             method = f"{method} (fallback from {calib.method_requested})"
         skipped = calib.skipped + calib.holdout_skipped
         console.print(f"calibration: {calib.used} sample(s) from {calib.source}, method {method}"
-                      + (f", {skipped} unreadable sample(s) skipped" if skipped else ""), markup=False)  # fmt: skip
+                      + (f", {skipped} unreadable sample(s) skipped" if skipped else ""), markup=False,
+                      soft_wrap=True)  # fmt: skip
     shown = fidelity.to_dict() if fidelity is not None else {}
     rows = [(k, v) for k, v in shown.items() if v is not None and not isinstance(v, (dict, list))]
     if rows:

@@ -319,7 +319,7 @@ def _build(artifact: Artifact, config: OpenVinoConfig, folder: Path) -> Manifest
     except Exception as e:  # OpConversionFailure and friends share no public base class but Exception
         raise ModelFileError(
             f"OpenVINO {ov.__version__.split('-')[0]} cannot convert {artifact.model_path}: {_first_line(e)}; these "
-            "ops are unsupported by OpenVINO's ONNX frontend: use --target ort, or change the model."
+            "ops are unsupported by OpenVINO's ONNX frontend: use --format ort, or change the model."
         ) from e
     if config.nncf:
         model, version = _nncf_quantize(model, feeds, config, artifact.model_path)

@@ -68,7 +68,7 @@ def get_target(name: str) -> Target:
     name = str(getattr(name, "value", name)).lower()  # accept the CLI's str Enum as well as a plain string
     if name not in TARGETS:
         raise ConfigError(
-            f"unknown compile target {name!r}{did_you_mean(name, TARGETS)}; known: {', '.join(TARGETS)} (--target)."
+            f"unknown compile target {name!r}{did_you_mean(name, TARGETS)}; known: {', '.join(TARGETS)} (--format)."
         )
     return TARGETS[name]
 
@@ -95,7 +95,7 @@ def targets_available() -> dict[str, str | None]:
 
 
 def targets_help() -> str:
-    """One line per target: precisions, what it needs and how to install it (the CLI's ``--target`` help)."""
+    """One line per target: precisions, what it needs and how to install it (the CLI's ``--format`` help)."""
     lines = []
     for name, t in TARGETS.items():
         install = f"; pip install 'edgeformer[{t.extra}]'" if t.extra else ""
@@ -115,13 +115,13 @@ def build_config(name: str, precision: str | None = None, config: Any = None, **
     try:
         cls = _resolve(target.config)
     except ImportError as e:  # the target's module is missing or one of its hard imports is
-        raise BackendUnavailableError(f"--target {name} cannot run here: {target_unavailable(name)}") from e
+        raise BackendUnavailableError(f"--format {name} cannot run here: {target_unavailable(name)}") from e
     if precision is not None:
         precision = str(getattr(precision, "value", precision)).lower()  # the CLI's str Enum, or a plain string
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     if config is not None:
         if not isinstance(config, cls):
-            raise ConfigError(f"--target {name} takes config={cls.__name__}(...), got {type(config).__name__}.")
+            raise ConfigError(f"--format {name} takes config={cls.__name__}(...), got {type(config).__name__}.")
         if options:
             raise ConfigError(
                 f"give the {name} options either in config= or as keywords, not both (got {', '.join(options)})."
@@ -132,7 +132,7 @@ def build_config(name: str, precision: str | None = None, config: Any = None, **
     precision = precision or DEFAULT_PRECISION
     if precision not in target.precisions:
         raise ConfigError(
-            f"--target {name} does not support --precision {precision}; it supports {', '.join(target.precisions)}."
+            f"--format {name} does not support --precision {precision}; it supports {', '.join(target.precisions)}."
         )
     if config is not None:
         return config
@@ -199,7 +199,7 @@ def compile(
     check_output_path(dest, input_paths(artifact), overwrite)
     reason = target_unavailable(name)
     if reason:
-        raise BackendUnavailableError(f"--target {name} cannot run here: {reason}")
+        raise BackendUnavailableError(f"--format {name} cannot run here: {reason}")
     log.info("compiling %s for %s (%s) into %s", artifact.model_path, name, cfg.precision, dest)
     return _resolve(t.entry)(artifact, cfg, dest, overwrite, cache=cache)
 

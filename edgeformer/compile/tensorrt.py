@@ -8,7 +8,7 @@ Precision works differently across TensorRT majors, and :func:`build_plan` is th
   precision comes from the ONNX itself. fp16 therefore converts the graph to fp16 first (I/O stays
   float32, numerically fragile reductions stay fp32); int8 is the QDQ model as is.
 
-INT8 never calibrates inside TensorRT: it builds from the QDQ artifact ``edgeformer quantize --target
+INT8 never calibrates inside TensorRT: it builds from the QDQ artifact ``edgeformer quantize --preset
 tensorrt`` writes, so the same scales run on ORT and TensorRT and both majors give the same numerics.
 Layers the QDQ model leaves in float run in fp32.
 
@@ -139,12 +139,12 @@ def check_source(artifact: Artifact, precision: str) -> None:
     if m.format != "onnx":
         raise ModelFileError(
             f"{where}: TensorRT compiles ONNX artifacts, this one is {m.format!r}; pass the ONNX artifact "
-            "`edgeformer export` (or `edgeformer quantize --target tensorrt`) wrote."
+            "`edgeformer export` (or `edgeformer quantize --preset tensorrt`) wrote."
         )
     if precision == "int8" and m.precision not in _QUANT:
         raise ConfigError(
             f"{where} is {m.precision}; TensorRT INT8 builds from an explicitly quantized (QDQ) model: run "
-            f"`edgeformer quantize {where} --target tensorrt` and compile its output with --precision int8."
+            f"`edgeformer quantize {where} --preset tensorrt` and compile its output with --precision int8."
         )
     if m.precision in _QUANT and precision != "int8":
         raise ConfigError(
@@ -353,7 +353,7 @@ def _build_artifact(
     if bad:
         raise ConfigError(
             f"{artifact.path}: TensorRT needs symmetric int8 quantization; {'; '.join(bad[:5])}. "
-            "Re-quantize with `edgeformer quantize --target tensorrt`."
+            "Re-quantize with `edgeformer quantize --preset tensorrt`."
         )
     trt = import_tensorrt()
     plan = build_plan(trt.__version__, config.precision, artifact.precision)
@@ -404,7 +404,7 @@ def _build(
         listed = describe_parser_errors([(e.node_name(), e.node_operator(), e.desc()) for e in errors])
         raise ModelFileError(
             f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {listed}. These ops or "
-            "attributes are unsupported by TensorRT; use --target ort or openvino, or change the model."
+            "attributes are unsupported by TensorRT; use --format ort or openvino, or change the model."
         )
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     if names != {p.name for p in profile}:

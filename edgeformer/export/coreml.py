@@ -296,7 +296,7 @@ def _convert(src: Any, cfg: CoreMlConfig) -> tuple[Any, list[str]]:
         other = "capture='export' (--capture export)" if cfg.capture == "trace" else "capture='trace' (the default)"
         raise InvalidInputError(
             f"{src.name}: {stage} failed: {type(e).__name__}: {first[:300]}. Try {other}, "
-            "another minimum_deployment_target, or --target onnx/openvino."
+            "another minimum_deployment_target, or --format onnx/openvino."
         ) from e
     tracer = {
         f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}"

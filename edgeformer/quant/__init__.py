@@ -19,7 +19,7 @@ from .calibration import CalibrationData, CalibrationReader, CalibrationSummary,
 from .config import QuantConfig, SearchConfig
 from .core import QUANT_OPS, Calibration, calibrate, check_fidelity
 from .ort_adapter import compute_ranges, preprocess, write_qdq
-from .quantize import quantize, quantize_search  # the function, not the module, is edgeformer.quant.quantize
+from .quantize import quantize  # the function, not the module, is edgeformer.quant.quantize
 from .recipe import NodeGroup, QuantPlan, default_plan, node_groups
 
 __all__ = [
@@ -40,6 +40,5 @@ __all__ = [
     "open_calibration",
     "preprocess",
     "quantize",
-    "quantize_search",
     "write_qdq",
 ]

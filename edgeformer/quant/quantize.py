@@ -22,7 +22,7 @@ from ..artifact import Artifact, Manifest, input_paths
 from ..cache import StepCache
 from ..errors import ConfigError
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
-from .config import QuantConfig, SearchConfig
+from .config import QuantConfig
 from .core import Calibration, calibrate, check_calibration, checked_config, checked_io, quantize_core, source_artifact
 from .placement import LatencyFn
 from .recipe import QuantPlan
@@ -119,11 +119,4 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
     return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)
 
 
-def quantize_search(artifact: Any, config: QuantConfig | None = None, *, search: SearchConfig = SearchConfig(),
-                    **kwargs: Any) -> Artifact:  # fmt: skip
-    """``quantize(artifact, config.replace(search=search), **kwargs)``; kept for callers not yet moved to the
-    search in the config (``edgeformer quantize`` until it builds ``QuantConfig(search=...)`` itself)."""
-    return quantize(artifact, checked_config(config).replace(search=search), **kwargs)
-
-
-__all__ = ["quantize", "quantize_search"]
+__all__ = ["quantize"]

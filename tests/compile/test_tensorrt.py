@@ -275,7 +275,7 @@ def test_trt_major_refuses_an_unreadable_version():
 
 # --- source precision and QDQ -----------------------------------------------------------------------------
 def test_int8_needs_a_quantized_artifact_and_names_the_command():
-    with pytest.raises(ConfigError, match=r"edgeformer quantize art --target tensorrt.*--precision int8"):
+    with pytest.raises(ConfigError, match=r"edgeformer quantize art --preset tensorrt.*--precision int8"):
         check_source(in_memory("onnx", "fp32"), "int8")
 
 
@@ -453,7 +453,7 @@ def test_incompatible_engine_is_refused_with_exit_5_and_the_rebuild_command():
         check_engine_compatible(BUILT, {**BUILT, "tensorrt": "11.4.0.106"}, "build/l1-trt")
     text = str(e.value)
     assert text.startswith("build/l1-trt: this TensorRT engine cannot run here: built for TensorRT 10.8.0.43")
-    assert "rebuild with `edgeformer compile PARENT_ONNX_ARTIFACT --target tensorrt` on this machine" in text
+    assert "rebuild with `edgeformer compile PARENT_ONNX_ARTIFACT --format tensorrt` on this machine" in text
     assert e.value.exit_code == 5
     check_engine_compatible(BUILT, BUILT, "same machine")  # no error
 
