@@ -153,9 +153,11 @@ def bench_cmd(
     """
     from ..bench import BenchConfig, bench
     from ..models import get_spec
+    from ..models.reference import list_references
 
     setup_logging(verbose)
-    get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows
+    if model not in list_references():  # a trained reference model benches by name too
+        get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows
     config = BenchConfig(
         min_time_s=min_time, warmup=warmup, rows=_split(rows), formats=_split(formats),
         precisions=_split(precisions), backends=_split(backends), min_cosine=min_cosine,

@@ -78,6 +78,12 @@ def compile_cmd(
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return
     console.print(f"[green]✓[/green] {result.summary()}")
-    fidelity = result.manifest.fidelity
-    if fidelity:
-        console.print(f"fidelity vs parent: {fidelity.to_dict()}")
+    fid = result.manifest.fidelity
+    if fid is None:
+        return
+    if fid.skipped:
+        console.print(f"fidelity vs parent: not measured here ({fid.skipped})", markup=False, soft_wrap=True)
+    else:
+        top1 = f", top-1 agreement {fid.top1_agreement:.3f}" if fid.top1_agreement is not None else ""
+        worst = f"worst cosine {fid.cosine:.6f}" if fid.cosine is not None else f"unusable: {fid.problem}"
+        console.print(f"fidelity vs parent: {worst}{top1} on {fid.samples} sample(s)", markup=False, soft_wrap=True)

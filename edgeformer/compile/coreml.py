@@ -25,6 +25,7 @@ from ..export.coreml import available as available
 from ..export.parity import compare_on
 from ..inputs import ImageInput
 from ..models import get_spec
+from ..models.reference import list_references
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,11 @@ def compile_coreml(
         BackendUnavailableError: coremltools or torch is not installed (exit 5).
     """
     cfg, m = cm.checked_config(config), artifact.manifest
-    overrides = parent_arch_overrides(artifact)
+    # a trained reference model rebuilds by name with its own committed weights (sha256-checked on load)
+    reference = m.model_name in list_references() and cfg.checkpoint is None
+    overrides = {} if reference else parent_arch_overrides(artifact)
     batch, resolution = parent_shape(artifact, cfg)
-    ckpt = parent_checkpoint(artifact, cfg)  # its content is the parent's recorded checkpoint: the sha covers it
+    ckpt = None if reference else parent_checkpoint(artifact, cfg)  # the parent's recorded file: the sha covers it
     spec = StepSpec(step="compile:coreml", input_sha=artifact_sha(artifact), config=cfg.to_dict())
 
     def build(folder: Path) -> Manifest:
@@ -144,7 +147,7 @@ def compile_coreml(
         src = dataclasses.replace(
             src, input_names=tuple(t.name for t in m.inputs), output_names=tuple(t.name for t in m.outputs)
         )
-        if ckpt is not None:
+        if ckpt is not None or reference:
             source_check = _source_check(src, artifact)
         else:
             source_check = CheckRecord(

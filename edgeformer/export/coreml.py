@@ -403,6 +403,8 @@ def build_package(src, cfg, folder: Path, *, parent, checkpoint, source_check=No
 def _weights(src: Any, checkpoint: Path | None, cfg: CoreMlConfig) -> str:
     if checkpoint is not None:
         return "checkpoint"
+    if getattr(src, "weights", None) is not None:  # a trained reference model's committed weights
+        return f"reference weights {src.weights.file}"
     return "the module's own" if src.user_inputs else f"random-init (seed {cfg.seed})"
 
 

@@ -45,14 +45,14 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out_path = Path(out_path)
+    out_path, model_path = Path(out_path), Path(model_path).resolve()  # before the chdir below: a relative path
     with tempfile.TemporaryDirectory(prefix="edgeformer-pre-") as tmp:
         staged = Path(tmp) / "pre.onnx"
         try:
             # on failure ORT's symbolic inference saves its partial model (plus external data) as
             # sym_shape_infer_temp.onnx in the *working directory*: run it from the scratch folder instead
             with _quiet_ort(), _working_dir(tmp):
-                quant_pre_process(str(Path(model_path).resolve()), str(staged), skip_symbolic_shape=False)
+                quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=False)
         except Exception as e:  # ORT's symbolic inference raises a bare Exception on ops it cannot follow
             # ONNX's own shape inference still gives the quantizer the shapes it needs; only symbolic dims
             # (e.g. a dynamic batch through a Reshape) stay unknown, which costs nothing at a static shape

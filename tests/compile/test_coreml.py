@@ -399,3 +399,17 @@ def test_prediction_matches_torch(converted):
             assert s.provider == "cpu_only"
         cos = float(np.dot(want.ravel(), got.ravel()) / np.linalg.norm(want) / np.linalg.norm(got))
         assert got.dtype == np.float32 and got.shape == want.shape and cos > min_cos
+
+
+@needs_coremltools
+def test_compile_rebuilds_a_trained_reference_parent_with_its_own_weights(tmp_path):
+    from edgeformer.export import export
+    from edgeformer.models.reference import read_reference_meta
+
+    parent = export("digits_shvit", out=tmp_path / "onnx", cache=None)
+    art = compile_coreml(parent, CoreMlConfig(), tmp_path / "coreml", cache=None)
+    m, meta = art.manifest, read_reference_meta("digits_shvit")
+    assert m.extra["weights"] == "reference weights digits_shvit.safetensors"
+    assert m.lineage.checkpoint.sha256 == meta.weights_sha256 == parent.manifest.lineage.checkpoint.sha256
+    assert m.extra["source_check"]["cosine"] > 0.9999  # the rebuild is the parent's trained model, not random weights
+    assert m.labels == parent.manifest.labels and len(m.labels) == 10

@@ -440,3 +440,11 @@ def test_a_graph_ort_symbolic_inference_cannot_follow_still_quantizes(tmp_path, 
     assert "symbolic shape inference failed" in caplog.text
     assert q.manifest.precision == "int8" and q.manifest.fidelity.cosine > 0.99
     assert list(cwd.iterdir()) == []  # nothing left behind in the user's folder
+
+
+def test_a_relative_artifact_path_is_pre_processed_with_symbolic_inference(artifact, calib_npz, tmp_path, caplog,
+                                                                          monkeypatch):  # fmt: skip
+    monkeypatch.chdir(artifact.path.parent)  # the README quick start passes paths relative to the working folder
+    with caplog.at_level(logging.WARNING, logger="edgeformer.quant.ort_adapter"):
+        q = quantize(artifact.path.name, FAST, calib=calib_npz, out=tmp_path / "int8", cache=None)
+    assert "symbolic shape inference failed" not in caplog.text and q.manifest.precision == "int8"
