@@ -93,9 +93,13 @@ def compare_model(name: str, tmp: Path, args) -> dict:
     np.savez(tmp / f"{name}-calib.npz", **{fp32.manifest.inputs[0].name: calib})
     search = SearchConfig(threads=args.threads, time_budget_s=args.search_s, max_sensitivity_groups=0)
     int8 = quantize(
-        fp32, QuantConfig(search=search), calib=tmp / f"{name}-calib.npz", out=tmp / f"{name}-int8", overwrite=True,
+        fp32,
+        QuantConfig(search=search),
+        calib=tmp / f"{name}-calib.npz",
+        out=tmp / f"{name}-int8",
+        overwrite=True,
         cache=None,
-    )  # fmt: skip
+    )
     t_quant = time.monotonic() - t0
     peer = quantize_static_defaults(fp32, tmp / f"{name}-calib.npz", tmp / f"{name}-static")
     runners = {
@@ -152,9 +156,12 @@ def trained_drop(tmp: Path, args) -> list[dict]:
         evs = EvalSet(feeds=tuple({name: x[i : i + 1]} for i in ev), labels=y[ev], source="heldout")
         a32 = top1(fp32.model_path, evs)
         core = quantize(
-            fp32, QuantConfig(min_cosine=None, search=SearchConfig(enabled=False)), calib=tmp / f"{ref}-calib.npz",
-            out=tmp / f"{ref}-int8", overwrite=True,
-        )  # fmt: skip
+            fp32,
+            QuantConfig(min_cosine=None, search=SearchConfig(enabled=False)),
+            calib=tmp / f"{ref}-calib.npz",
+            out=tmp / f"{ref}-int8",
+            overwrite=True,
+        )
         search = SearchConfig(threads=args.threads, time_budget_s=args.search_s, max_sensitivity_groups=8)
         t0 = time.monotonic()
         budget = quantize(

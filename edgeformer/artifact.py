@@ -110,9 +110,14 @@ class Artifact:
         preprocessing, labels) carries over, lineage points here, and ``fields`` set the rest (format, ...)."""
         m = self.manifest
         inherited = dict(
-            model_name=m.model_name, task=m.task, inputs=m.inputs, outputs=m.outputs,
-            preprocessing=m.preprocessing, labels=m.labels, parent_sha=self.sha,
-        )  # fmt: skip
+            model_name=m.model_name,
+            task=m.task,
+            inputs=m.inputs,
+            outputs=m.outputs,
+            preprocessing=m.preprocessing,
+            labels=m.labels,
+            parent_sha=self.sha,
+        )
         return Manifest(step=step, **(inherited | fields))
 
     def summary(self) -> str:

@@ -139,8 +139,12 @@ class StepCache:
             raise NotADirectoryError(f"{src_dir}: put() caches a step's output folder, and this is not one.")
         rels = sorted(p.relative_to(src_dir) for p in src_dir.rglob("*") if p.is_file())
         if (size := sum((src_dir / r).stat().st_size for r in rels)) > self.max_bytes:
-            log.warning("not caching step output %s: %d bytes is over the bound of %d (EDGEFORMER_CACHE_MAX_BYTES)",
-                        key[:12], size, self.max_bytes)  # fmt: skip
+            log.warning(
+                "not caching step output %s: %d bytes is over the bound of %d (EDGEFORMER_CACHE_MAX_BYTES)",
+                key[:12],
+                size,
+                self.max_bytes,
+            )
             return None
         if self._verified(key, verify=False) and _touch(entry):
             return entry / _FILES
@@ -164,8 +168,9 @@ class StepCache:
                 _touch(entry)
                 self._evict(keep=entry)
         except OSError as e:
-            log.warning("could not cache step output %s in %s (%s); the step's result is unaffected",
-                        key[:12], self.root, e)  # fmt: skip
+            log.warning(
+                "could not cache step output %s in %s (%s); the step's result is unaffected", key[:12], self.root, e
+            )
             return None
         finally:
             if tmp is not None:

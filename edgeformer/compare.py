@@ -78,8 +78,9 @@ class OutputAgreement:
     worst: str = ""  # the sample with the problem, else the one with the smallest cosine
     problem: str | None = None  # shape mismatch, NaN/Inf, missing from the candidate
 
-    def meets(self, *, min_cosine: float | None = None, atol: float | None = None,
-              rtol: float | None = None) -> str | None:  # fmt: skip
+    def meets(
+        self, *, min_cosine: float | None = None, atol: float | None = None, rtol: float | None = None
+    ) -> str | None:
         """:meth:`Agreement.meets` for this output alone: ``"logits: cosine 0.9876543 < 0.999 (worst on s1)"``."""
         if self.problem:
             return f"{self.name}: {self.problem}" + (f" on {self.worst}" if self.worst else "")
@@ -107,8 +108,9 @@ class Agreement:
     on: str = ""  # which samples, for reports ("8 held-out samples of imagenet_val/")
     problem: str | None = None
 
-    def meets(self, *, min_cosine: float | None = None, atol: float | None = None,
-              rtol: float | None = None) -> str | None:  # fmt: skip
+    def meets(
+        self, *, min_cosine: float | None = None, atol: float | None = None, rtol: float | None = None
+    ) -> str | None:
         """Why the candidate fails the gate, every failing output listed, or None if it passes.
 
         Args:
@@ -125,8 +127,15 @@ class Agreement:
         """The outputs that fail ``meets(**gate)``, e.g. for ``ParityError(failures=...)``."""
         return tuple(o for o in self.outputs if o.meets(**gate))
 
-    def to_record(self, *, sample_names: Sequence[str] = (), min_cosine: float | None = None,
-                  atol: float | None = None, rtol: float | None = None, ndigits: int = 6) -> CheckRecord:  # fmt: skip
+    def to_record(
+        self,
+        *,
+        sample_names: Sequence[str] = (),
+        min_cosine: float | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
+        ndigits: int = 6,
+    ) -> CheckRecord:
         """The written form: figures rounded so that manifests stay byte-identical across runs despite float
         noise, NaN and Inf as None (JSON has neither; ``problem`` says why), ``outputs`` keyed by name, and the
         gate (as :meth:`meets` takes it) with whether it passed; no gate leaves ``ok`` None (recorded only)."""
@@ -195,9 +204,15 @@ class CheckRecord(Record):
     other_files: dict[str, CheckRecord] = field(default_factory=dict)  # the same check on other model files
 
 
-def compare_outputs(reference: Sequence[Outputs], candidate: Sequence[Outputs], *, rows: bool = False,
-                    sample_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
-                    on: str = "") -> Agreement:  # fmt: skip
+def compare_outputs(
+    reference: Sequence[Outputs],
+    candidate: Sequence[Outputs],
+    *,
+    rows: bool = False,
+    sample_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    on: str = "",
+) -> Agreement:
     """Compare the candidate's outputs with the reference's, sample by sample, output by output.
 
     Args:
@@ -311,16 +326,19 @@ def _figures(reference: np.ndarray, candidate: np.ndarray | None) -> tuple[float
     # the same ±Inf on both sides (a -inf mask logit) is agreement; NaN != NaN keeps any NaN a problem
     if (ref_bad != got_bad).any() or (ref[ref_bad] != got[got_bad]).any():
         got_nan, ref_nan = int(np.isnan(got).sum()), int(np.isnan(ref).sum())
-        problem = (f"NaN/Inf: {got_nan} NaN and {int(got_bad.sum()) - got_nan} Inf in the candidate, "
-                   f"{ref_nan} NaN and {int(ref_bad.sum()) - ref_nan} Inf in the reference")  # fmt: skip
+        problem = (
+            f"NaN/Inf: {got_nan} NaN and {int(got_bad.sum()) - got_nan} Inf in the candidate, "
+            f"{ref_nan} NaN and {int(ref_bad.sum()) - ref_nan} Inf in the reference"
+        )
         return _NAN, _NAN, _NAN, problem
     ref, got = np.where(ref_bad, 0.0, ref), np.where(got_bad, 0.0, got)
     max_abs = float(np.abs(ref - got).max(initial=0.0))
     return cosine(ref, got), max_abs, max_abs / max(float(np.abs(ref).max(initial=0.0)), _TINY), None
 
 
-def _reduce(name: str, scored: list[tuple[str, float, float, float, str | None]],
-            top1: list[int] | None) -> OutputAgreement:  # fmt: skip
+def _reduce(
+    name: str, scored: list[tuple[str, float, float, float, str | None]], top1: list[int] | None
+) -> OutputAgreement:
     bad = next((s for s in scored if s[4]), None)
     worst = bad or min(scored, key=lambda s: (s[1], -s[3]))  # equal cosines (a scaled output): the larger error
     return OutputAgreement(

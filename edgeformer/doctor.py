@@ -163,8 +163,10 @@ def _version(dist: str) -> str | None:
 
 def _features(card: DeviceCard) -> tuple[Feature, ...]:
     arm = card.machine.lower() in ("arm64", "aarch64")
-    found = [Feature(name=n, present=any(f in card.isa for f in flags), effect=e)
-             for n, flags, e in (_ARM_FEATURES if arm else _X86_FEATURES)]  # fmt: skip
+    found = [
+        Feature(name=n, present=any(f in card.isa for f in flags), effect=e)
+        for n, flags, e in (_ARM_FEATURES if arm else _X86_FEATURES)
+    ]
     fp16 = Feature(name="FP16 arithmetic", present=fp16_arithmetic(card), effect="fp16 compute on the CPU")
     return (*found, fp16)
 
@@ -249,8 +251,9 @@ def _matrix(targets: dict[str, Component], backends: dict[str, Component], card:
                 run_fix = _PRECISION_FIX.get((backend, precision)) if run else None
             fix = "; ".join(dict.fromkeys(f for f in (make_fix, run_fix) if f)) or None
             note = int8_note if precision == "int8" and backend in ("ort", "openvino") and run is None else None
-            rows.append(Capability(format=fmt, precision=precision, backend=backend, make=make, run=run, fix=fix,
-                                   note=note))  # fmt: skip
+            rows.append(
+                Capability(format=fmt, precision=precision, backend=backend, make=make, run=run, fix=fix, note=note)
+            )
     return tuple(rows)
 
 

@@ -30,8 +30,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import onnx
 from onnx import TensorProto
 
-from .manifest import ONNX_METADATA_KEY, Manifest, TensorSpec, sha256_file
 from .errors import ModelFileError, UnsafeInputError
+from .manifest import ONNX_METADATA_KEY, Manifest, TensorSpec, sha256_file
 
 log = logging.getLogger(__name__)
 

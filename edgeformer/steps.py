@@ -147,8 +147,9 @@ def artifact_sha(artifact: Artifact) -> str:
 _NOT_INHERITED = frozenset({"files", "created", "tool_versions", "extra"})
 
 
-def export_input_sha(model: Any, checkpoint: str | os.PathLike | None, arch_overrides: Mapping[str, Any], *,
-                     weights: str | None = None) -> str | None:  # fmt: skip
+def export_input_sha(
+    model: Any, checkpoint: str | os.PathLike | None, arch_overrides: Mapping[str, Any], *, weights: str | None = None
+) -> str | None:
     """An export's ``input_sha``: sha256 of the model name, the weights (the checkpoint's sha256, else ``weights``,
     the sha256 of the weights the name brings, as a trained reference model does, else ``"random-init"``: the seed
     is in the config) and the architecture overrides as JSON; ``None`` (never cached) for your own ``nn.Module``,
@@ -159,8 +160,12 @@ def export_input_sha(model: Any, checkpoint: str | os.PathLike | None, arch_over
         return None
     weights = sha256_file(Path(checkpoint)) if checkpoint is not None else weights or "random-init"
     try:
-        text = json.dumps({"model": model, "checkpoint": weights, "arch": dict(arch_overrides)}, sort_keys=True,
-                          separators=(",", ":"), allow_nan=False)  # fmt: skip
+        text = json.dumps(
+            {"model": model, "checkpoint": weights, "arch": dict(arch_overrides)},
+            sort_keys=True,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
     except (TypeError, ValueError):
         return None
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

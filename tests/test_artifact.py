@@ -17,7 +17,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgeformer
-from edgeformer.inputs import ImageInput
 from edgeformer.artifact import (
     MANIFEST_NAME,
     ONNX_METADATA_KEY,
@@ -29,6 +28,7 @@ from edgeformer.artifact import (
     input_paths,
 )
 from edgeformer.errors import ModelFileError, OutputExistsError
+from edgeformer.inputs import ImageInput
 from edgeformer.modelfile import embed_manifest, read_embedded_manifest
 
 PREPROCESSING = ImageInput(resolution=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)

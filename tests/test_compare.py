@@ -28,8 +28,13 @@ def affine_model(path) -> None:
     """y = x * 2 + 1 on a (2, 3) float input: exact in float32 for the small integers the tests feed."""
     nodes = [helper.make_node("Mul", ["x", "two"], ["t"]), helper.make_node("Add", ["t", "one"], ["y"])]
     inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("two", 2.0), ("one", 1.0))]
-    graph = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
 
 
@@ -144,8 +149,17 @@ def test_to_dict_rounds_to_six_digits_and_keys_outputs_by_name():
     ref = np.array([[1.0, 2.0]])
     d = compare_outputs([[ref]], [[ref + np.array([[0.0, 1e-4 / 3]])]], on="2 held-out samples").to_dict()
     assert d["max_abs"] == 3.3e-05 and d["on"] == "2 held-out samples" and d["problem"] is None
-    assert set(d) == {"cosine", "cosine_mean", "max_abs", "max_rel", "top1_agreement", "samples", "outputs", "on",
-                      "problem"}  # fmt: skip
+    assert set(d) == {
+        "cosine",
+        "cosine_mean",
+        "max_abs",
+        "max_rel",
+        "top1_agreement",
+        "samples",
+        "outputs",
+        "on",
+        "problem",
+    }
     assert d["outputs"]["output0"]["max_rel"] == 1.7e-05 and d["outputs"]["output0"]["top1_agreement"] == 1.0
 
 
@@ -154,9 +168,15 @@ def test_the_written_record_is_the_rounded_figures_plus_the_gate_and_round_trips
     agreement = compare_outputs([[ref]], [[ref + np.array([[0.0, 1e-4 / 3]])]], sample_names=["s0"])
     record = agreement.to_record(sample_names=["s0"], min_cosine=0.999, rtol=1e-6)
     assert (record.ok, record.min_cosine, record.rtol, record.atol) == (False, 0.999, 1e-6, None)  # max_rel 1.7e-5
-    assert record.outputs["output0"] == OutputFigures(cosine=record.cosine, cosine_mean=record.cosine_mean,
-                                                      max_abs=3.3e-05, max_rel=1.7e-05, top1_agreement=1.0,
-                                                      samples=1, worst="s0")  # fmt: skip
+    assert record.outputs["output0"] == OutputFigures(
+        cosine=record.cosine,
+        cosine_mean=record.cosine_mean,
+        max_abs=3.3e-05,
+        max_rel=1.7e-05,
+        top1_agreement=1.0,
+        samples=1,
+        worst="s0",
+    )
     assert agreement.to_record().ok is None  # no gate: recorded only
     written = record.to_dict()
     assert agreement.to_dict() == {k: written[k] for k in agreement.to_dict()}  # the same figures, minus the gate

@@ -70,9 +70,9 @@ def test_the_device_side_imports_without_torch():
 
 def test_export_compile_and_bench_are_both_subpackage_and_function():
     import edgeformer
-    import edgeformer.bench.report  # noqa: F401 - importing submodules makes these names the packages
-    import edgeformer.compile.targets  # noqa: F401
-    import edgeformer.export.formats  # noqa: F401
+    import edgeformer.bench.report
+    import edgeformer.compile.targets
+    import edgeformer.export.formats
 
     for name, doc in (("export", "Export a zoo model"), ("compile", None), ("bench", None)):
         obj = getattr(edgeformer, name)

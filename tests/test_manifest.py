@@ -35,15 +35,25 @@ def test_a_schema_1_manifest_loads_with_its_extra_keys_moved_to_typed_fields():
 
 def test_a_schema_2_manifest_round_trips_exactly():
     m = Manifest(
-        format="openvino", precision="int8", model_name="m", main_file="model.xml",
+        format="openvino",
+        precision="int8",
+        model_name="m",
+        main_file="model.xml",
         inputs=(TensorSpec(name="wave", shape=("batch", 16000), dtype="float32"),),
-        preprocessing=AudioInput(frontend="graph"), labels=("yes", "no"),
+        preprocessing=AudioInput(frontend="graph"),
+        labels=("yes", "no"),
         lineage=Lineage(family="audio", arch={"depths": [2, 2]}, checkpoint=Checkpoint(file="w.pt", sha256="ab")),
         runtime=RuntimeSettings(device="CPU", inference_precision="bf16", num_streams=1),
-        fidelity=CheckRecord(cosine=0.99, samples=2, outputs={"logits": OutputFigures(cosine=0.99, samples=2)},
-                             min_cosine=0.9, ok=True, other_files={"model.ort": CheckRecord(skipped="not here")}),
+        fidelity=CheckRecord(
+            cosine=0.99,
+            samples=2,
+            outputs={"logits": OutputFigures(cosine=0.99, samples=2)},
+            min_cosine=0.9,
+            ok=True,
+            other_files={"model.ort": CheckRecord(skipped="not here")},
+        ),
         extra={"convert_seconds": np.float32(1.5)},  # numpy scalars from a step are written as numbers
-    )  # fmt: skip
+    )
     back = Manifest.load(json.loads(m.to_json()))
     assert back == dataclasses.replace(m, extra={"convert_seconds": 1.5})
     assert isinstance(back.preprocessing, AudioInput) and back.lineage.checkpoint.sha256 == "ab"
@@ -62,8 +72,9 @@ def test_a_schema_2_manifest_round_trips_exactly():
     ],
 )
 def test_a_broken_manifest_is_invalid_input_naming_the_field(edit, match):
-    d = Manifest(format="onnx", precision="fp32", model_name="m", main_file="model.onnx",
-                 preprocessing=ImageInput()).to_dict()  # fmt: skip
+    d = Manifest(
+        format="onnx", precision="fp32", model_name="m", main_file="model.onnx", preprocessing=ImageInput()
+    ).to_dict()
     edit(d)
     with pytest.raises(ModelFileError, match=match) as e:
         Manifest.load(json.loads(json.dumps(d)), source="artifact.json")

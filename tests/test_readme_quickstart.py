@@ -40,8 +40,7 @@ def test_the_readme_quick_start_prints_the_true_labels(tmp_path):
     lines = [line for line in commands.splitlines() if line.strip()]
     assert lines[-1].startswith("edgeformer predict")
     for line in lines:
-        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
     assert "random-init" not in proc.stderr
     got = {path: label for path, _, label in ROW.findall(proc.stdout)}

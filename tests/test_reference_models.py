@@ -81,8 +81,9 @@ def test_reference_exported_to_onnx_gives_same_top1(name, heldout, tmp_path):
         model, out=tmp_path / name, example_inputs=(torch.from_numpy(x[:2]),), input_spec=meta.input
     )
     with edgeformer.Session(art, threads=1) as s:
-        onnx_logits = np.concatenate([s.run({s.inputs[0].name: x[i : i + 64]})[s.outputs[0].name]
-                                      for i in range(0, len(x), 64)])  # fmt: skip
+        onnx_logits = np.concatenate(
+            [s.run({s.inputs[0].name: x[i : i + 64]})[s.outputs[0].name] for i in range(0, len(x), 64)]
+        )
     torch_logits = _top1(model, x)
     top2 = np.sort(torch_logits, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 1e-3  # near-ties may flip under a different summation order

@@ -23,9 +23,14 @@ from edgeformer.quant import QuantConfig, SearchConfig
 
 # a few-KB SHViT at 32x32 through the TorchScript exporter: an export in a fraction of a second
 TINY = {
-    "embed_dims": (16, 32, 48), "depths": (1, 1, 1), "partial_dims": (8, 8, 16), "qk_dims": (8, 8, 8),
-    "mlp_ratios": ((2.0,), (2.0,), (2.0,)), "attention": ((False,), (True,), (True,)), "num_classes": 10,
-}  # fmt: skip
+    "embed_dims": (16, 32, 48),
+    "depths": (1, 1, 1),
+    "partial_dims": (8, 8, 16),
+    "qk_dims": (8, 8, 8),
+    "mlp_ratios": ((2.0,), (2.0,), (2.0,)),
+    "attention": ((False,), (True,), (True,)),
+    "num_classes": 10,
+}
 EXPORT = OnnxExportConfig(resolution=32, parity_samples=1, dynamo=False)
 QUANT = QuantConfig(calib_size=6, fidelity_samples=2, search=SearchConfig(enabled=False))
 
@@ -71,8 +76,9 @@ def test_a_zoo_export_is_cached_by_name_weights_overrides_and_config(tmp_path, c
         assert runs(caplog, "exported shvit_s1") == 2 and cache.stats().entries == 1  # not read, not written
         other = {**TINY, "num_classes": 7}
         edgeformer.export("shvit_s1", out=tmp_path / "d", config=EXPORT, cache=cache, **other)
-        edgeformer.export("shvit_s1", out=tmp_path / "e", config=dataclasses.replace(EXPORT, seed=1), cache=cache,
-                          **TINY)  # fmt: skip
+        edgeformer.export(
+            "shvit_s1", out=tmp_path / "e", config=dataclasses.replace(EXPORT, seed=1), cache=cache, **TINY
+        )
         assert runs(caplog, "exported shvit_s1") == 4 and cache.stats().entries == 3
 
 
@@ -83,8 +89,13 @@ def test_your_own_module_is_never_cached(tmp_path, cache, caplog):
     module(torch.zeros(1, 3, 8, 8))  # materialize the lazy layer
     with caplog.at_level(logging.INFO, logger="edgeformer"):
         for name in ("a", "b"):
-            edgeformer.export(module, out=tmp_path / name, example_inputs=(torch.zeros(1, 3, 8, 8),),
-                              config=OnnxExportConfig(dynamo=False, parity_samples=1), cache=cache)  # fmt: skip
+            edgeformer.export(
+                module,
+                out=tmp_path / name,
+                example_inputs=(torch.zeros(1, 3, 8, 8),),
+                config=OnnxExportConfig(dynamo=False, parity_samples=1),
+                cache=cache,
+            )
     assert runs(caplog, "exported Sequential") == 2 and cache.stats().entries == 0
 
 
@@ -103,8 +114,13 @@ def test_quantize_again_is_a_cache_hit_until_the_calibration_data_changes(fp32, 
 
         edgeformer.quantize(fp32, QUANT, calib=images, out=tmp_path / "d", cache=None)
         assert runs(caplog, "quantized shvit_s1") == 3 and cache.stats().entries == 2
-        edgeformer.quantize(fp32, QUANT.replace(method="percentile", min_samples_for_method=2), calib=images,
-                            out=tmp_path / "e", cache=cache)  # fmt: skip
+        edgeformer.quantize(
+            fp32,
+            QUANT.replace(method="percentile", min_samples_for_method=2),
+            calib=images,
+            out=tmp_path / "e",
+            cache=cache,
+        )
         assert runs(caplog, "quantized shvit_s1") == 4 and cache.stats().entries == 3
 
 
@@ -149,8 +165,9 @@ def test_the_same_model_bytes_with_other_labels_is_another_input(fp32, tmp_path,
 
     with ArtifactWriter(tmp_path / "relabelled") as w:
         (w.dir / "model.onnx").write_bytes(fp32.model_path.read_bytes())
-        relabelled = w.commit(dataclasses.replace(fp32.manifest, labels=tuple(f"class {i}" for i in range(10)),
-                                                  files={}, created=""))  # fmt: skip
+        relabelled = w.commit(
+            dataclasses.replace(fp32.manifest, labels=tuple(f"class {i}" for i in range(10)), files={}, created="")
+        )
     a = edgeformer.compile(fp32, target="ort", out=tmp_path / "a", cache=cache)
     b = edgeformer.compile(relabelled, target="ort", out=tmp_path / "b", cache=cache)
     assert cache.stats().entries == 2 and a.manifest.labels != b.manifest.labels == relabelled.manifest.labels

@@ -183,8 +183,17 @@ def test_an_export_is_keyed_by_zoo_name_weights_and_overrides_and_a_module_not_a
     ckpt.write_bytes(b"weights")
     base = export_input_sha("shvit_s1", None, {})
     assert base is not None and base == export_input_sha("shvit_s1", None, {})
-    assert len({base, export_input_sha("shvit_s2", None, {}), export_input_sha("shvit_s1", ckpt, {}),
-                export_input_sha("shvit_s1", None, {"num_classes": 10})}) == 4  # fmt: skip
+    assert (
+        len(
+            {
+                base,
+                export_input_sha("shvit_s2", None, {}),
+                export_input_sha("shvit_s1", ckpt, {}),
+                export_input_sha("shvit_s1", None, {"num_classes": 10}),
+            }
+        )
+        == 4
+    )
     as_tuple, as_list = ({"depths": (1, 2)}, {"depths": [1, 2]})
     assert export_input_sha("shvit_s1", None, as_tuple) == export_input_sha("shvit_s1", None, as_list)
     # a trained reference model brings its weights: their sha256 keys it as a checkpoint's would

@@ -139,8 +139,12 @@ class BenchContext:
         inputs = artifact.manifest.inputs
         n = self.config.parity_samples
         if self.calib is not None:
-            data = open_calibration(self.calib, inputs=inputs, preprocessing=artifact.manifest.preprocessing,
-                                    config=QuantConfig(fidelity_samples=n))  # fmt: skip
+            data = open_calibration(
+                self.calib,
+                inputs=inputs,
+                preprocessing=artifact.manifest.preprocessing,
+                config=QuantConfig(fidelity_samples=n),
+            )
             feeds = list(data.holdout)[:n]
             self.parity_on = f"{len(feeds)} held-out samples of {data.summary.source}"
         else:
@@ -252,10 +256,15 @@ def _torch_model_and_inputs(ctx: BenchContext) -> tuple[Any, tuple[Any, ...]]:
     if not isinstance(ctx.model, str) and ctx.example_inputs is None:
         raise ConfigError("benching a user module needs example_inputs (a tuple of tensors shaped like its input).")
     source = prepare_source(
-        ctx.model, example_inputs=ctx.example_inputs, input_spec=None, checkpoint=None,
-        batch=ctx.batch if isinstance(ctx.model, str) else None, resolution=ctx.resolution,
-        seed=OnnxExportConfig().seed, arch_overrides={},
-    )  # fmt: skip
+        ctx.model,
+        example_inputs=ctx.example_inputs,
+        input_spec=None,
+        checkpoint=None,
+        batch=ctx.batch if isinstance(ctx.model, str) else None,
+        resolution=ctx.resolution,
+        seed=OnnxExportConfig().seed,
+        arch_overrides={},
+    )
     return source.module, tuple(source.example_inputs)
 
 

@@ -91,11 +91,17 @@ def bench(
         # before the export: a typo in --calib should not cost minutes and then fail every INT8 row
         raise CalibrationError(f"--calib {calib} does not exist; pass a folder of images/wavs or a .npy/.npz file.")
     ctx = BenchContext(
-        model=model, out=out, batch=batch, threads=threads, resolution=resolution, config=config,
+        model=model,
+        out=out,
+        batch=batch,
+        threads=threads,
+        resolution=resolution,
+        config=config,
         # built here so that a bad batch/threads/resolution fails before any export starts
         profile_config=config.profile_config(batch=batch, threads=threads, resolution=resolution),
-        example_inputs=example_inputs, calib=calib,
-    )  # fmt: skip
+        example_inputs=example_inputs,
+        calib=calib,
+    )
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, producer in enumerate(table):
@@ -150,8 +156,14 @@ def select(producers: Sequence[RowProducer], config: BenchConfig) -> list[RowPro
 
 def _run_producer(producer: RowProducer, ctx: BenchContext) -> BenchRow:
     log.info("bench %s: %s", ctx.model_name, producer.name)
-    base = {"name": producer.name, "format": producer.format, "precision": producer.precision,
-            "backend": producer.backend, "peer": producer.peer, "versions": tool_versions(producer.tools)}  # fmt: skip
+    base = {
+        "name": producer.name,
+        "format": producer.format,
+        "precision": producer.precision,
+        "backend": producer.backend,
+        "peer": producer.peer,
+        "versions": tool_versions(producer.tools),
+    }
     try:
         row = producer.run(ctx)
         return dataclasses.replace(row, **base)

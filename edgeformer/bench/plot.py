@@ -37,24 +37,37 @@ def write_plot(report: BenchReport, path: Path) -> Path | None:
     try:
         for r in rows:
             y = max(1.0 - r.parity_cosine, _FLOOR)
-            style = dict(marker="*", s=220, color="tab:orange", zorder=3) if r is best else dict(
-                marker="o", s=40, color="0.55" if r.peer else "tab:blue", zorder=2
-            )  # fmt: skip
+            style = (
+                dict(marker="*", s=220, color="tab:orange", zorder=3)
+                if r is best
+                else dict(marker="o", s=40, color="0.55" if r.peer else "tab:blue", zorder=2)
+            )
             ax.scatter([r.p50_ms], [y], **style)
             ax.annotate(r.name, (r.p50_ms, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         ax.axhline(bar, color="tab:red", linestyle="--", linewidth=1)
-        ax.text(ax.get_xlim()[0], bar, f" fidelity bar: cosine {report.config.min_cosine}", color="tab:red",
-                fontsize=7, va="bottom")  # fmt: skip
+        ax.text(
+            ax.get_xlim()[0],
+            bar,
+            f" fidelity bar: cosine {report.config.min_cosine}",
+            color="tab:red",
+            fontsize=7,
+            va="bottom",
+        )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # "20", not "2x10^1"
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.legend(handles=[
-            matplotlib.lines.Line2D([], [], marker="o", color="tab:blue", linestyle="", label="edgeformer"),
-            matplotlib.lines.Line2D([], [], marker="o", color="0.55", linestyle="", label="peer"),
-            matplotlib.lines.Line2D([], [], marker="*", color="tab:orange", markersize=12, linestyle="",
-                                    label="fastest meeting the bar"),
-        ], fontsize=7, loc="upper right")  # fmt: skip
+        ax.legend(
+            handles=[
+                matplotlib.lines.Line2D([], [], marker="o", color="tab:blue", linestyle="", label="edgeformer"),
+                matplotlib.lines.Line2D([], [], marker="o", color="0.55", linestyle="", label="peer"),
+                matplotlib.lines.Line2D(
+                    [], [], marker="*", color="tab:orange", markersize=12, linestyle="", label="fastest meeting the bar"
+                ),
+            ],
+            fontsize=7,
+            loc="upper right",
+        )
         ax.set_xlabel(f"p50 latency, ms (batch {report.batch}, threads {report.threads or 'default'})")
         ax.set_ylabel("1 - cosine vs PyTorch (lower is closer)")
         ax.set_title(f"{report.model}: latency vs fidelity ({report.device.get('cpu_model', '?')})", fontsize=9)

@@ -49,19 +49,29 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
     stats = time_torch(model, inputs, ctx.profile_config)
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return BenchRow(
-        name="", format="pytorch", precision="fp32", backend="eager", status="ok",
-        reason="the reference; size = weights in memory", size_mb=n_bytes / 1e6, parity_cosine=1.0,
-        p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, fps=stats.throughput, stable=stats.stable,
+        name="",
+        format="pytorch",
+        precision="fp32",
+        backend="eager",
+        status="ok",
+        reason="the reference; size = weights in memory",
+        size_mb=n_bytes / 1e6,
+        parity_cosine=1.0,
+        p50_ms=stats.p50_ms,
+        p90_ms=stats.p90_ms,
+        fps=stats.throughput,
+        stable=stats.stable,
         unstable_reason="" if stats.stable else str(stats.unstable_reason),
-    )  # fmt: skip
+    )
 
 
 def int8_placement(ctx: BenchContext) -> Artifact:
     """edgeformer INT8 for ORT CPU: the transformer-aware plan refined by the latency-aware placement search."""
 
     fp32 = ctx.onnx_fp32()
-    search = SearchConfig(threads=ctx.threads or 2, time_budget_s=SEARCH_BUDGET_S, max_candidates=12,
-                          max_sensitivity_groups=0)  # fmt: skip
+    search = SearchConfig(
+        threads=ctx.threads or 2, time_budget_s=SEARCH_BUDGET_S, max_candidates=12, max_sensitivity_groups=0
+    )
     config = QuantConfig(search=search)
     return ctx.artifact(
         "onnx-int8", lambda dest: quantize(fp32, config, calib=ctx.calib or "synthetic", out=dest, overwrite=True)
@@ -145,8 +155,9 @@ def _openvino_nncf(ctx: BenchContext) -> BenchRow:
     calib = Path(ctx.calib) if ctx.calib is not None else None  # None: NNCF on seeded synthetic inputs
 
     # as many samples as edgeformer's own INT8 rows calibrate on, drawn by the same seeded split
-    row = compiled("openvino", "int8", _fp32, key="openvino-int8-nncf", nncf=True, calib=calib,
-                   calib_size=QuantConfig().calib_size)(ctx)  # fmt: skip
+    row = compiled(
+        "openvino", "int8", _fp32, key="openvino-int8-nncf", nncf=True, calib=calib, calib_size=QuantConfig().calib_size
+    )(ctx)
     return _noted(row, "NNCF INT8 (transformer model type)", ctx)
 
 
@@ -160,22 +171,35 @@ def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact
     from onnxruntime.quantization import quantize_static
 
     config = QuantConfig()
-    data = open_calibration(calib or "synthetic", inputs=fp32.manifest.inputs,
-                            preprocessing=fp32.manifest.preprocessing, config=config)  # fmt: skip
+    data = open_calibration(
+        calib or "synthetic", inputs=fp32.manifest.inputs, preprocessing=fp32.manifest.preprocessing, config=config
+    )
     with ArtifactWriter(dest, overwrite=True, inputs=[fp32.path]) as w, tempfile.TemporaryDirectory() as tmp:
         pre = preprocess(fp32.model_path, Path(tmp) / "pre.onnx", dataclasses.replace(config, fuse_gelu=False))
         data.reader.rewind()
         quantize_static(str(pre), str(w.dir / "model.onnx"), data.reader)
-        fid = compare_outputs(run_all(ort_runner(fp32.model_path), data.holdout),
-                              run_all(ort_runner(w.dir / "model.onnx"), data.holdout), rows=True,
-                              on=data.summary.fidelity_on)  # fmt: skip
+        fid = compare_outputs(
+            run_all(ort_runner(fp32.model_path), data.holdout),
+            run_all(ort_runner(w.dir / "model.onnx"), data.holdout),
+            rows=True,
+            on=data.summary.fidelity_on,
+        )
         onnx.checker.check_model(str(w.dir / "model.onnx"))
         manifest = dataclasses.replace(
-            fp32.manifest, precision="int8", main_file="model.onnx", step="quantize", parent_sha=fp32.sha, files={},
-            created="", tool_versions={}, step_config={"peer": "onnxruntime.quantization.quantize_static defaults"},
-            parity=None, fidelity=fid.to_record(), calibration=CalibrationRecord.from_dict(data.summary.to_dict()),
+            fp32.manifest,
+            precision="int8",
+            main_file="model.onnx",
+            step="quantize",
+            parent_sha=fp32.sha,
+            files={},
+            created="",
+            tool_versions={},
+            step_config={"peer": "onnxruntime.quantization.quantize_static defaults"},
+            parity=None,
+            fidelity=fid.to_record(),
+            calibration=CalibrationRecord.from_dict(data.summary.to_dict()),
             extra={},
-        )  # fmt: skip
+        )
         return w.commit(manifest)
 
 
@@ -194,15 +218,24 @@ ROW_PRODUCERS: tuple[RowProducer, ...] = (
     RowProducer("ort", "int8", "ort", compiled("ort", "int8", int8_placement, "ORT-optimized"), ORT),
     RowProducer("openvino", "fp32", "openvino", compiled("openvino", "fp32", _fp32), OPENVINO, peer=True),
     RowProducer("openvino", "bf16", "openvino", compiled("openvino", "bf16", _fp32), OPENVINO, peer=True),
-    RowProducer("openvino", "int8", "openvino",
-                compiled("openvino", "int8", int8_preset("openvino"), "edgeformer QDQ (openvino preset)"), OPENVINO),
+    RowProducer(
+        "openvino",
+        "int8",
+        "openvino",
+        compiled("openvino", "int8", int8_preset("openvino"), "edgeformer QDQ (openvino preset)"),
+        OPENVINO,
+    ),
     RowProducer("openvino", "int8", "openvino", _openvino_nncf, (*OPENVINO, "nncf"), peer=True, variant="nncf"),
     RowProducer("tensorrt", "fp32", "tensorrt", compiled("tensorrt", "fp32", _fp32), ("tensorrt",)),
     RowProducer("tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", _fp32), ("tensorrt",)),
-    RowProducer("tensorrt", "int8", "tensorrt",
-                compiled("tensorrt", "int8", int8_preset("tensorrt"), "edgeformer QDQ (tensorrt preset)"),
-                ("tensorrt",)),
+    RowProducer(
+        "tensorrt",
+        "int8",
+        "tensorrt",
+        compiled("tensorrt", "int8", int8_preset("tensorrt"), "edgeformer QDQ (tensorrt preset)"),
+        ("tensorrt",),
+    ),
     RowProducer("coreml", "fp32", "coreml", compiled("coreml", "fp32", _fp32), ("coremltools",)),
     RowProducer("coreml", "fp16", "coreml", compiled("coreml", "fp16", _fp32), ("coremltools",)),
     RowProducer("coreml", "int8", "coreml", compiled("coreml", "int8", _fp32), ("coremltools",)),
-)  # fmt: skip
+)

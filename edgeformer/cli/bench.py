@@ -79,8 +79,13 @@ def bench_table(report) -> tuple[Table, list[str]]:
         )
         for r in report.rows
     ]
-    t = Table(title=f"bench {report.model} · {report.device.get('cpu_model')}"[:TABLE_WIDTH], header_style="bold",
-              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    t = Table(
+        title=f"bench {report.model} · {report.device.get('cpu_model')}"[:TABLE_WIDTH],
+        header_style="bold",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for c in _COLUMNS:
         t.add_column(c, no_wrap=True, overflow="ellipsis", justify="left" if c in ("", "row", "note") else "right")
     for r in body:
@@ -159,12 +164,22 @@ def bench_cmd(
     if model not in list_references():  # a trained reference model benches by name too
         get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows
     config = BenchConfig(
-        min_time_s=min_time, warmup=warmup, rows=_split(rows), formats=_split(formats),
-        precisions=_split(precisions), backends=_split(backends), min_cosine=min_cosine,
-    )  # fmt: skip
+        min_time_s=min_time,
+        warmup=warmup,
+        rows=_split(rows),
+        formats=_split(formats),
+        precisions=_split(precisions),
+        backends=_split(backends),
+        min_cosine=min_cosine,
+    )
     out = out or Path(f"bench-{model}")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     # the bar goes to stderr: stdout stays the table (or the JSON) alone
     with Progress(*columns, console=err_console, transient=True, disable=json_out) as bar:
         task = bar.add_task(f"bench {model}", total=None)
@@ -172,8 +187,17 @@ def bench_cmd(
         def progress(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=f"bench {model}: {name or 'writing report'}")
 
-        report = bench(model, out=out, resolution=resolution, batch=batch, threads=threads, config=config,
-                       overwrite=overwrite, calib=calib, progress=progress)  # fmt: skip
+        report = bench(
+            model,
+            out=out,
+            resolution=resolution,
+            batch=batch,
+            threads=threads,
+            config=config,
+            overwrite=overwrite,
+            calib=calib,
+            progress=progress,
+        )
     if json_out:
         print_json(report)
     else:
@@ -186,8 +210,10 @@ def bench_cmd(
         console.print(f"parity vs PyTorch on {report.parity_on or 'n/a'}")
         if best is None:
             console.print(f"no row reached cosine ≥ {config.min_cosine} vs PyTorch")
-        console.print(f"report: {Path(report.out) / 'bench.md'} and bench.png  (★ = fastest row with cosine ≥ "
-                      f"{config.min_cosine} vs PyTorch)")  # fmt: skip
+        console.print(
+            f"report: {Path(report.out) / 'bench.md'} and bench.png  (★ = fastest row with cosine ≥ "
+            f"{config.min_cosine} vs PyTorch)"
+        )
     if report.failed:
         raise PartialFailureError(
             f"{len(report.failed)} of {len(report.rows)} rows failed: "

@@ -65,15 +65,25 @@ def compile_cmd(
 
     setup_logging(verbose)
     given: dict[str, Any] = {
-        "min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch, "workspace_mb": workspace_mb,
-        "timing_cache": timing_cache, "nncf": nncf, "calib": calib,
-    }  # fmt: skip
+        "min_batch": min_batch,
+        "opt_batch": opt_batch,
+        "max_batch": max_batch,
+        "workspace_mb": workspace_mb,
+        "timing_cache": timing_cache,
+        "nncf": nncf,
+        "calib": calib,
+    }
     options = {k: v for k, v in given.items() if v is not None} | parse_overrides(option)
     with console.status(f"compiling to {fmt}…", spinner="dots"):
         result = compile_artifact(
-            artifact, target=fmt, precision=precision, out=out, overwrite=overwrite,
-            cache=None if no_cache else USE_DEFAULT_CACHE, **options,
-        )  # fmt: skip
+            artifact,
+            target=fmt,
+            precision=precision,
+            out=out,
+            overwrite=overwrite,
+            cache=None if no_cache else USE_DEFAULT_CACHE,
+            **options,
+        )
     if json_out:
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return

@@ -65,8 +65,10 @@ def _summary(r: DoctorReport, note) -> list[str]:
 
 
 def _matrix(rows: tuple[Capability, ...], note) -> Table:
-    t = Table(title=escape("what runs here (✅ build and run · build only · ⏭ neither; [n]: why, below)"),
-              title_justify="left")  # fmt: skip
+    t = Table(
+        title=escape("what runs here (✅ build and run · build only · ⏭ neither; [n]: why, below)"),
+        title_justify="left",
+    )
     t.add_column("format (backend)")
     for p in _PRECISIONS:
         t.add_column(p)

@@ -101,9 +101,15 @@ def export_cmd(
     out = out or Path(f"{model}-{fmt}")
     with console.status(f"exporting {model} to {fmt}…", spinner="dots"):
         artifact = export(
-            model, fmt=fmt, out=out, config=config, checkpoint=checkpoint, overwrite=overwrite,
-            cache=None if no_cache else USE_DEFAULT_CACHE, **parse_overrides(arch),
-        )  # fmt: skip
+            model,
+            fmt=fmt,
+            out=out,
+            config=config,
+            checkpoint=checkpoint,
+            overwrite=overwrite,
+            cache=None if no_cache else USE_DEFAULT_CACHE,
+            **parse_overrides(arch),
+        )
     if json_out:
         print_json({"artifact": str(artifact.path), "manifest": artifact.manifest.to_dict()})
         return

@@ -35,8 +35,14 @@ def _labels_str(n: int, labels: tuple[str, ...] | None, label_set: str | None) -
 
 def _head(name: str, kind: str, spec, num_classes: int, label_set: str | None) -> dict[str, Any]:
     """The fields every listing and info of a model starts with; ``spec`` is its zoo variant's."""
-    return {"name": name, "kind": kind, "family": spec.family, "task": spec.task, "num_classes": num_classes,
-            "label_set": label_set}  # fmt: skip
+    return {
+        "name": name,
+        "kind": kind,
+        "family": spec.family,
+        "task": spec.task,
+        "num_classes": num_classes,
+        "label_set": label_set,
+    }
 
 
 def _zoo_row(spec) -> dict[str, Any]:
@@ -89,11 +95,18 @@ def list_cmd(
     # the family and the paper are in --json and `models info`; the table keeps what tells entries apart in 120 columns
     cols = ("name", "task", "labels", "top-1", "weights", "params (M)", "MACs (G)", "input")
     cells = [
-        (r["name"], r["task"].removesuffix("-classification"), r["labels"],
-         "—" if r["heldout_top1"] is None else f"{r['heldout_top1']:.1%}", r["weights"], r["params_m"], r["macs_g"],
-         r["input"])
+        (
+            r["name"],
+            r["task"].removesuffix("-classification"),
+            r["labels"],
+            "—" if r["heldout_top1"] is None else f"{r['heldout_top1']:.1%}",
+            r["weights"],
+            r["params_m"],
+            r["macs_g"],
+            r["input"],
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
     title = f"{len(refs)} trained reference models, {len(rows) - len(refs)} zoo models (top-1: held-out accuracy)"
     console.print(table(title, cols, cells))
 

@@ -53,9 +53,15 @@ def profile_cmd(
 
     setup_logging(verbose)
     config = ProfileConfig(
-        warmup=warmup, runs=runs, min_time_s=min_time, threads=threads, batch=batch, resolution=resolution,
-        per_op=per_op, top_n=top,
-    )  # fmt: skip
+        warmup=warmup,
+        runs=runs,
+        min_time_s=min_time,
+        threads=threads,
+        batch=batch,
+        resolution=resolution,
+        per_op=per_op,
+        top_n=top,
+    )
     art = Artifact.load(artifact)
     if isolate and backend in ("auto", "ort") and art.format == "onnx":
         probe_in_subprocess(art.model_path)

@@ -72,14 +72,28 @@ def quantize_cmd(
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs --eval (labelled data to measure the drop on).")
     config = QuantConfig.for_target(
-        preset, method=method, per_channel=per_channel, calib_size=calib_size, on_bad_sample=on_bad_sample,
-        too_few_samples=too_few_samples, seed=seed, search=SearchConfig(enabled=search),
-    )  # fmt: skip
+        preset,
+        method=method,
+        per_channel=per_channel,
+        calib_size=calib_size,
+        on_bad_sample=on_bad_sample,
+        too_few_samples=too_few_samples,
+        seed=seed,
+        search=SearchConfig(enabled=search),
+    )
     out = out or Path(f"{str(artifact).rstrip('/')}-int8")
     with console.status("calibrating and quantizing…", spinner="dots"):
         # the same call as the Python API: the CLI only builds the config
-        result = quantize(artifact, config, calib=calib, out=out, overwrite=overwrite, eval_data=eval_data,
-                          max_drop=max_drop, cache=None if no_cache else USE_DEFAULT_CACHE)  # fmt: skip
+        result = quantize(
+            artifact,
+            config,
+            calib=calib,
+            out=out,
+            overwrite=overwrite,
+            eval_data=eval_data,
+            max_drop=max_drop,
+            cache=None if no_cache else USE_DEFAULT_CACHE,
+        )
     if json_out:
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
         return
@@ -90,9 +104,12 @@ def quantize_cmd(
         if calib.method_requested != method:
             method = f"{method} (fallback from {calib.method_requested})"
         skipped = calib.skipped + calib.holdout_skipped
-        console.print(f"calibration: {calib.used} sample(s) from {calib.source}, method {method}"
-                      + (f", {skipped} unreadable sample(s) skipped" if skipped else ""), markup=False,
-                      soft_wrap=True)  # fmt: skip
+        console.print(
+            f"calibration: {calib.used} sample(s) from {calib.source}, method {method}"
+            + (f", {skipped} unreadable sample(s) skipped" if skipped else ""),
+            markup=False,
+            soft_wrap=True,
+        )
     shown = fidelity.to_dict() if fidelity is not None else {}
     rows = [(k, v) for k, v in shown.items() if v is not None and not isinstance(v, (dict, list))]
     if rows:

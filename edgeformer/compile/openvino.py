@@ -382,16 +382,23 @@ def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any,
     finally:
         session.close()
     report = agreement.to_record(sample_names=list(inputs), min_cosine=config.min_cosine)
-    log.info("OpenVINO %s IR: worst cosine %.6f vs the ONNX parent%s", config.precision, agreement.cosine,
-             f" ({agreement.problem})" if agreement.problem else "")  # fmt: skip
+    log.info(
+        "OpenVINO %s IR: worst cosine %.6f vs the ONNX parent%s",
+        config.precision,
+        agreement.cosine,
+        f" ({agreement.problem})" if agreement.problem else "",
+    )
     # meets(), not a bare `<`, for both bars: a NaN output would pass `nan < bar`
     if config.min_cosine is None and (suspect := agreement.meets(min_cosine=SUSPECT_COSINE)):
         qdq = config.precision == "int8" and not config.nncf
         hint_int8 = " For int8 from a QDQ model, try NNCF on the fp32 parent (--nncf)." if qdq else ""
-        report = dataclasses.replace(report, warning=(
-            f"the {config.precision} IR disagrees with its parent ({suspect}); do not deploy it without checking "
-            f"accuracy.{hint_int8}"
-        ))  # fmt: skip
+        report = dataclasses.replace(
+            report,
+            warning=(
+                f"the {config.precision} IR disagrees with its parent ({suspect}); do not deploy it without checking "
+                f"accuracy.{hint_int8}"
+            ),
+        )
         log.warning("OpenVINO: %s", report.warning)
     if config.min_cosine is not None and (reason := agreement.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(

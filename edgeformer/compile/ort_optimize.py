@@ -236,9 +236,12 @@ def _build(artifact: Artifact, config: OrtOptimizeConfig, folder: Path) -> Manif
         onnx.save(optimized, str(folder / MODEL_FILE))
         log.info(
             "ORT %s optimization of %s: %d -> %d nodes; %s",
-            config.graph_optimization, m.model_name, len(proto.graph.node), len(optimized.graph.node),
+            config.graph_optimization,
+            m.model_name,
+            len(proto.graph.node),
+            len(optimized.graph.node),
             extra["portability"],
-        )  # fmt: skip
+        )
         return manifest
 
 
@@ -333,18 +336,24 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
         name: a.to_record(sample_names=list(inputs), min_cosine=config.min_cosine) for name, a in agreements.items()
     }
     report = dataclasses.replace(records.pop(MODEL_FILE), other_files=records)  # model.ort, when written
-    log.info("ORT-optimized %s model: worst cosine %s vs the ONNX parent", config.precision,
-             ", ".join(f"{a.cosine:.6f} ({name})" for name, a in agreements.items()))  # fmt: skip
+    log.info(
+        "ORT-optimized %s model: worst cosine %s vs the ONNX parent",
+        config.precision,
+        ", ".join(f"{a.cosine:.6f} ({name})" for name, a in agreements.items()),
+    )
 
     def failing(bar: float) -> str:
         # meets(), not a bare `<`: a NaN output would pass `nan < bar`
         return "; ".join(f"{name}: {reason}" for name, a in agreements.items() if (reason := a.meets(min_cosine=bar)))
 
     if config.min_cosine is None and (suspect := failing(SUSPECT_COSINE)):
-        report = dataclasses.replace(report, warning=(
-            f"the ORT-optimized {config.precision} model disagrees with its parent ({suspect}); do not deploy it "
-            "without checking accuracy."
-        ))  # fmt: skip
+        report = dataclasses.replace(
+            report,
+            warning=(
+                f"the ORT-optimized {config.precision} model disagrees with its parent ({suspect}); do not deploy it "
+                "without checking accuracy."
+            ),
+        )
         log.warning("ORT target: %s", report.warning)
     if config.min_cosine is not None and (reason := failing(config.min_cosine)):
         raise QualityGateError(

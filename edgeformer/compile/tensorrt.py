@@ -451,8 +451,12 @@ def _check_fidelity(
         agreement = compare_on(ort_runner(parent.model_path), session.run, inputs)
     finally:
         session.close()
-    log.info("TensorRT %s engine: worst cosine %.6f vs the ONNX parent%s", engine.precision, agreement.cosine,
-             f" ({agreement.problem})" if agreement.problem else "")  # fmt: skip
+    log.info(
+        "TensorRT %s engine: worst cosine %.6f vs the ONNX parent%s",
+        engine.precision,
+        agreement.cosine,
+        f" ({agreement.problem})" if agreement.problem else "",
+    )
     # meets(), not a bare `<`: a NaN output would pass `nan < min_cosine`
     if config.min_cosine is not None and (reason := agreement.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(

@@ -166,8 +166,9 @@ def export_coreml(
     if checkpoint is not None and cfg.checkpoint is not None and Path(checkpoint) != cfg.checkpoint:
         raise ConfigError(f"checkpoint given twice ({checkpoint} and config.checkpoint {cfg.checkpoint}); give one.")
     ckpt = Path(checkpoint) if checkpoint is not None else cfg.checkpoint
-    sha = source_sha(model, checkpoint=ckpt, arch_overrides=arch_overrides, example_inputs=example_inputs,
-                     input_spec=input_spec)  # fmt: skip
+    sha = source_sha(
+        model, checkpoint=ckpt, arch_overrides=arch_overrides, example_inputs=example_inputs, input_spec=input_spec
+    )
     spec = StepSpec(step="export:coreml", input_sha=sha, config=cfg.to_dict())
 
     def build(folder: Path) -> Manifest:
@@ -395,8 +396,14 @@ def build_package(src, cfg, folder: Path, *, parent, checkpoint, source_check=No
             "metadata); check the disk and retry."
         )
     size = sum(p.stat().st_size for p in (folder / PACKAGE).rglob("*") if p.is_file())
-    log.info("%s -> CoreML %s in %.1f s: %d ops, %.2f MB", src.name, cfg.precision, convert_s, sum(info.ops.values()),
-             size / 1e6)  # fmt: skip
+    log.info(
+        "%s -> CoreML %s in %.1f s: %d ops, %.2f MB",
+        src.name,
+        cfg.precision,
+        convert_s,
+        sum(info.ops.values()),
+        size / 1e6,
+    )
     return manifest
 
 

@@ -56,8 +56,14 @@ def missing_extra(e: ModuleNotFoundError, what: str) -> BackendUnavailableError 
     )
 
 
-def source_sha(model: Any, *, checkpoint: str | Path | None, arch_overrides: dict[str, Any],
-               example_inputs: Any = None, input_spec: Any = None) -> str | None:  # fmt: skip
+def source_sha(
+    model: Any,
+    *,
+    checkpoint: str | Path | None,
+    arch_overrides: dict[str, Any],
+    example_inputs: Any = None,
+    input_spec: Any = None,
+) -> str | None:
     """An export's ``StepSpec.input_sha`` (:func:`~edgeformer.steps.export_input_sha`), with the weights file of a
     trained reference model named by ``model``; ``None`` (never cached) for a module, or for a name given example
     inputs or an input spec, which the export refuses."""

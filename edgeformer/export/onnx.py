@@ -97,19 +97,32 @@ def export_onnx(
     if not isinstance(cfg, OnnxExportConfig):
         raise ConfigError(f"ONNX export takes an OnnxExportConfig, got {type(cfg).__name__}.")
     _check_config(cfg)
-    sha = source_sha(model, checkpoint=checkpoint, arch_overrides=arch_overrides, example_inputs=example_inputs,
-                     input_spec=input_spec)  # fmt: skip
+    sha = source_sha(
+        model,
+        checkpoint=checkpoint,
+        arch_overrides=arch_overrides,
+        example_inputs=example_inputs,
+        input_spec=input_spec,
+    )
     spec = StepSpec(step="export:onnx", input_sha=sha, config=cfg.to_dict())
 
     def build(folder: Path) -> Manifest:
         return _export(model, folder, cfg, example_inputs, input_spec, checkpoint, arch_overrides)
 
-    return run_step(spec, build, out=out, guard=[Path(checkpoint)] if checkpoint else [], overwrite=overwrite,
-                    cache=cache)  # fmt: skip
+    return run_step(
+        spec, build, out=out, guard=[Path(checkpoint)] if checkpoint else [], overwrite=overwrite, cache=cache
+    )
 
 
-def _export(model: Any, folder: Path, cfg: OnnxExportConfig, example_inputs: tuple[Any, ...] | None,
-            input_spec: Any, checkpoint: str | Path | None, arch_overrides: dict[str, Any]) -> Manifest:  # fmt: skip
+def _export(
+    model: Any,
+    folder: Path,
+    cfg: OnnxExportConfig,
+    example_inputs: tuple[Any, ...] | None,
+    input_spec: Any,
+    checkpoint: str | Path | None,
+    arch_overrides: dict[str, Any],
+) -> Manifest:
     """Build the source, export, optimize, save into ``folder``, check parity; the manifest to commit."""
     src = prepare_source(
         model,
@@ -187,8 +200,9 @@ def _export(model: Any, folder: Path, cfg: OnnxExportConfig, example_inputs: tup
     record = agreement.to_record(sample_names=list(samples), **gate)
     manifest = dataclasses.replace(manifest, parity=record)
     _save(proto, manifest, path)  # again, now that the embedded manifest can carry the parity figures
-    log.info("exported %s in %.1f s; parity: worst cosine %s, max_rel %s", src.name, export_s, record.cosine,
-             record.max_rel)  # fmt: skip
+    log.info(
+        "exported %s in %.1f s; parity: worst cosine %s, max_rel %s", src.name, export_s, record.cosine, record.max_rel
+    )
     return manifest
 
 

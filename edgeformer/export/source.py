@@ -91,14 +91,16 @@ def prepare_source(
     """
     if isinstance(model, str):
         if model in list_references():
-            return _reference_source(model, example_inputs, input_spec, checkpoint, batch, resolution, seed,
-                                     dict(arch_overrides))  # fmt: skip
+            return _reference_source(
+                model, example_inputs, input_spec, checkpoint, batch, resolution, seed, dict(arch_overrides)
+            )
         try:
             spec = get_spec(model)
         except UnknownModelError:  # suggest from both namespaces: a zoo name may be a typo of a reference's
             raise UnknownModelError.for_name(model, [*list_models(), *list_references()]) from None
-        return _zoo_source(model, spec, example_inputs, input_spec, checkpoint, batch, resolution, seed,
-                           dict(arch_overrides))  # fmt: skip
+        return _zoo_source(
+            model, spec, example_inputs, input_spec, checkpoint, batch, resolution, seed, dict(arch_overrides)
+        )
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a zoo model name or a torch nn.Module, got {type(model).__name__}.")
     name = type(model).__name__
@@ -202,8 +204,18 @@ def _reference_source(name, example_inputs, input_spec, checkpoint, batch, resol
     module, meta = load_reference(name)  # the weights file's sha256 must match the sidecar's
     spec = get_spec(meta.model)
     weights = Checkpoint(file=meta.weights, sha256=meta.weights_sha256)
-    return _built_source(module.fuse(), name, spec, reference_arch(meta), meta.input, batch, seed,
-                         meta.labels, meta.label_set, weights=weights)  # fmt: skip
+    return _built_source(
+        module.fuse(),
+        name,
+        spec,
+        reference_arch(meta),
+        meta.input,
+        batch,
+        seed,
+        meta.labels,
+        meta.label_set,
+        weights=weights,
+    )
 
 
 def _built_source(module, name, spec, arch, in_spec, batch, seed, labels, label_set, weights=None) -> SourceModel:

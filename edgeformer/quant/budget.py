@@ -36,7 +36,6 @@ from .recipe import NodeGroup, QuantPlan
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class EvalSet:
     """Labelled samples, batched as the model takes them."""
@@ -49,8 +48,13 @@ class EvalSet:
         return int(self.labels.size)
 
 
-def load_eval(source: str | Path, *, inputs: Sequence[TensorSpec], preprocessing: Mapping[str, Any] | None,
-              labels: Sequence[str] | None = None) -> EvalSet:  # fmt: skip
+def load_eval(
+    source: str | Path,
+    *,
+    inputs: Sequence[TensorSpec],
+    preprocessing: Mapping[str, Any] | None,
+    labels: Sequence[str] | None = None,
+) -> EvalSet:
     """Open labelled eval data for a single-input classifier.
 
     Raises:
@@ -144,16 +148,31 @@ class BudgetResult:
     path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fp32_top1": round(self.fp32_metric, 4), "int8_top1_before_budget": round(self.start_metric, 4),
-                "int8_top1": round(self.final_metric, 4), "max_drop": self.max_drop,
-                "drop": round(self.fp32_metric - self.final_metric, 4),
-                "fallbacks": [f.to_dict() for f in self.fallbacks]}  # fmt: skip
+        return {
+            "fp32_top1": round(self.fp32_metric, 4),
+            "int8_top1_before_budget": round(self.start_metric, 4),
+            "int8_top1": round(self.final_metric, 4),
+            "max_drop": self.max_drop,
+            "drop": round(self.fp32_metric - self.final_metric, 4),
+            "fallbacks": [f.to_dict() for f in self.fallbacks],
+        }
 
 
-def apply_budget(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, groups: Sequence[NodeGroup],
-                 config: QuantConfig, *, eval_set: EvalSet, max_drop: float, fp32_metric: float,
-                 order: Sequence[str], workdir: Path, latency: LatencyFn | None = None,
-                 threads: int | None = None) -> BudgetResult:  # fmt: skip
+def apply_budget(
+    model_path: str | Path,
+    ranges: TensorRanges,
+    plan: QuantPlan,
+    groups: Sequence[NodeGroup],
+    config: QuantConfig,
+    *,
+    eval_set: EvalSet,
+    max_drop: float,
+    fp32_metric: float,
+    order: Sequence[str],
+    workdir: Path,
+    latency: LatencyFn | None = None,
+    threads: int | None = None,
+) -> BudgetResult:
     """Return groups to float in ``order`` (most sensitive first) until top-1 is within ``max_drop`` points.
 
     Raises:
@@ -187,8 +206,7 @@ def apply_budget(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, 
         cand_path = write(cand)
         cand_metric = top1(cand_path, eval_set, threads=threads)
         t_before, t_after = latency([path, cand_path]) if latency else (None, None)
-        fallbacks.append(Fallback(group=name, metric=cand_metric, latency_before_ms=t_before,
-                                  latency_after_ms=t_after))  # fmt: skip
+        fallbacks.append(Fallback(group=name, metric=cand_metric, latency_before_ms=t_before, latency_after_ms=t_after))
         log.info("budget: %s back to float, top-1 %.2f -> %.2f", name, metric, cand_metric)
         current, path, metric = cand, cand_path, cand_metric
         best = max(best, metric)
@@ -198,5 +216,12 @@ def apply_budget(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, 
             f"{best:.2f}% (drop {fp32_metric - best:.2f}) with {len(fallbacks)} group(s) back in float. Calibrate on "
             "more representative data, try --method percentile, or allow a larger --max-drop."
         )
-    return BudgetResult(plan=current, fp32_metric=fp32_metric, start_metric=start, final_metric=metric,
-                        max_drop=max_drop, fallbacks=tuple(fallbacks), path=path)  # fmt: skip
+    return BudgetResult(
+        plan=current,
+        fp32_metric=fp32_metric,
+        start_metric=start,
+        final_metric=metric,
+        max_drop=max_drop,
+        fallbacks=tuple(fallbacks),
+        path=path,
+    )

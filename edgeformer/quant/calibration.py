@@ -121,8 +121,16 @@ class SampleSource:
 class SampleReader:
     """Streams ``source[indices]`` in batches of ``batch``; skips or fails on unreadable samples."""
 
-    def __init__(self, source: SampleSource, indices: Sequence[int], *, batch: int, on_bad_sample: str,
-                 summary: CalibrationSummary, require_samples: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: SampleSource,
+        indices: Sequence[int],
+        *,
+        batch: int,
+        on_bad_sample: str,
+        summary: CalibrationSummary,
+        require_samples: bool = True,
+    ) -> None:
         self.source, self.indices, self.batch = source, list(indices), batch
         self.on_bad_sample, self.summary, self.require_samples = on_bad_sample, summary, require_samples
         self._pos = 0
@@ -146,8 +154,11 @@ class SampleReader:
                 names.append(self.source.names[i])
         if len(parts) < self.batch:
             if parts:
-                log.info("dropping the last %d calibration sample(s): the model's batch is fixed at %d",
-                         len(parts), self.batch)  # fmt: skip
+                log.info(
+                    "dropping the last %d calibration sample(s): the model's batch is fixed at %d",
+                    len(parts),
+                    self.batch,
+                )
             self._finish_pass()
             return None
         self._good += len(parts)
@@ -316,8 +327,14 @@ class SyntheticSource(SampleSource):
 
     kind = "synthetic"
 
-    def __init__(self, inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], n: int, seed: int,
-                 preprocessing: InputSpec | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inputs: Sequence[TensorSpec],
+        shapes: Mapping[str, tuple[int, ...]],
+        n: int,
+        seed: int,
+        preprocessing: InputSpec | None,
+    ) -> None:
         self.inputs, self.shapes, self.seed = list(inputs), dict(shapes), seed
         self.names = [f"synthetic[{i}]" for i in range(n)]
         self.waveform = isinstance(preprocessing, AudioInput) and preprocessing.frontend == "graph"
@@ -332,8 +349,13 @@ class SyntheticSource(SampleSource):
 
 
 # --- entry point -------------------------------------------------------------------------------
-def open_calibration(calib: Any, *, inputs: Sequence[TensorSpec], preprocessing: InputSpec | Mapping[str, Any] | None,
-                     config: QuantConfig) -> CalibrationData:  # fmt: skip
+def open_calibration(
+    calib: Any,
+    *,
+    inputs: Sequence[TensorSpec],
+    preprocessing: InputSpec | Mapping[str, Any] | None,
+    config: QuantConfig,
+) -> CalibrationData:
     """Open ``calib`` (folder, ``.npy``/``.npz``, ``"synthetic"`` or a reader) for the model's ``inputs``.
 
     ``preprocessing`` is the artifact's input spec (its JSON form is accepted too).
@@ -360,12 +382,17 @@ def open_calibration(calib: Any, *, inputs: Sequence[TensorSpec], preprocessing:
         )
     if isinstance(calib, str) and calib == "synthetic":
         source: SampleSource = SyntheticSource(
-            inputs, _synthetic_shapes(inputs, preprocessing), config.calib_size + config.fidelity_samples,
-            config.seed, preprocessing,
-        )  # fmt: skip
+            inputs,
+            _synthetic_shapes(inputs, preprocessing),
+            config.calib_size + config.fidelity_samples,
+            config.seed,
+            preprocessing,
+        )
         summary = CalibrationSummary(source="synthetic", kind="synthetic", found=len(source))
-        msg = ("calibrating on SYNTHETIC random inputs: ranges will not match real data and accuracy can drop "
-               "badly; pass a folder of real samples (--calib DIR) for a model you will deploy")  # fmt: skip
+        msg = (
+            "calibrating on SYNTHETIC random inputs: ranges will not match real data and accuracy can drop "
+            "badly; pass a folder of real samples (--calib DIR) for a model you will deploy"
+        )
         log.warning(msg)
         summary.warnings.append(msg)
     else:
@@ -381,8 +408,9 @@ def open_calibration(calib: Any, *, inputs: Sequence[TensorSpec], preprocessing:
     # counted apart, so that used + skipped stays the calibration count (with all of them skipped the check
     # uses calibration samples)
     hold_summary = CalibrationSummary(source=summary.source, kind=summary.kind)
-    holdout_reader = SampleReader(source, hold_idx, batch=batch, on_bad_sample=config.on_bad_sample,
-                                  require_samples=False, summary=hold_summary)  # fmt: skip
+    holdout_reader = SampleReader(
+        source, hold_idx, batch=batch, on_bad_sample=config.on_bad_sample, require_samples=False, summary=hold_summary
+    )
     holdout = _drain(holdout_reader) if hold_idx and config.fidelity_samples else []
     if summary.holdout and hold_summary.skipped:  # (without a hold-out, hold_idx are calibration samples)
         summary.holdout_skipped = hold_summary.skipped
@@ -417,8 +445,10 @@ def _open_path(path: Path, inputs: Sequence[TensorSpec], preprocessing: InputSpe
             "turned into inputs; pass preprocessed arrays as an .npz keyed by input name."
         )
     if len(inputs) != 1:
-        raise CalibrationError(f"{path}: a folder can feed a one-input model only; pass an .npz for inputs "
-                               f"{', '.join(t.name for t in inputs)}.")  # fmt: skip
+        raise CalibrationError(
+            f"{path}: a folder can feed a one-input model only; pass an .npz for inputs "
+            f"{', '.join(t.name for t in inputs)}."
+        )
     suffixes = IMAGE_SUFFIXES if kind == "image" else AUDIO_SUFFIXES
     _check_listable(path)
     files, ignored = [], 0
@@ -465,9 +495,7 @@ def _batch_size(inputs: Sequence[TensorSpec]) -> int:
     return first if isinstance(first, int) and first > 0 else 1
 
 
-def _synthetic_shapes(
-    inputs: Sequence[TensorSpec], preprocessing: InputSpec | None
-) -> dict[str, tuple[int, ...]]:
+def _synthetic_shapes(inputs: Sequence[TensorSpec], preprocessing: InputSpec | None) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for t in inputs:
         dims = t.shape[1:]

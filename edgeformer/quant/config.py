@@ -48,17 +48,52 @@ INT_TYPES: tuple[str, ...] = ("uint8", "int8")
 # Op types the recipe may place in int8 (the compute-heavy ones, plus what ORT can carry through in
 # int8 once its neighbours are quantized). Anything else is always float.
 QUANTIZABLE_OP_TYPES: tuple[str, ...] = (
-    "Conv", "MatMul", "Gemm", "Add", "Mul", "AveragePool", "MaxPool", "GlobalAveragePool", "Concat",
-    "Reshape", "Transpose", "Split", "Squeeze", "Unsqueeze", "Flatten", "Resize", "Relu", "Clip", "Sigmoid",
-    "Softmax", "LayerNormalization", "InstanceNormalization", "Gelu", "Pad", "Slice", "Gather",
-)  # fmt: skip
+    "Conv",
+    "MatMul",
+    "Gemm",
+    "Add",
+    "Mul",
+    "AveragePool",
+    "MaxPool",
+    "GlobalAveragePool",
+    "Concat",
+    "Reshape",
+    "Transpose",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Resize",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "Softmax",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "Gelu",
+    "Pad",
+    "Slice",
+    "Gather",
+)
 
 # Default placement, measured on ORT 1.31 CPU (see recipe.py for the per-op reasons and numbers).
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Add")
 DEFAULT_KEEP_FLOAT: tuple[str, ...] = (
-    "Softmax", "LayerNormalization", "InstanceNormalization", "GroupNormalization", "BatchNormalization",
-    "Erf", "Gelu", "Div", "Sub", "Pow", "Sqrt", "ReduceMean", "Exp", "Tanh",
-)  # fmt: skip
+    "Softmax",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "BatchNormalization",
+    "Erf",
+    "Gelu",
+    "Div",
+    "Sub",
+    "Pow",
+    "Sqrt",
+    "ReduceMean",
+    "Exp",
+    "Tanh",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,14 +297,24 @@ class QuantConfig:
         presets: dict[str, dict[str, Any]] = {
             "ort-cpu": {},
             "tensorrt": dict(
-                activation_type="int8", symmetric_activations=True, weight_type="int8", symmetric_weights=True,
-                per_channel=True, dedicated_qdq_pair=True, weight_qdq_pair=True, reduce_range=False,
+                activation_type="int8",
+                symmetric_activations=True,
+                weight_type="int8",
+                symmetric_weights=True,
+                per_channel=True,
+                dedicated_qdq_pair=True,
+                weight_qdq_pair=True,
+                reduce_range=False,
             ),
             "openvino": dict(
-                activation_type="uint8", symmetric_activations=False, weight_type="int8", symmetric_weights=True,
-                per_channel=True, reduce_range=True,
+                activation_type="uint8",
+                symmetric_activations=False,
+                weight_type="int8",
+                symmetric_weights=True,
+                per_channel=True,
+                reduce_range=True,
             ),
-        }  # fmt: skip
+        }
         if target not in presets:
             raise ConfigError(f"unknown quantization target {target!r}; choose one of {', '.join(TARGETS)}.")
         names = {f.name for f in dataclasses.fields(cls)}

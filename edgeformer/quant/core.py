@@ -30,8 +30,18 @@ from .recipe import QuantPlan, default_plan
 
 log = logging.getLogger(__name__)
 
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-             "DynamicQuantizeLinear", "MatMulNBits", "QGemm", "QLinearAdd")  # fmt: skip
+QUANT_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "MatMulNBits",
+    "QGemm",
+    "QLinearAdd",
+)
 MODEL_FILE = "model.onnx"
 
 
@@ -55,9 +65,15 @@ class Calibration:
     ranges: TensorRanges
 
 
-def calibrate(model_path: str | Path, calib: Any, *, inputs: Sequence[TensorSpec],
-              preprocessing: Mapping[str, Any] | None, config: QuantConfig,
-              workdir: str | Path) -> Calibration:  # fmt: skip
+def calibrate(
+    model_path: str | Path,
+    calib: Any,
+    *,
+    inputs: Sequence[TensorSpec],
+    preprocessing: Mapping[str, Any] | None,
+    config: QuantConfig,
+    workdir: str | Path,
+) -> Calibration:
     """Open ``calib``, pre-process ``model_path`` into ``workdir/pre.onnx`` and compute the ranges (one data pass).
 
     Raises:
@@ -69,9 +85,15 @@ def calibrate(model_path: str | Path, calib: Any, *, inputs: Sequence[TensorSpec
     return Calibration(source=Path(model_path), config=config, model_path=pre, data=data, ranges=ranges)
 
 
-def quantize_core(src: Artifact, config: QuantConfig, cal: Calibration, folder: Path, *,
-                  io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
-                  plan: QuantPlan | None = None) -> Manifest:  # fmt: skip
+def quantize_core(
+    src: Artifact,
+    config: QuantConfig,
+    cal: Calibration,
+    folder: Path,
+    *,
+    io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
+    plan: QuantPlan | None = None,
+) -> Manifest:
     """Write the QDQ model of ``plan`` (:func:`default_plan` if None) over ``cal``'s ranges into ``folder`` with its
     ``plan.json``, checked against FP32; the manifest to commit (``quantize()`` commits it, the search adds to it).
 
@@ -114,8 +136,14 @@ def quantize_core(src: Artifact, config: QuantConfig, cal: Calibration, folder: 
     embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
     onnx.save(qmodel, str(folder / MODEL_FILE))
     write_json_atomic(folder / "plan.json", plan.to_dict())
-    log.info("quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s", src.manifest.model_name,
-             fidelity.cosine_mean, fidelity.cosine, fidelity.samples, fidelity.on)  # fmt: skip
+    log.info(
+        "quantized %s: cosine %.5f (min %.5f) vs FP32 on %d %s",
+        src.manifest.model_name,
+        fidelity.cosine_mean,
+        fidelity.cosine,
+        fidelity.samples,
+        fidelity.on,
+    )
     return manifest
 
 
@@ -132,8 +160,10 @@ def source_artifact(artifact: Artifact | str | Path) -> Artifact:
     """The artifact to quantize, loaded; anything but ONNX is refused."""
     src = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     if src.format != "onnx":
-        raise InvalidInputError(f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
-                                "artifact this one was compiled from.")  # fmt: skip
+        raise InvalidInputError(
+            f"{src.path}: quantize takes an ONNX artifact, got {src.format!r}; quantize the ONNX "
+            "artifact this one was compiled from."
+        )
     return src
 
 
@@ -148,8 +178,9 @@ def checked_io(src: Artifact) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
     return tuple(inputs), tuple(outputs)
 
 
-def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData,
-                   config: QuantConfig) -> Agreement:  # fmt: skip
+def check_fidelity(
+    fp32_path: str | Path, int8_path: str | Path, data: CalibrationData, config: QuantConfig
+) -> Agreement:
     """Compare ``int8_path`` with ``fp32_path`` on ORT CPU (full optimisation) over the held-out samples,
     each batch row on its own (one bad sample is not averaged away by the others in its batch).
 
@@ -157,8 +188,9 @@ def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: Calibrati
         QualityGateError: the worst sample's cosine is below ``config.min_cosine``, or an output is NaN/Inf.
     """
     feeds, on = data.fidelity_feeds(config.fidelity_samples)
-    fidelity = compare_outputs(run_all(ort_runner(fp32_path), feeds), run_all(ort_runner(int8_path), feeds),
-                               rows=True, on=on)  # fmt: skip
+    fidelity = compare_outputs(
+        run_all(ort_runner(fp32_path), feeds), run_all(ort_runner(int8_path), feeds), rows=True, on=on
+    )
     if config.min_cosine is not None and (reason := fidelity.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(
             f"the quantized model diverges from FP32 on {fidelity.samples} {on}: {reason}; nothing was written. "
@@ -166,8 +198,10 @@ def check_fidelity(fp32_path: str | Path, int8_path: str | Path, data: Calibrati
             "or try method='percentile'."
         )
     if not fidelity.cosine_mean >= 0.99:  # NaN (no gate, an output with a problem) warns too
-        log.warning("quantized outputs are far from FP32 (mean cosine %.4f); check accuracy before deploying",
-                    fidelity.cosine_mean)  # fmt: skip
+        log.warning(
+            "quantized outputs are far from FP32 (mean cosine %.4f); check accuracy before deploying",
+            fidelity.cosine_mean,
+        )
     return fidelity
 
 
@@ -176,12 +210,16 @@ def check_calibration(cal: Calibration, src: Artifact, config: QuantConfig) -> N
     tensors (or none), and ranges from other settings (method, symmetry) would silently change the result. The
     search settings do not touch the ranges, so a calibration serves a search and the core alike."""
     if Path(cal.source).resolve() != Path(src.model_path).resolve():
-        raise ConfigError(f"the calibration was made from {cal.source}, not {src.model_path}; run calibrate() on "
-                          "the model you quantize.")  # fmt: skip
+        raise ConfigError(
+            f"the calibration was made from {cal.source}, not {src.model_path}; run calibrate() on "
+            "the model you quantize."
+        )
     if cal.config.replace(search=config.search) != config:
         diff = sorted(k for k, v in config.to_dict().items() if cal.config.to_dict()[k] != v and k != "search")
-        raise ConfigError(f"the calibration was made with other quantization settings ({', '.join(diff)} differ); "
-                          "pass the same QuantConfig to calibrate() and quantize().")  # fmt: skip
+        raise ConfigError(
+            f"the calibration was made with other quantization settings ({', '.join(diff)} differ); "
+            "pass the same QuantConfig to calibrate() and quantize()."
+        )
 
 
 def refuse_quantized(src: Artifact, proto) -> None:

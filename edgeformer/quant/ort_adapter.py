@@ -56,8 +56,11 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
         except Exception as e:  # ORT's symbolic inference raises a bare Exception on ops it cannot follow
             # ONNX's own shape inference still gives the quantizer the shapes it needs; only symbolic dims
             # (e.g. a dynamic batch through a Reshape) stay unknown, which costs nothing at a static shape
-            log.warning("ORT symbolic shape inference failed on %s (%s); pre-processing with ONNX shape "
-                        "inference only", model_path, e)  # fmt: skip
+            log.warning(
+                "ORT symbolic shape inference failed on %s (%s); pre-processing with ONNX shape inference only",
+                model_path,
+                e,
+            )
             try:
                 with _quiet_ort():
                     quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=True)
@@ -85,8 +88,9 @@ def _working_dir(path: str | Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def compute_ranges(model_path: str | Path, reader: CalibrationReader, config: QuantConfig,
-                   summary: CalibrationSummary | None = None) -> TensorRanges:  # fmt: skip
+def compute_ranges(
+    model_path: str | Path, reader: CalibrationReader, config: QuantConfig, summary: CalibrationSummary | None = None
+) -> TensorRanges:
     """Run the model once over ``reader`` and return the activation range of every float tensor.
 
     Every float tensor gets a range (not only those the current plan quantizes), so one calibration
@@ -138,8 +142,9 @@ def compute_ranges(model_path: str | Path, reader: CalibrationReader, config: Qu
     return collector.result(min_range=config.min_range)
 
 
-def write_qdq(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, config: QuantConfig,
-              out_path: str | Path) -> Path:  # fmt: skip
+def write_qdq(
+    model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, config: QuantConfig, out_path: str | Path
+) -> Path:
     """Write the QDQ model quantizing exactly ``plan.nodes_to_quantize`` with ``ranges``.
 
     Raises:
@@ -197,8 +202,9 @@ def write_qdq(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, con
     return out_path
 
 
-def quantize_qdq(model_path: str | Path, out_path: str | Path, plan: QuantPlan, reader: CalibrationReader,
-                 config: QuantConfig) -> None:  # fmt: skip
+def quantize_qdq(
+    model_path: str | Path, out_path: str | Path, plan: QuantPlan, reader: CalibrationReader, config: QuantConfig
+) -> None:
     """Calibrate on ``reader`` and write the QDQ model in one call (:func:`compute_ranges` + :func:`write_qdq`)."""
     write_qdq(model_path, compute_ranges(model_path, reader, config), plan, config, out_path)
 
@@ -215,8 +221,10 @@ def _fallback(config: QuantConfig, n: int, summary: CalibrationSummary | None) -
             f"histogram, but only {n} are available; add samples, use --method minmax, or allow the fallback "
             "with --too-few-samples minmax."
         )
-    msg = (f"only {n} calibration samples (< {config.min_samples_for_method}): {config.method} falls back to "
-           "minmax as configured (too_few_samples='minmax')")  # fmt: skip
+    msg = (
+        f"only {n} calibration samples (< {config.min_samples_for_method}): {config.method} falls back to "
+        "minmax as configured (too_few_samples='minmax')"
+    )
     log.warning(msg)
     if summary is not None:
         summary.warnings.append(msg)
@@ -226,8 +234,9 @@ def _fallback(config: QuantConfig, n: int, summary: CalibrationSummary | None) -
 def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     """Every float activation and its element type: graph inputs and node outputs (not weights or Constants)."""
     inits = {t.name for t in model.graph.initializer}
-    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.value_info,
-                                                            *model.graph.output)}  # fmt: skip
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.value_info, *model.graph.output)
+    }
     names = [i.name for i in model.graph.input if i.name not in inits and types.get(i.name) in _FLOAT_TYPES]
     for node in model.graph.node:
         if node.op_type == "Constant":

@@ -101,8 +101,14 @@ class PlacementResult:
         }
 
 
-def ort_latency(feeds: Mapping[str, np.ndarray], *, threads: int | None = 2, rounds: int = 5,
-                runs_per_round: int = 5, warmup: int = 2) -> LatencyFn:  # fmt: skip
+def ort_latency(
+    feeds: Mapping[str, np.ndarray],
+    *,
+    threads: int | None = 2,
+    rounds: int = 5,
+    runs_per_round: int = 5,
+    warmup: int = 2,
+) -> LatencyFn:
     """A :data:`LatencyFn` timing models on ORT CPU with :func:`~edgeformer.profiling.measure`.
 
     Models take turns round by round (so background load is shared out) and each gets the median of its
@@ -146,11 +152,19 @@ def _session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, groups: Sequence[NodeGroup],
-                     config: QuantConfig, *, feeds: Sequence[Mapping[str, np.ndarray]],
-                     reference: Sequence[Mapping[str, np.ndarray]], workdir: Path,
-                     search: SearchConfig = SearchConfig(),
-                     latency: LatencyFn | None = None) -> PlacementResult:  # fmt: skip
+def search_placement(
+    model_path: str | Path,
+    ranges: TensorRanges,
+    plan: QuantPlan,
+    groups: Sequence[NodeGroup],
+    config: QuantConfig,
+    *,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Mapping[str, np.ndarray]],
+    workdir: Path,
+    search: SearchConfig = SearchConfig(),
+    latency: LatencyFn | None = None,
+) -> PlacementResult:
     """Find the fastest placement meeting ``search.min_cosine``, starting from ``plan``.
 
     Args:
@@ -167,8 +181,13 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
     """
     t0 = time.monotonic()
     workdir = Path(workdir)
-    latency = latency or ort_latency(feeds[0], threads=search.threads, rounds=search.rounds,
-                                     runs_per_round=search.runs_per_round, warmup=search.warmup)  # fmt: skip
+    latency = latency or ort_latency(
+        feeds[0],
+        threads=search.threads,
+        rounds=search.rounds,
+        runs_per_round=search.runs_per_round,
+        warmup=search.warmup,
+    )
     counter = iter(range(10**9))
 
     def write(p: QuantPlan) -> Path:
@@ -187,8 +206,9 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
     current, current_path = plan, write(plan)
     current_fid = fidelity(current_path)
     if fails(current_fid):  # broken before any timing: fix fidelity first
-        current, current_path, current_fid = _repair_fidelity(current, members, decisions, write, fidelity, fails,
-                                                              search)  # fmt: skip
+        current, current_path, current_fid = _repair_fidelity(
+            current, members, decisions, write, fidelity, fails, search
+        )
     candidates: list[Candidate] = []
     order = sorted(members, key=lambda m: -len(m[1]))  # most INT8 work first: the biggest latency effects
     searched, stopped = 0, ""
@@ -211,10 +231,22 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
         cand_fid = fidelity(cand_path)
         t_int8, t_float = latency([current_path, cand_path])
         if not candidates:
-            candidates.append(Candidate(label="default", quantized_nodes=len(current.nodes_to_quantize),
-                                        latency_ms=t_int8, cosine=current_fid.cosine))  # fmt: skip
-        candidates.append(Candidate(label=f"{g.name} float", quantized_nodes=len(cand.nodes_to_quantize),
-                                    latency_ms=t_float, cosine=cand_fid.cosine))  # fmt: skip
+            candidates.append(
+                Candidate(
+                    label="default",
+                    quantized_nodes=len(current.nodes_to_quantize),
+                    latency_ms=t_int8,
+                    cosine=current_fid.cosine,
+                )
+            )
+        candidates.append(
+            Candidate(
+                label=f"{g.name} float",
+                quantized_nodes=len(cand.nodes_to_quantize),
+                latency_ms=t_float,
+                cosine=cand_fid.cosine,
+            )
+        )
         gain = (t_float - t_int8) / t_float if t_float > 0 else 0.0
         float_fails = fails(cand_fid)
         pays = gain > search.min_gain or bool(float_fails)
@@ -222,9 +254,15 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
         if float_fails and gain <= search.min_gain:  # INT8 stays only because the float placement misses the bar
             note += f"; float placement fails: {float_fails}"
         decisions[g.name] = GroupDecision(
-            group=g.name, quantized_nodes=len(nodes), decision="int8" if pays else "float",
-            reason="latency", latency_int8_ms=t_int8, latency_float_ms=t_float, cosine_float=cand_fid.cosine, note=note,
-        )  # fmt: skip
+            group=g.name,
+            quantized_nodes=len(nodes),
+            decision="int8" if pays else "float",
+            reason="latency",
+            latency_int8_ms=t_int8,
+            latency_float_ms=t_float,
+            cosine_float=cand_fid.cosine,
+            note=note,
+        )
         if pays:
             cand_path.unlink(missing_ok=True)
         else:
@@ -233,8 +271,9 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
     for g, nodes in members:
         if g.name not in decisions:
             why = "search off" if not search.enabled else f"not searched ({stopped or 'single group'})"
-            decisions[g.name] = GroupDecision(group=g.name, quantized_nodes=len(nodes), decision="int8",
-                                              reason="default", note=why)  # fmt: skip
+            decisions[g.name] = GroupDecision(
+                group=g.name, quantized_nodes=len(nodes), decision="int8", reason="default", note=why
+            )
     log.info(
         "placement search: %d group(s) timed in %.1fs, %d kept float for latency",
         searched,
@@ -242,9 +281,15 @@ def search_placement(model_path: str | Path, ranges: TensorRanges, plan: QuantPl
         sum(d.decision == "float" and d.reason == "latency" for d in decisions.values()),
     )
     return PlacementResult(
-        plan=current, decisions=tuple(decisions[g.name] for g, _ in members), candidates=tuple(candidates),
-        fidelity=current_fid, searched=searched, elapsed_s=time.monotonic() - t0, stopped=stopped, path=current_path,
-    )  # fmt: skip
+        plan=current,
+        decisions=tuple(decisions[g.name] for g, _ in members),
+        candidates=tuple(candidates),
+        fidelity=current_fid,
+        searched=searched,
+        elapsed_s=time.monotonic() - t0,
+        stopped=stopped,
+        path=current_path,
+    )
 
 
 def _repair_fidelity(plan, members, decisions, write, fidelity, fails, search):
@@ -265,9 +310,14 @@ def _repair_fidelity(plan, members, decisions, write, fidelity, fails, search):
         cos, g, nodes, current, path = best
         fid = fidelity(path)
         remaining = [m for m in remaining if m[0].name != g.name]
-        decisions[g.name] = GroupDecision(group=g.name, quantized_nodes=len(nodes), decision="float",
-                                          reason="accuracy", cosine_float=cos,
-                                          note=f"cosine vs FP32 {cos:.5f} with this group float")  # fmt: skip
+        decisions[g.name] = GroupDecision(
+            group=g.name,
+            quantized_nodes=len(nodes),
+            decision="float",
+            reason="accuracy",
+            cosine_float=cos,
+            note=f"cosine vs FP32 {cos:.5f} with this group float",
+        )
     if reason := fails(fid):
         raise QualityGateError(
             f"no placement reaches cosine {search.min_cosine} vs FP32 (best: {reason}); calibrate on more "

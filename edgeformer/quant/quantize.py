@@ -30,11 +30,20 @@ from .report import require_plotting
 from .search import search_build
 
 
-def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None, *, calib: Any = None,
-             out: str | Path, overwrite: bool = False, eval_data: str | Path | None = None,
-             max_drop: float | None = None, cache: StepCache | None = USE_DEFAULT_CACHE,
-             calibration: Calibration | None = None, plan: QuantPlan | None = None,
-             latency: LatencyFn | None = None) -> Artifact:  # fmt: skip
+def quantize(
+    artifact: Artifact | str | Path,
+    config: QuantConfig | None = None,
+    *,
+    calib: Any = None,
+    out: str | Path,
+    overwrite: bool = False,
+    eval_data: str | Path | None = None,
+    max_drop: float | None = None,
+    cache: StepCache | None = USE_DEFAULT_CACHE,
+    calibration: Calibration | None = None,
+    plan: QuantPlan | None = None,
+    latency: LatencyFn | None = None,
+) -> Artifact:
     """Quantize an FP32 ONNX artifact to INT8 (QDQ) and write it as a new artifact.
 
     Args:
@@ -78,15 +87,19 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
     """
     config = checked_config(config)
     if (calib is None) == (calibration is None):
-        raise ConfigError("pass calibration data as calib=... or a calibrate() result as calibration=..., not "
-                          f"{'both' if calib is not None else 'neither'}.")  # fmt: skip
+        raise ConfigError(
+            "pass calibration data as calib=... or a calibrate() result as calibration=..., not "
+            f"{'both' if calib is not None else 'neither'}."
+        )
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs labelled eval data (--eval DATA: an .npz with x/y or class folders).")
     searching = config.search.enabled or eval_data is not None
     if plan is not None and searching:
-        raise ConfigError("plan= fixes the placement that the search (or the accuracy budget) would choose: "
-                          "pass it with QuantConfig(search=SearchConfig(enabled=False)) and no eval_data, or drop "
-                          "it.")  # fmt: skip
+        raise ConfigError(
+            "plan= fixes the placement that the search (or the accuracy budget) would choose: "
+            "pass it with QuantConfig(search=SearchConfig(enabled=False)) and no eval_data, or drop "
+            "it."
+        )
     src = source_artifact(artifact)
     if calibration is not None:
         check_calibration(calibration, src, config)
@@ -108,12 +121,26 @@ def quantize(artifact: Artifact | str | Path, config: QuantConfig | None = None,
         if searching:
             require_plotting()  # before calibrating: a missing plotter must not cost the whole search
         with tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:
-            cal = calibration or calibrate(src.model_path, calib, inputs=io[0],
-                                           preprocessing=src.manifest.preprocessing, config=config,
-                                           workdir=tmp)  # fmt: skip
+            cal = calibration or calibrate(
+                src.model_path,
+                calib,
+                inputs=io[0],
+                preprocessing=src.manifest.preprocessing,
+                config=config,
+                workdir=tmp,
+            )
             if searching:
-                return search_build(src, config, cal, folder, io=io, eval_data=eval_data, max_drop=max_drop,
-                                    latency=latency, workdir=Path(tmp))  # fmt: skip
+                return search_build(
+                    src,
+                    config,
+                    cal,
+                    folder,
+                    io=io,
+                    eval_data=eval_data,
+                    max_drop=max_drop,
+                    latency=latency,
+                    workdir=Path(tmp),
+                )
             return quantize_core(src, config, cal, folder, io=io, plan=plan)
 
     return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)

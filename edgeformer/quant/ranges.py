@@ -181,8 +181,10 @@ class RangeCollector:
             shown = ", ".join(widened[:5]) + (f" and {len(widened) - 5} more" if len(widened) > 5 else "")
             log.warning(
                 "%d activation(s) were constant on the calibration data and got the minimum range %g: %s",
-                len(widened), min_range, shown,
-            )  # fmt: skip
+                len(widened),
+                min_range,
+                shown,
+            )
         return TensorRanges(method=self.method, ranges=ranges, num_samples=self.num_samples, widened=tuple(widened))
 
     def _clip(self, h: _Histogram) -> tuple[float, float]:

@@ -97,17 +97,26 @@ class QuantReport:
             if c.get("method_requested") not in (None, method):
                 method += f" (fallback from {c['method_requested']}: too few samples)"
             skipped = c.get("skipped", 0) + c.get("holdout_skipped", 0)
-            lines += ["", f"Calibration: {c.get('used')} sample(s) from `{c.get('source')}`, method {method}"
-                      + (f", {skipped} unreadable sample(s) skipped" if skipped else "") + "."]  # fmt: skip
+            lines += [
+                "",
+                f"Calibration: {c.get('used')} sample(s) from `{c.get('source')}`, method {method}"
+                + (f", {skipped} unreadable sample(s) skipped" if skipped else "")
+                + ".",
+            ]
             lines += [f"- {w}" for w in c.get("warnings", [])]
         if self.accuracy:
             a = self.accuracy
-            lines += ["", f"Accuracy (top-1 %): FP32 {_num(a.get('fp32_top1'), '.2f')}, INT8 "
-                      f"{_num(a.get('int8_top1'), '.2f')}" + (f" (budget: drop <= {a['max_drop']})"
-                                                               if "max_drop" in a else "")]  # fmt: skip
+            lines += [
+                "",
+                f"Accuracy (top-1 %): FP32 {_num(a.get('fp32_top1'), '.2f')}, INT8 "
+                f"{_num(a.get('int8_top1'), '.2f')}"
+                + (f" (budget: drop <= {a['max_drop']})" if "max_drop" in a else ""),
+            ]
             for f in a.get("fallbacks", []):
-                lines.append(f"- {f['group']} back to float for accuracy: top-1 {_num(f['metric'], '.2f')}, latency "
-                             f"{_num(f['latency_before_ms'])} -> {_num(f['latency_after_ms'])} ms")  # fmt: skip
+                lines.append(
+                    f"- {f['group']} back to float for accuracy: top-1 {_num(f['metric'], '.2f')}, latency "
+                    f"{_num(f['latency_before_ms'])} -> {_num(f['latency_after_ms'])} ms"
+                )
         lines += [
             "",
             "## Groups",
@@ -177,8 +186,7 @@ def plot(report: QuantReport, path: str | Path) -> None:
             ax2.annotate(c["label"], (c["latency_ms"], c["cosine"]), fontsize=7)
     lat = report.latency
     if lat.get("int8_ms") is not None and report.fidelity.get("cosine") is not None:
-        ax2.scatter([lat["int8_ms"]], [report.fidelity["cosine"]], marker="*", s=120, color="tab:red",
-                    label="chosen")  # fmt: skip
+        ax2.scatter([lat["int8_ms"]], [report.fidelity["cosine"]], marker="*", s=120, color="tab:red", label="chosen")
     if lat.get("fp32_ms") is not None:
         ax2.scatter([lat["fp32_ms"]], [1.0], marker="s", s=40, color="black", label="FP32")
     ax2.set_xlabel("p50 latency (ms)")

@@ -95,8 +95,13 @@ class TensorSqnr:
         return {"tensor": self.tensor, "kind": self.kind, "node": self.node, "sqnr_db": _finite(self.sqnr_db)}
 
 
-def tensor_sqnr(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, config: QuantConfig,
-                feeds: Sequence[Mapping[str, np.ndarray]]) -> list[TensorSqnr]:  # fmt: skip
+def tensor_sqnr(
+    model_path: str | Path,
+    ranges: TensorRanges,
+    plan: QuantPlan,
+    config: QuantConfig,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+) -> list[TensorSqnr]:
     """SQNR of the inputs (activations and weights) of every node ``plan`` quantizes, over ``feeds``.
 
     Activations are read from an ORT run of ``model_path`` (the pre-processed graph the plan belongs to)
@@ -126,8 +131,14 @@ def tensor_sqnr(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, c
             node = next(n for n in model.graph.node if n.name == node_name)
             w = g.constant(name)
             axis = _weight_axis(g, node, w) if config.per_channel else None
-            out.append(TensorSqnr(tensor=name, kind=kind, node=node_name,
-                                  sqnr_db=sqnr_db(w, fake_quant_weight(w, axis=axis, bits=bits))))  # fmt: skip
+            out.append(
+                TensorSqnr(
+                    tensor=name,
+                    kind=kind,
+                    node=node_name,
+                    sqnr_db=sqnr_db(w, fake_quant_weight(w, axis=axis, bits=bits)),
+                )
+            )
         elif name in values:
             lo, hi = ranges[name]
             x = values[name]
@@ -163,10 +174,19 @@ class GroupAlone:
         return rounded_fields(self)
 
 
-def group_alone(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, groups: Sequence[NodeGroup],
-                config: QuantConfig, feeds: Sequence[Mapping[str, np.ndarray]],
-                reference: Sequence[Mapping[str, np.ndarray]], *, metric: Callable[[Path], float] | None = None,
-                max_groups: int | None = None, threads: int | None = None) -> list[GroupAlone]:  # fmt: skip
+def group_alone(
+    model_path: str | Path,
+    ranges: TensorRanges,
+    plan: QuantPlan,
+    groups: Sequence[NodeGroup],
+    config: QuantConfig,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Mapping[str, np.ndarray]],
+    *,
+    metric: Callable[[Path], float] | None = None,
+    max_groups: int | None = None,
+    threads: int | None = None,
+) -> list[GroupAlone]:
     """Quantize each group *alone* (the plan's nodes in it, nothing else) and measure it against FP32.
 
     Args:
@@ -186,8 +206,15 @@ def group_alone(model_path: str | Path, ranges: TensorRanges, plan: QuantPlan, g
         for i, (grp, nodes) in enumerate(cands):
             path = write_qdq(model_path, ranges, QuantPlan(tuple(nodes)), config, Path(tmp) / f"g{i}.onnx")
             fid = compare_outputs(reference, run_all(ort_runner(path, threads), feeds), rows=True)
-            out.append(GroupAlone(group=grp.name, cosine=fid.cosine, top1_agreement=fid.top1_agreement,
-                                  metric=metric(path) if metric else None, problem=fid.problem))  # fmt: skip
+            out.append(
+                GroupAlone(
+                    group=grp.name,
+                    cosine=fid.cosine,
+                    top1_agreement=fid.top1_agreement,
+                    metric=metric(path) if metric else None,
+                    problem=fid.problem,
+                )
+            )
             path.unlink()
     return out
 
@@ -203,8 +230,9 @@ def _weight_axis(g: GraphIndex, node: onnx.NodeProto, w: np.ndarray) -> int | No
     return w.ndim - 1
 
 
-def _activations(model: onnx.ModelProto, names: Sequence[str],
-                 feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:  # fmt: skip
+def _activations(
+    model: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Values of ``names`` over all ``feeds`` (concatenated on axis 0), read from one unoptimised ORT run."""
     import onnxruntime as ort
 

@@ -53,9 +53,23 @@ INSTALL = "pip install 'edgeformer[coreml]'"
 # edgeformer's names -> coremltools.ComputeUnit member names
 COMPUTE_UNITS = {"all": "ALL", "cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE"}
 # MIL DataType enum values (coremltools/proto/MIL.proto) -> numpy names
-_MIL_DTYPES = {1: "bool", 10: "float16", 11: "float32", 12: "float64", 13: "bfloat16", 21: "int8", 22: "int16",
-               23: "int32", 24: "int64", 25: "int4", 31: "uint8", 32: "uint16", 33: "uint32", 34: "uint64",
-               35: "uint4"}  # fmt: skip
+_MIL_DTYPES = {
+    1: "bool",
+    10: "float16",
+    11: "float32",
+    12: "float64",
+    13: "bfloat16",
+    21: "int8",
+    22: "int16",
+    23: "int32",
+    24: "int64",
+    25: "int4",
+    31: "uint8",
+    32: "uint16",
+    33: "uint32",
+    34: "uint64",
+    35: "uint4",
+}
 # FeatureTypes ArrayFeatureType.ArrayDataType (the model's I/O description) -> numpy names
 _IO_DTYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "int32", 131080: "int8"}
 # ops whose int weights are dequantized at load time: iOS16/17 and iOS18+ flavours of weight-only quantization

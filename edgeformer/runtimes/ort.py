@@ -46,10 +46,20 @@ _INSTALL_HINT = {
 }
 # ORT reports element types as "tensor(float)"; numpy names are what feeds are checked against
 _ORT_DTYPES = {
-    "float": "float32", "float16": "float16", "double": "float64", "bfloat16": "bfloat16",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
-}  # fmt: skip
+    "float": "float32",
+    "float16": "float16",
+    "double": "float64",
+    "bfloat16": "bfloat16",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
+    "bool": "bool",
+}
 # SessionOptions.extra keys this backend understands, with their types; anything else is refused
 _EXTRA_KEYS: dict[str, type] = {"optimized_model_filepath": str, "log_severity_level": int, "allow_spinning": bool}
 
@@ -65,8 +75,18 @@ def _ort():
 def _native_errors() -> tuple[type[BaseException], ...]:
     from onnxruntime.capi import onnxruntime_pybind11_state as c
 
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
-             "RuntimeException", "EPFail", "NoModel", "NotFound")  # fmt: skip
+    names = (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NoSuchFile",
+        "NotImplemented",
+        "RuntimeException",
+        "EPFail",
+        "NoModel",
+        "NotFound",
+    )
     return tuple(getattr(c, n) for n in names if hasattr(c, n))
 
 

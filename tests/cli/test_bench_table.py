@@ -16,21 +16,47 @@ LONG = (
 
 
 def _row(producer, status="ok", reason="", **figures) -> BenchRow:
-    return BenchRow(name=producer.name, format=producer.format, precision=producer.precision,
-                    backend=producer.backend, status=status, reason=reason, peer=producer.peer,
-                    versions={"onnxruntime": "1.31.1", "openvino": "2026.4.1"}, **figures)  # fmt: skip
+    return BenchRow(
+        name=producer.name,
+        format=producer.format,
+        precision=producer.precision,
+        backend=producer.backend,
+        status=status,
+        reason=reason,
+        peer=producer.peer,
+        versions={"onnxruntime": "1.31.1", "openvino": "2026.4.1"},
+        **figures,
+    )
 
 
 def test_the_table_fits_120_columns_with_one_line_per_row():
-    figures = dict(size_mb=123.4, parity_cosine=0.999767, top1_agreement=1.0, p50_ms=12345.67, p90_ms=23456.78,
-                   fps=81234.5, stable=False)  # fmt: skip
+    figures = dict(
+        size_mb=123.4,
+        parity_cosine=0.999767,
+        top1_agreement=1.0,
+        p50_ms=12345.67,
+        p90_ms=23456.78,
+        fps=81234.5,
+        stable=False,
+    )
     rows = [
-        _row(p, *(("skipped", LONG) if p.format in ("tensorrt", "coreml") else ("ok", "what this row is; detail")),
-             **({} if p.format in ("tensorrt", "coreml") else figures))
+        _row(
+            p,
+            *(("skipped", LONG) if p.format in ("tensorrt", "coreml") else ("ok", "what this row is; detail")),
+            **({} if p.format in ("tensorrt", "coreml") else figures),
+        )
         for p in ROW_PRODUCERS
-    ]  # fmt: skip
-    report = BenchReport(model="efficientformer_l1", rows=tuple(rows), device={"cpu_model": "X" * 200}, batch=1,
-                         threads=2, resolution=None, config=BenchConfig(), out="o")  # fmt: skip
+    ]
+    report = BenchReport(
+        model="efficientformer_l1",
+        rows=tuple(rows),
+        device={"cpu_model": "X" * 200},
+        batch=1,
+        threads=2,
+        resolution=None,
+        config=BenchConfig(),
+        out="o",
+    )
     table, footnotes = bench_table(report)
     console = Console(width=TABLE_WIDTH, record=True, color_system=None)
     console.print(table)
@@ -45,9 +71,26 @@ def test_the_table_fits_120_columns_with_one_line_per_row():
 
 def _card(*isa: str) -> DeviceCard:
     here = device_card()
-    return DeviceCard(**{**{f: getattr(here, f) for f in ("cpu_model", "machine", "physical_cores", "logical_cores",
-                                                           "usable_cpus", "os", "kernel", "python", "backend",
-                                                           "runtime")}, "isa": isa})  # fmt: skip
+    return DeviceCard(
+        **{
+            **{
+                f: getattr(here, f)
+                for f in (
+                    "cpu_model",
+                    "machine",
+                    "physical_cores",
+                    "logical_cores",
+                    "usable_cpus",
+                    "os",
+                    "kernel",
+                    "python",
+                    "backend",
+                    "runtime",
+                )
+            },
+            "isa": isa,
+        }
+    )
 
 
 @pytest.mark.parametrize(

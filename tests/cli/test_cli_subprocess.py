@@ -17,19 +17,33 @@ import pytest
 from PIL import Image
 
 TINY = [
-    "--resolution", "64",
-    "--arch", "embed_dims=(32, 48, 64)", "--arch", "depths=(1, 1, 1)", "--arch", "partial_dims=(8, 12, 16)",
-    "--arch", "mlp_ratios=((2.0,), (2.0,), (2.0,))", "--arch", "attention=((False,), (True,), (True,))",
-    "--arch", "num_classes=10",
-]  # fmt: skip
+    "--resolution",
+    "64",
+    "--arch",
+    "embed_dims=(32, 48, 64)",
+    "--arch",
+    "depths=(1, 1, 1)",
+    "--arch",
+    "partial_dims=(8, 12, 16)",
+    "--arch",
+    "mlp_ratios=((2.0,), (2.0,), (2.0,))",
+    "--arch",
+    "attention=((False,), (True,), (True,))",
+    "--arch",
+    "num_classes=10",
+]
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "edgeformer.cli.app", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
@@ -121,9 +135,25 @@ def test_predict_truncated_image_exits_3(exported, tmp_path):
 def test_bench_fp32_formats_table(tmp_path):
     """ONNX on ORT and OpenVINO run for real and are checked against PyTorch; TensorRT/CoreML say why not."""
     out = tmp_path / "bench"
-    proc = cli("bench", "shvit_s1", *TINY[:2], "--formats", "onnx,openvino", "--formats", "tensorrt,coreml",
-               "--precisions", "fp32", "--min-time", "0.2", "--warmup", "1", "--threads", "1",
-               "--out", str(out))  # fmt: skip
+    proc = cli(
+        "bench",
+        "shvit_s1",
+        *TINY[:2],
+        "--formats",
+        "onnx,openvino",
+        "--formats",
+        "tensorrt,coreml",
+        "--precisions",
+        "fp32",
+        "--min-time",
+        "0.2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "★" in proc.stdout and "openvino-fp32" in proc.stdout and "⏭" in proc.stdout
     report = json.loads((out / "bench.json").read_text())
@@ -142,8 +172,24 @@ def test_bench_partial_failure_exits_7_and_keeps_the_table(tmp_path):
     """Empty calibration folder: the INT8 rows fail, the FP32 row still runs and the report is written."""
     (tmp_path / "empty").mkdir()
     out = tmp_path / "bench"
-    proc = cli("bench", "shvit_s1", *TINY[:2], "--formats", "onnx", "--calib", str(tmp_path / "empty"),
-               "--min-time", "0.1", "--warmup", "1", "--threads", "1", "--out", str(out), "--json")  # fmt: skip
+    proc = cli(
+        "bench",
+        "shvit_s1",
+        *TINY[:2],
+        "--formats",
+        "onnx",
+        "--calib",
+        str(tmp_path / "empty"),
+        "--min-time",
+        "0.1",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 7, proc.stderr
     assert "Traceback" not in proc.stderr and "rows failed" in proc.stderr
     report, end = json.JSONDecoder().raw_decode(proc.stdout)  # the report, then the error object
@@ -166,8 +212,18 @@ def test_usage_error_exits_2():
 @pytest.fixture(scope="module")
 def quantized(exported) -> Path:
     out = exported.parent / "tiny-int8"
-    proc = cli("quantize", str(exported), "--calib", "synthetic", "--calib-size", "8", "--no-search",
-               "--out", str(out), "--json")  # fmt: skip
+    proc = cli(
+        "quantize",
+        str(exported),
+        "--calib",
+        "synthetic",
+        "--calib-size",
+        "8",
+        "--no-search",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["manifest"]["precision"] == "int8"
     return out

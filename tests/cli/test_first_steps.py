@@ -28,8 +28,14 @@ RANDOM_INIT_WARNING = "random-init weights: labels are noise"
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "EDGEFORMER_NO_CACHE": "1"}
-    return subprocess.run([sys.executable, "-m", "edgeformer.cli.app", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "edgeformer.cli.app", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
@@ -39,8 +45,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, needle: 
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- models list / info ------------------------------------------------------------------------------
@@ -86,8 +95,9 @@ def samples(tmp_path_factory) -> Path:
 def test_samples_are_labelled_heldout_files_the_models_take(samples):
     pngs, wavs = sorted((samples / "digits").glob("*.png")), sorted((samples / "keywords").glob("*.wav"))
     assert [p.name for p in pngs][:3] == ["0-0.png", "0-1.png", "1-0.png"] and len(pngs) == 20
-    assert len(wavs) == 24 and {p.name.rsplit("-", 1)[0] for p in wavs} == set(read_reference_meta(
-        "keywords_audioformer").labels)  # fmt: skip
+    assert len(wavs) == 24 and {p.name.rsplit("-", 1)[0] for p in wavs} == set(
+        read_reference_meta("keywords_audioformer").labels
+    )
     with Image.open(pngs[0]) as im:
         assert (im.size, im.mode) == ((8, 8), "L")
     with wave.open(str(wavs[0])) as w:
@@ -163,9 +173,22 @@ def test_an_unknown_name_suggests_reference_models_too(tmp_path):
 
 def test_predict_on_a_random_init_zoo_model_says_so_in_one_line(samples):
     out = samples.parent / "random"
-    tiny = ("--resolution", "64", "--arch", "embed_dims=(32, 48, 64)", "--arch", "depths=(1, 1, 1)",
-            "--arch", "partial_dims=(8, 12, 16)", "--arch", "mlp_ratios=((2.0,), (2.0,), (2.0,))",
-            "--arch", "attention=((False,), (True,), (True,))", "--arch", "num_classes=10")  # fmt: skip
+    tiny = (
+        "--resolution",
+        "64",
+        "--arch",
+        "embed_dims=(32, 48, 64)",
+        "--arch",
+        "depths=(1, 1, 1)",
+        "--arch",
+        "partial_dims=(8, 12, 16)",
+        "--arch",
+        "mlp_ratios=((2.0,), (2.0,), (2.0,))",
+        "--arch",
+        "attention=((False,), (True,), (True,))",
+        "--arch",
+        "num_classes=10",
+    )
     proc = cli("export", "shvit_s1", *tiny, "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     proc = cli("predict", str(out), str(samples / "digits" / "0-0.png"), "--json")
@@ -192,8 +215,19 @@ def test_doctor_json_is_one_object_whose_reasons_come_from_the_refusing_code():
     proc = cli("doctor", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert set(report) == {"edgeformer", "python", "platform", "packages", "cpu", "features", "gpus", "gpu_problem",
-                           "targets", "backends", "matrix"}  # fmt: skip
+    assert set(report) == {
+        "edgeformer",
+        "python",
+        "platform",
+        "packages",
+        "cpu",
+        "features",
+        "gpus",
+        "gpu_problem",
+        "targets",
+        "backends",
+        "matrix",
+    }
     assert report["packages"]["base"]["onnxruntime"] and report["cpu"]["isa"] is not None
     targets = {t["name"]: t for t in report["targets"]}
     assert set(targets) == set(TARGETS)

@@ -102,9 +102,12 @@ def waveform_model() -> onnx.ModelProto:
         helper.make_node("Gemm", ["hr", "fc2.w", "fc2.b"], ["logits"], name="fc2"),
     ]
     graph = helper.make_graph(
-        nodes, "kws", [helper.make_tensor_value_info("wave", TensorProto.FLOAT, [1, n])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
-    )  # fmt: skip
+        nodes,
+        "kws",
+        [helper.make_tensor_value_info("wave", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model
@@ -242,8 +245,9 @@ def test_nan_or_inf_input_exits_3_naming_the_sample_even_with_skip(models, tmp_p
     else:
         np.savez(path, input=x)
     out = tmp_path / "q"
-    assert_fails(quantize_cli(models["image"], path, out, "--on-bad-sample", "skip"), 3, out, f"x{suffix}[3]",
-                 "NaN/Inf")  # fmt: skip
+    assert_fails(
+        quantize_cli(models["image"], path, out, "--on-bad-sample", "skip"), 3, out, f"x{suffix}[3]", "NaN/Inf"
+    )
 
 
 @pytest.mark.parametrize("case", ["truncated.npz", "truncated.npy", "empty.npy", "empty.npz", "garbage.npz"])

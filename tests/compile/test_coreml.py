@@ -47,20 +47,52 @@ ON_MACOS = rt.available() is None
 
 # One small variant per family, covering its block kinds (attention, pooling/conv mixers, downsampling)
 FAST = {
-    "efficientformer": ("efficientformer_l1", dict(
-        widths=(16, 24, 32, 48), depths=(1, 1, 2, 2), mlp_ratios=((4,), (4,), (4, 4), (4, 4)),
-        mixers=(("pool",), ("pool",), ("pool", "mlp"), ("pool", "attn")), num_heads=2, key_dim=8, val_dim=16,
-        resolution=64, num_classes=10)),
-    "efficientformer_v2": ("efficientformerv2_s0", dict(
-        widths=(16, 24, 32, 48), depths=(1, 1, 2, 2), mlp_ratios=((4,), (4,), (4, 3), (3, 4)),
-        attn=((False,), (False,), (False, True), (False, True)), num_heads=2, key_dim=8, down_num_heads=2,
-        down_key_dim=8, resolution=64, num_classes=10)),
-    "shvit": ("shvit_s1", dict(
-        embed_dims=(32, 64, 96), depths=(1, 1, 1), partial_dims=(8, 16, 24), qk_dims=(16, 16, 16),
-        mlp_ratios=((2.0,), (2.0,), (2.0,)), attention=((False,), (True,), (True,)), num_classes=10)),
-    "audioformer": ("audioformer_t", dict(
-        depths=(1, 1, 1), mlp_ratios=((3.0,), (3.0,), (3.0,)), attn=((False,), (True,), (True,)))),
-}  # fmt: skip
+    "efficientformer": (
+        "efficientformer_l1",
+        dict(
+            widths=(16, 24, 32, 48),
+            depths=(1, 1, 2, 2),
+            mlp_ratios=((4,), (4,), (4, 4), (4, 4)),
+            mixers=(("pool",), ("pool",), ("pool", "mlp"), ("pool", "attn")),
+            num_heads=2,
+            key_dim=8,
+            val_dim=16,
+            resolution=64,
+            num_classes=10,
+        ),
+    ),
+    "efficientformer_v2": (
+        "efficientformerv2_s0",
+        dict(
+            widths=(16, 24, 32, 48),
+            depths=(1, 1, 2, 2),
+            mlp_ratios=((4,), (4,), (4, 3), (3, 4)),
+            attn=((False,), (False,), (False, True), (False, True)),
+            num_heads=2,
+            key_dim=8,
+            down_num_heads=2,
+            down_key_dim=8,
+            resolution=64,
+            num_classes=10,
+        ),
+    ),
+    "shvit": (
+        "shvit_s1",
+        dict(
+            embed_dims=(32, 64, 96),
+            depths=(1, 1, 1),
+            partial_dims=(8, 16, 24),
+            qk_dims=(16, 16, 16),
+            mlp_ratios=((2.0,), (2.0,), (2.0,)),
+            attention=((False,), (True,), (True,)),
+            num_classes=10,
+        ),
+    ),
+    "audioformer": (
+        "audioformer_t",
+        dict(depths=(1, 1, 1), mlp_ratios=((3.0,), (3.0,), (3.0,)), attn=((False,), (True,), (True,))),
+    ),
+}
 FAST_RESOLUTION = {"shvit": 64}  # families without a resolution field take it from the config
 
 
@@ -254,8 +286,11 @@ def test_compile_rebuilds_a_checkpointed_onnx_parent(tmp_path):
     child = compile_artifact(parent, target="coreml", precision="fp16", checkpoint=ckpt, out=tmp_path / "coreml")
     m = child.manifest
     assert (m.step, m.parent_sha, m.model_name) == ("compile", parent.sha, name)
-    assert (m.preprocessing, m.labels, m.task) == (parent.manifest.preprocessing, parent.manifest.labels,
-                                                   parent.manifest.task)  # fmt: skip
+    assert (m.preprocessing, m.labels, m.task) == (
+        parent.manifest.preprocessing,
+        parent.manifest.labels,
+        parent.manifest.task,
+    )
     assert [t.name for t in m.inputs] == [t.name for t in parent.manifest.inputs]
     assert m.inputs[0].shape == (1, 3, 64, 64)
     assert m.extra["source_check"]["ok"] and m.extra["source_check"]["outputs"]["logits"]["cosine"] > 0.99999
@@ -284,13 +319,17 @@ def _parent(tmp_path: Path, **changes) -> Artifact:
         ({"precision": "int8"}, {}, ConfigError, "--precision int8"),
         ({"model_name": "MyNet"}, {}, ConfigError, "compile_coreml_module"),
         ({"lineage": Lineage(arch={"embed_dims": [8], "wings": 2})}, {}, ModelFileError, "wings"),
-        ({"inputs": (TensorSpec(name="input", shape=(1, 3, 224, 224), dtype="float32"),)}, {"batch": 4},
-         ConfigError, "fixed batch of 1"),
+        (
+            {"inputs": (TensorSpec(name="input", shape=(1, 3, 224, 224), dtype="float32"),)},
+            {"batch": 4},
+            ConfigError,
+            "fixed batch of 1",
+        ),
         ({}, {"resolution": 96}, ConfigError, "resolution 224"),
         ({}, {"checkpoint": Path(__file__)}, ConfigError, "without a checkpoint"),
     ],
     ids=["not-onnx", "quantized", "user-module", "unknown-arch-field", "fixed-batch", "resolution", "stray-ckpt"],
-)  # fmt: skip
+)
 def test_compile_refuses_a_parent_it_cannot_rebuild(tmp_path, changes, config, error, match):
     with pytest.raises(error, match=match):
         compile_coreml(_parent(tmp_path, **changes), CoreMlConfig(**config), tmp_path / "out")
@@ -299,8 +338,14 @@ def test_compile_refuses_a_parent_it_cannot_rebuild(tmp_path, changes, config, e
 
 def test_config_lists_every_bad_value():
     with pytest.raises(ConfigError) as e:
-        CoreMlConfig(precision="int4", compute_units="ane", minimum_deployment_target="iOS15", batch=0, capture="fx",
-                     min_cosine=2)  # fmt: skip
+        CoreMlConfig(
+            precision="int4",
+            compute_units="ane",
+            minimum_deployment_target="iOS15",
+            batch=0,
+            capture="fx",
+            min_cosine=2,
+        )
     for field in ("precision", "compute_units", "minimum_deployment_target", "batch", "capture", "min_cosine"):
         assert field in str(e.value)
     assert CoreMlConfig(checkpoint="w.safetensors").checkpoint == Path("w.safetensors")

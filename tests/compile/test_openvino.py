@@ -134,9 +134,15 @@ def qdq_artifact(dest: Path, fp32: Artifact, shapes: dict[str, tuple[int, ...]] 
 
     tmp = dest.parent / f"{dest.name}.qdq.onnx"
     quantize_static(
-        str(fp32.model_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True},
-    )  # fmt: skip
+        str(fp32.model_path),
+        str(tmp),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True},
+    )
     try:
         return write_artifact(dest, onnx.load(str(tmp)), precision="int8", name=fp32.manifest.model_name)
     finally:
@@ -187,8 +193,9 @@ def test_fp32_ir_matches_the_onnx_and_records_its_lineage(tiny, ir):
     assert m.parent_sha == tiny.sha and m.preprocessing == IMAGE and m.labels == LABELS
     assert m.inputs == tiny.manifest.inputs and m.outputs == tiny.manifest.outputs
     assert m.step_config["precision"] == "fp32" and m.step_config["device"] == "CPU"
-    assert m.runtime == RuntimeSettings(device="CPU", inference_precision="f32", performance_hint="LATENCY",
-                                        num_streams=1)  # fmt: skip
+    assert m.runtime == RuntimeSettings(
+        device="CPU", inference_precision="f32", performance_hint="LATENCY", num_streams=1
+    )
     assert "FP32" in m.extra["compile_machine"]["optimization_capabilities"]
     fid = m.fidelity
     assert fid.cosine >= 0.99999 and fid.outputs["logits"].top1_agreement == 1.0
@@ -270,8 +277,9 @@ def test_int8_with_nncf_reads_a_npy_calibration_set_and_gates_on_cosine(tiny, tm
     # 12 samples, a quarter (3) held out as `edgeformer quantize` holds them out: NNCF calibrates on 9
     assert (record.source, record.kind, record.samples) == (str(calib), "arrays", 9)
     with pytest.raises(QualityGateError, match="nothing was written"):
-        compile_openvino(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=calib, min_cosine=0.9999999),
-                         tmp_path / "gated")  # fmt: skip
+        compile_openvino(
+            tiny, OpenVinoConfig(precision="int8", nncf=True, calib=calib, min_cosine=0.9999999), tmp_path / "gated"
+        )
     assert not (tmp_path / "gated").exists()
 
 
@@ -442,10 +450,14 @@ def test_importing_the_target_does_not_import_openvino():
 
 # --- a zoo model (slow: the export alone takes tens of seconds on 2 cores) ------------------------------------
 SHVIT_TINY = {
-    "embed_dims": (32, 64, 96), "depths": (1, 2, 2), "partial_dims": (8, 16, 24), "qk_dims": (16, 16, 16),
-    "mlp_ratios": ((2.0,), (2.0, 2.0), (2.0, 2.0)), "attention": ((False,), (True, True), (True, True)),
+    "embed_dims": (32, 64, 96),
+    "depths": (1, 2, 2),
+    "partial_dims": (8, 16, 24),
+    "qk_dims": (16, 16, 16),
+    "mlp_ratios": ((2.0,), (2.0, 2.0), (2.0, 2.0)),
+    "attention": ((False,), (True, True), (True, True)),
     "num_classes": 10,
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -498,8 +510,9 @@ def test_nncf_never_calibrates_on_the_samples_edgeformer_holds_out(tiny, tmp_pat
     x = np.stack([np.full((3, SIDE, SIDE), i / n, np.float32) for i in range(n)])  # sample i is the constant i/n
     path = _npy(tmp_path, x)
     feeds, _ = calibration_feeds(tiny, OpenVinoConfig(precision="int8", nncf=True, calib=path, calib_size=n))
-    held = open_calibration(path, inputs=tiny.manifest.inputs, preprocessing=tiny.manifest.preprocessing,
-                            config=QuantConfig()).holdout  # fmt: skip
+    held = open_calibration(
+        path, inputs=tiny.manifest.inputs, preprocessing=tiny.manifest.preprocessing, config=QuantConfig()
+    ).holdout
     ids = lambda fs: {round(float(next(iter(f.values())).ravel()[0]) * n) for f in fs}  # noqa: E731
     assert len(held) == QuantConfig().fidelity_samples and len(feeds) == n - len(held)
     assert ids(feeds).isdisjoint(ids(held)) and ids(feeds) | ids(held) == set(range(n))

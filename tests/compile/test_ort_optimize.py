@@ -46,8 +46,13 @@ def feeds(batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
 def test_each_level_saves_a_faithful_model_and_records_where_it_runs(tiny, tmp_path, level, contrib, portable):
     art = compile_ort(tiny, OrtOptimizeConfig(graph_optimization=level, threads=1), tmp_path / level)
     m = art.manifest
-    assert (m.format, m.precision, m.main_file, m.step, m.parent_sha) == ("ort", "fp32", "model.onnx", "compile",
-                                                                           tiny.sha)  # fmt: skip
+    assert (m.format, m.precision, m.main_file, m.step, m.parent_sha) == (
+        "ort",
+        "fp32",
+        "model.onnx",
+        "compile",
+        tiny.sha,
+    )
     assert m.preprocessing == IMAGE and m.labels == LABELS and m.inputs == tiny.manifest.inputs
     assert domains(art) - {""} == contrib and set(m.extra["contrib_domains"]) == contrib
     assert portable in m.extra["portability"]

@@ -103,9 +103,16 @@ def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, m
     made: list = []
     out = tmp_path / "bench out"  # a space: paths are not split anywhere
     calls: list = []
-    report = bench(twin, example_inputs=TWIN_INPUTS, out=out, batch=2, threads=1, config=FAST,
-                   producers=producers_with_failures(make_artifact, made),
-                   progress=lambda *a: calls.append(a))  # fmt: skip
+    report = bench(
+        twin,
+        example_inputs=TWIN_INPUTS,
+        out=out,
+        batch=2,
+        threads=1,
+        config=FAST,
+        producers=producers_with_failures(make_artifact, made),
+        progress=lambda *a: calls.append(a),
+    )
     status = [(r.precision, r.backend, r.status) for r in report.rows]
     assert status == [
         ("int4", "ort", "failed"),
@@ -151,10 +158,11 @@ def test_the_marker_goes_to_the_fastest_row_that_meets_the_fidelity_bar(tmp_path
             ctx.artifact(key, lambda d: make_artifact(d, ("batch", 3, 32, 32), seed=seed)), backend="ort"
         )
 
-    producers = [RowProducer("onnx", "fp32", "ort", row(0, "a"), variant="right"),
-                 RowProducer("onnx", "fp32", "ort", row(1, "b"), variant="wrong")]  # fmt: skip
-    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST,
-                   producers=producers)  # fmt: skip
+    producers = [
+        RowProducer("onnx", "fp32", "ort", row(0, "a"), variant="right"),
+        RowProducer("onnx", "fp32", "ort", row(1, "b"), variant="wrong"),
+    ]
+    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST, producers=producers)
     right, wrong = report.rows
     assert right.parity_cosine > 0.99999 and wrong.parity_cosine < 0.9
     assert report.best() is right
@@ -162,8 +170,9 @@ def test_the_marker_goes_to_the_fastest_row_that_meets_the_fidelity_bar(tmp_path
 
 
 def _row(name, p50, cosine, status="ok"):
-    return BenchRow(name=name, format="onnx", precision="fp32", backend="ort", status=status,
-                    p50_ms=p50, parity_cosine=cosine)  # fmt: skip
+    return BenchRow(
+        name=name, format="onnx", precision="fp32", backend="ort", status=status, p50_ms=p50, parity_cosine=cosine
+    )
 
 
 @pytest.mark.parametrize(
@@ -176,8 +185,16 @@ def _row(name, p50, cosine, status="ok"):
     ],
 )
 def test_best_and_fastest(rows, bar, best, fastest):
-    report = BenchReport(model="m", rows=tuple(rows), device={}, batch=1, threads=1, resolution=None,
-                         config=BenchConfig(min_cosine=bar), out="x")  # fmt: skip
+    report = BenchReport(
+        model="m",
+        rows=tuple(rows),
+        device={},
+        batch=1,
+        threads=1,
+        resolution=None,
+        config=BenchConfig(min_cosine=bar),
+        out="x",
+    )
     assert (report.best().name if report.best() else None) == best
     assert (report.fastest_ok().name if report.fastest_ok() else None) == fastest
 
@@ -188,12 +205,19 @@ def test_rows_are_selected_by_format_precision_and_backend():
     assert names(precisions=("fp16",)) == ["ort-fp16", "tensorrt-fp16", "coreml-fp16"]
     assert names(backends=("openvino",), precisions=("int8",)) == ["openvino-int8", "openvino-int8-nncf"]
     assert names(formats=("onnx", "tensorrt"), precisions=("int8",)) == [
-        "onnx-int8-ort", "onnx-int8-ort-static-defaults", "tensorrt-int8"]  # fmt: skip
+        "onnx-int8-ort",
+        "onnx-int8-ort-static-defaults",
+        "tensorrt-int8",
+    ]
     assert len(names()) == len(ROW_PRODUCERS)
     # every format and backend the CLI offers has at least one row, and names are derived from them
     assert {p.format for p in ROW_PRODUCERS} == set(FORMATS) and {p.backend for p in ROW_PRODUCERS} == set(BACKENDS)
     assert [p.name for p in ROW_PRODUCERS][:4] == [
-        "pytorch-fp32-eager", "onnx-fp32-ort", "onnx-int8-ort", "onnx-int8-ort-static-defaults"]  # fmt: skip
+        "pytorch-fp32-eager",
+        "onnx-fp32-ort",
+        "onnx-int8-ort",
+        "onnx-int8-ort-static-defaults",
+    ]
     assert sum(p.peer for p in ROW_PRODUCERS) == 6
 
 
@@ -217,9 +241,8 @@ def test_compiled_rows_run_openvino_for_real_and_skip_what_cannot_run_here(tmp_p
         RowProducer("openvino", "fp32", "openvino", compiled("openvino", "fp32", source), ("openvino",)),
         RowProducer("coreml", "fp32", "coreml", compiled("coreml", "fp32", source)),
         RowProducer("tensorrt", "fp16", "tensorrt", compiled("tensorrt", "fp16", source)),
-    ]  # fmt: skip
-    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST,
-                   producers=producers)  # fmt: skip
+    ]
+    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST, producers=producers)
     ov, coreml, trt = report.rows
     assert ov.status == "ok", ov.reason
     assert ov.parity_cosine > 0.99999 and ov.top1_agreement == 1.0 and ov.backend == "openvino"
@@ -245,8 +268,12 @@ def test_existing_report_needs_overwrite(tmp_path, make_artifact):
 
 def test_rows_are_selected_by_name_and_unknown_names_refused(tmp_path, make_artifact):
     producers = producers_with_failures(make_artifact, [])
-    report = bench("tiny_cnn", out=tmp_path / "a", config=BenchConfig(warmup=1, runs=5, rows=("tensorrt-fp16",)),
-                   producers=producers)  # fmt: skip
+    report = bench(
+        "tiny_cnn",
+        out=tmp_path / "a",
+        config=BenchConfig(warmup=1, runs=5, rows=("tensorrt-fp16",)),
+        producers=producers,
+    )
     assert [r.status for r in report.rows] == ["skipped"]
     with pytest.raises(ConfigError, match="onnx-fp33"):
         bench("tiny_cnn", out=tmp_path / "b", config=BenchConfig(rows=("onnx-fp33",)), producers=producers)
@@ -266,8 +293,9 @@ def test_bad_settings_fail_before_any_row_runs(tmp_path):
 def test_eager_row_times_a_user_module_with_its_threads(tmp_path):
     before = torch.get_num_threads()
     eager = next(p for p in ROW_PRODUCERS if p.backend == "eager")
-    report = bench(TinyNet(), out=tmp_path, threads=2, config=FAST, example_inputs=(torch.randn(1, 3, 16, 16),),
-                   producers=[eager])  # fmt: skip
+    report = bench(
+        TinyNet(), out=tmp_path, threads=2, config=FAST, example_inputs=(torch.randn(1, 3, 16, 16),), producers=[eager]
+    )
     (row,) = report.rows
     assert (row.format, row.backend, row.status) == ("pytorch", "eager", "ok")
     assert row.parity_cosine == 1.0 and row.peer and "torch" in row.versions

@@ -19,8 +19,9 @@ from edgeformer.modelfile import embed_manifest, graph_io
 RES = 16
 
 
-def attention_model(*, dynamic: bool = False, constant_branch: bool = False, sqrt_of_input: bool = False,
-                    seed: int = 0) -> onnx.ModelProto:  # fmt: skip
+def attention_model(
+    *, dynamic: bool = False, constant_branch: bool = False, sqrt_of_input: bool = False, seed: int = 0
+) -> onnx.ModelProto:
     """Stem conv, pointwise conv, LayerNorm, single-head attention (q·kᵀ, Softmax, attn·v), residual, head.
 
     ``constant_branch`` adds a conv with zero weights (its output is the constant bias) into the residual;
@@ -35,15 +36,22 @@ def attention_model(*, dynamic: bool = False, constant_branch: bool = False, sqr
 
     c, tokens = 32, (RES // 2) ** 2
     inits = [
-        w("stem.w", 16, 3, 3, 3), w("stem.b", 16, scale=0.1), w("pw.w", c, 16, 1, 1), w("pw.b", c, scale=0.1),
+        w("stem.w", 16, 3, 3, 3),
+        w("stem.b", 16, scale=0.1),
+        w("pw.w", c, 16, 1, 1),
+        w("pw.b", c, scale=0.1),
         numpy_helper.from_array(np.ones(c, np.float32), "ln.g"),
         numpy_helper.from_array(np.zeros(c, np.float32), "ln.b"),
-        w("q.w", c, 16), w("k.w", c, 16), w("v.w", c, c), w("proj.w", c, c),
-        w("head.w", 10, c), w("head.b", 10, scale=0.1),
+        w("q.w", c, 16),
+        w("k.w", c, 16),
+        w("v.w", c, c),
+        w("proj.w", c, c),
+        w("head.w", 10, c),
+        w("head.b", 10, scale=0.1),
         numpy_helper.from_array(np.array([1, c, tokens], np.int64), "shape3"),
         numpy_helper.from_array(np.array(0.25, np.float32), "scale"),
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-    ]  # fmt: skip
+    ]
     x = "input"
     nodes = []
     if sqrt_of_input:
@@ -69,8 +77,10 @@ def attention_model(*, dynamic: bool = False, constant_branch: bool = False, sqr
     ]
     last = "res"
     if constant_branch:
-        inits += [numpy_helper.from_array(np.zeros((c, c, 1, 1), np.float32), "const.w"),
-                  numpy_helper.from_array(np.full(c, 0.5, np.float32), "const.b")]  # fmt: skip
+        inits += [
+            numpy_helper.from_array(np.zeros((c, c, 1, 1), np.float32), "const.w"),
+            numpy_helper.from_array(np.full(c, 0.5, np.float32), "const.b"),
+        ]
         nodes += [
             helper.make_node("Conv", ["pw", "const.w", "const.b"], ["const"], name="const_conv"),
             helper.make_node("Reshape", ["const", "shape3"], ["const_flat"], name="const_flatten"),
@@ -84,9 +94,12 @@ def attention_model(*, dynamic: bool = False, constant_branch: bool = False, sqr
     ]
     in_shape = ["batch", 3, "height", "width"] if dynamic else [1, 3, RES, RES]
     graph = helper.make_graph(
-        nodes, "attention_model", [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [in_shape[0], 10])], inits,
-    )  # fmt: skip
+        nodes,
+        "attention_model",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [in_shape[0], 10])],
+        inits,
+    )
     if dynamic:  # the reshape to a fixed token count would contradict dynamic sizes; keep shapes symbolic
         graph.initializer.remove(next(t for t in graph.initializer if t.name == "shape3"))
         graph.initializer.append(numpy_helper.from_array(np.array([0, c, -1], np.int64), "shape3"))
@@ -96,15 +109,21 @@ def attention_model(*, dynamic: bool = False, constant_branch: bool = False, sqr
     return model
 
 
-def write_artifact(model: onnx.ModelProto, dest: Path, *, preprocessing=None, precision: str = "fp32",
-                   name: str = "tiny") -> Artifact:  # fmt: skip
+def write_artifact(
+    model: onnx.ModelProto, dest: Path, *, preprocessing=None, precision: str = "fp32", name: str = "tiny"
+) -> Artifact:
     """Wrap ``model`` as an ONNX artifact, the way the exporter does."""
     inputs, outputs = graph_io(model)
     manifest = Manifest(
-        format="onnx", precision=precision, model_name=name, main_file="model.onnx", inputs=inputs, outputs=outputs,
+        format="onnx",
+        precision=precision,
+        model_name=name,
+        main_file="model.onnx",
+        inputs=inputs,
+        outputs=outputs,
         preprocessing=preprocessing if preprocessing is not None else ImageInput(resolution=RES),
         labels=tuple(f"c{i}" for i in range(10)),
-    )  # fmt: skip
+    )
     with ArtifactWriter(dest) as w:
         embed_manifest(model, manifest)
         onnx.save(model, str(w.dir / "model.onnx"))
@@ -138,8 +157,9 @@ def save_wav(path: Path, rate: int, seconds: float, rng: np.random.Generator) ->
     return path
 
 
-AUDIO = AudioInput(sample_rate=8000, clip_seconds=0.25, n_fft=128, win_length=100, hop_length=40, n_mels=16,
-                   f_max=4000.0)  # fmt: skip
+AUDIO = AudioInput(
+    sample_rate=8000, clip_seconds=0.25, n_fft=128, win_length=100, hop_length=40, n_mels=16, f_max=4000.0
+)
 
 
 @pytest.fixture

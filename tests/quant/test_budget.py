@@ -46,8 +46,12 @@ def test_load_eval_image_folder_maps_class_folders_to_labels(artifact, tmp_path)
     for c in ("c3", "c7"):
         for i in range(2):
             save_image(tmp_path / "ev" / c / f"{i}.png", "RGB", rng)
-    ev = load_eval(tmp_path / "ev", inputs=artifact.manifest.inputs, preprocessing=artifact.manifest.preprocessing,
-                   labels=artifact.manifest.labels)  # fmt: skip
+    ev = load_eval(
+        tmp_path / "ev",
+        inputs=artifact.manifest.inputs,
+        preprocessing=artifact.manifest.preprocessing,
+        labels=artifact.manifest.labels,
+    )
     assert ev.labels.tolist() == [3, 3, 7, 7]
     with pytest.raises(CalibrationError, match="needs arrays 'x'"):
         np.savez(tmp_path / "bad.npz", a=np.zeros(3))
@@ -57,19 +61,39 @@ def test_load_eval_image_folder_maps_class_folders_to_labels(artifact, tmp_path)
 def test_budget_within_reach_needs_no_fallback(artifact, calib_npz, eval_npz, tmp_path):
     cfg, pre, model, ranges = _prepared(artifact, calib_npz, tmp_path)
     ev = load_eval(eval_npz, inputs=artifact.manifest.inputs, preprocessing=None)
-    res = apply_budget(pre, ranges, default_plan(model, cfg), node_groups(model), cfg, eval_set=ev, max_drop=50.0,
-                       fp32_metric=100.0, order=[], workdir=tmp_path)  # fmt: skip
+    res = apply_budget(
+        pre,
+        ranges,
+        default_plan(model, cfg),
+        node_groups(model),
+        cfg,
+        eval_set=ev,
+        max_drop=50.0,
+        fp32_metric=100.0,
+        order=[],
+        workdir=tmp_path,
+    )
     assert res.fallbacks == () and res.final_metric >= 50.0
 
 
-def test_budget_returns_sensitive_groups_to_float_then_gives_up_with_the_best(artifact, calib_npz, eval_npz,
-                                                                               tmp_path):  # fmt: skip
+def test_budget_returns_sensitive_groups_to_float_then_gives_up_with_the_best(artifact, calib_npz, eval_npz, tmp_path):
     cfg, pre, model, ranges = _prepared(artifact, calib_npz, tmp_path, scale=0.02)  # ranges 50x too narrow
     ev = load_eval(eval_npz, inputs=artifact.manifest.inputs, preprocessing=None)
     plan = default_plan(model, cfg)
     with pytest.raises(AccuracyBudgetError, match="best reached") as e:
-        apply_budget(pre, ranges, plan, node_groups(model), cfg, eval_set=ev, max_drop=0.0, fp32_metric=100.0,
-                     order=["pw", "head"], workdir=tmp_path, latency=lambda ps: [1.0] * len(ps))  # fmt: skip
+        apply_budget(
+            pre,
+            ranges,
+            plan,
+            node_groups(model),
+            cfg,
+            eval_set=ev,
+            max_drop=0.0,
+            fp32_metric=100.0,
+            order=["pw", "head"],
+            workdir=tmp_path,
+            latency=lambda ps: [1.0] * len(ps),
+        )
     assert e.value.exit_code == 6
 
 
@@ -81,8 +105,19 @@ def test_budget_records_each_fallback_with_its_latency_cost(artifact, calib_npz,
     ranges = type(ranges)(method="minmax", num_samples=ranges.num_samples, ranges=broken)
     ev = load_eval(eval_npz, inputs=artifact.manifest.inputs, preprocessing=None)
     plan, groups = default_plan(model, cfg), node_groups(model)
-    res = apply_budget(pre, ranges, plan, groups, cfg, eval_set=ev, max_drop=10.0, fp32_metric=100.0,
-                       order=["pw", "head", "proj"], workdir=tmp_path, latency=lambda ps: [2.0, 1.5])  # fmt: skip
+    res = apply_budget(
+        pre,
+        ranges,
+        plan,
+        groups,
+        cfg,
+        eval_set=ev,
+        max_drop=10.0,
+        fp32_metric=100.0,
+        order=["pw", "head", "proj"],
+        workdir=tmp_path,
+        latency=lambda ps: [2.0, 1.5],
+    )
     assert res.start_metric < 90.0
     assert [f.group for f in res.fallbacks] == ["pw", "head"]
     assert res.fallbacks[-1].metric >= 90.0 and res.final_metric == res.fallbacks[-1].metric
@@ -102,8 +137,7 @@ def test_trained_digits_model_meets_a_half_point_budget_with_a_report(tmp_path):
     model, meta = load_reference("digits_shvit")
     x, y = reference_heldout(meta)
     x, y = x[:300], y[:300]  # enough for a 0.5-point budget to mean something, small enough for 2 cores
-    fp32 = export(model.eval(), fmt="onnx", out=tmp_path / "fp32",
-                  example_inputs=(torch.from_numpy(x[:1]),))  # fmt: skip
+    fp32 = export(model.eval(), fmt="onnx", out=tmp_path / "fp32", example_inputs=(torch.from_numpy(x[:1]),))
     name = fp32.manifest.inputs[0].name
     np.savez(tmp_path / "calib.npz", **{name: x[:64]})
     np.savez(tmp_path / "eval.npz", x=x, y=y)

@@ -99,8 +99,9 @@ def test_quantize_search_reads_the_calibration_data_once(artifact, tmp_path):
 def test_one_calibration_serves_several_plans_and_is_checked_against_model_and_config(artifact, tmp_path):
     cfg = QuantConfig(calib_size=16, fidelity_samples=4, search=SearchConfig(enabled=False))
     reader = CountingReader(samples(20))
-    cal = calibrate(artifact.model_path, reader, inputs=artifact.manifest.inputs, preprocessing=None, config=cfg,
-                    workdir=tmp_path)  # fmt: skip
+    cal = calibrate(
+        artifact.model_path, reader, inputs=artifact.manifest.inputs, preprocessing=None, config=cfg, workdir=tmp_path
+    )
     full = quantize(artifact, cfg, calibration=cal, out=tmp_path / "full")
     fewer = QuantPlan.from_dict(json.loads((full.path / "plan.json").read_text())).without(["q", "k"], "test")
     quantize(artifact, cfg, calibration=cal, out=tmp_path / "fewer", plan=fewer)

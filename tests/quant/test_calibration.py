@@ -73,8 +73,9 @@ def test_all_samples_unreadable_is_a_calibration_error_even_with_skip(tmp_path):
     folder.mkdir()
     for i in range(3):
         (folder / f"{i}.png").write_bytes(b"\x89PNG broken")
-    data = open_calibration(folder, inputs=INPUTS, preprocessing=PRE,
-                            config=QuantConfig(on_bad_sample="skip", fidelity_samples=0))  # fmt: skip
+    data = open_calibration(
+        folder, inputs=INPUTS, preprocessing=PRE, config=QuantConfig(on_bad_sample="skip", fidelity_samples=0)
+    )
     with pytest.raises(CalibrationError, match="no readable calibration samples"):
         drain(data.reader)
 
@@ -94,8 +95,12 @@ def test_nan_input_is_refused_naming_the_sample(tmp_path):
     arr = np.random.default_rng(0).standard_normal((5, 3, RES, RES)).astype(np.float32)
     arr[3, 0, 2, 2] = np.nan
     np.save(tmp_path / "x.npy", arr)
-    data = open_calibration(tmp_path / "x.npy", inputs=INPUTS, preprocessing=None,
-                            config=QuantConfig(on_bad_sample="skip", fidelity_samples=0))  # fmt: skip
+    data = open_calibration(
+        tmp_path / "x.npy",
+        inputs=INPUTS,
+        preprocessing=None,
+        config=QuantConfig(on_bad_sample="skip", fidelity_samples=0),
+    )
     with pytest.raises(CalibrationError, match=r"x\.npy\[3\].*NaN"):
         drain(data.reader)
 
@@ -111,8 +116,9 @@ def test_inf_input_is_refused_too(tmp_path):
     arr = np.zeros((2, 3, RES, RES), np.float32)
     arr[1, 1, 1, 1] = np.inf
     np.savez(tmp_path / "x.npz", input=arr)
-    data = open_calibration(tmp_path / "x.npz", inputs=INPUTS, preprocessing=None,
-                            config=QuantConfig(fidelity_samples=0))  # fmt: skip
+    data = open_calibration(
+        tmp_path / "x.npz", inputs=INPUTS, preprocessing=None, config=QuantConfig(fidelity_samples=0)
+    )
     with pytest.raises(CalibrationError, match=r"x\.npz\[1\]"):
         drain(data.reader)
 
@@ -131,8 +137,9 @@ def test_array_with_wrong_sample_shape_is_refused(tmp_path):
 
 def test_image_folder_whose_preprocessing_does_not_fit_the_model_is_not_skipped(image_folder):
     other = ImageInput(resolution=RES * 2)
-    data = open_calibration(image_folder, inputs=INPUTS, preprocessing=other,
-                            config=QuantConfig(on_bad_sample="skip", fidelity_samples=0))  # fmt: skip
+    data = open_calibration(
+        image_folder, inputs=INPUTS, preprocessing=other, config=QuantConfig(on_bad_sample="skip", fidelity_samples=0)
+    )
     with pytest.raises(CalibrationError, match="expects"):
         data.reader.get_next()
 
@@ -177,8 +184,9 @@ def test_wav_folder_feeds_the_waveform_and_refuses_a_wrong_rate(tmp_path):
     data = open_calibration(folder, inputs=inputs, preprocessing=pre, config=QuantConfig(fidelity_samples=0))
     with pytest.raises(CalibrationError, match=r"wrong_rate.wav.*16000 Hz.*8000 Hz"):
         drain(data.reader)
-    skip = open_calibration(folder, inputs=inputs, preprocessing=pre,
-                            config=QuantConfig(fidelity_samples=0, on_bad_sample="skip"))  # fmt: skip
+    skip = open_calibration(
+        folder, inputs=inputs, preprocessing=pre, config=QuantConfig(fidelity_samples=0, on_bad_sample="skip")
+    )
     feeds = drain(skip.reader)
     assert len(feeds) == 4 and skip.summary.skipped == 1
     assert feeds[0]["wave"].shape == (1, AUDIO.num_samples) and np.abs(feeds[0]["wave"]).max() <= 1.0
@@ -188,8 +196,12 @@ def test_host_frontend_audio_is_fed_as_log_mel(tmp_path):
     save_wav(tmp_path / "w" / "a.wav", AUDIO.sample_rate, 0.25, np.random.default_rng(0))
     pre = {**AUDIO.to_dict(), "frontend": "host"}
     shape = (1, 1, AUDIO.n_mels, AUDIO.num_frames)
-    data = open_calibration(tmp_path / "w", inputs=[TensorSpec(name="mel", shape=shape, dtype="float32")],
-                            preprocessing=pre, config=QuantConfig(fidelity_samples=0))  # fmt: skip
+    data = open_calibration(
+        tmp_path / "w",
+        inputs=[TensorSpec(name="mel", shape=shape, dtype="float32")],
+        preprocessing=pre,
+        config=QuantConfig(fidelity_samples=0),
+    )
     assert drain(data.reader)[0]["mel"].shape == shape
 
 
@@ -239,8 +251,9 @@ def test_nan_activation_is_a_calibration_error_naming_tensor_and_sample(tmp_path
     arr = np.abs(np.random.default_rng(0).standard_normal((3, 3, RES, RES))).astype(np.float32)
     arr[2] *= -1  # Sqrt of negative inputs: NaN inside the graph, not in the input
     np.save(tmp_path / "x.npy", arr)
-    data = open_calibration(tmp_path / "x.npy", inputs=INPUTS, preprocessing=None,
-                            config=QuantConfig(fidelity_samples=0))  # fmt: skip
+    data = open_calibration(
+        tmp_path / "x.npy", inputs=INPUTS, preprocessing=None, config=QuantConfig(fidelity_samples=0)
+    )
     with pytest.raises(CalibrationError, match=r"activation 'sqrt_in'.*x\.npy\[2\]"):
         compute_ranges(pre, data.reader, QuantConfig())
 

@@ -61,9 +61,18 @@ def test_a_group_whose_int8_is_slower_is_kept_float_for_latency(prepared, tmp_pa
     assert {"head", "pw"} <= set(plan.nodes_to_quantize)
     # int8 halves every layer except the head, where Q/DQ overhead makes it 3x slower
     costs = {n: (1.0, 0.5) for n in plan.nodes_to_quantize} | {"head": (0.2, 0.6)}
-    result = search_placement(pre, ranges, plan, node_groups(model), cfg, feeds=feeds, reference=reference,
-                              workdir=tmp_path / "cands", search=SearchConfig(min_cosine=0.99),
-                              latency=cost_model(costs))  # fmt: skip
+    result = search_placement(
+        pre,
+        ranges,
+        plan,
+        node_groups(model),
+        cfg,
+        feeds=feeds,
+        reference=reference,
+        workdir=tmp_path / "cands",
+        search=SearchConfig(min_cosine=0.99),
+        latency=cost_model(costs),
+    )
     by_group = {d.group: d for d in result.decisions}
     assert by_group["head"].decision == "float" and by_group["head"].reason == "latency"
     assert by_group["head"].latency_float_ms < by_group["head"].latency_int8_ms
@@ -78,9 +87,18 @@ def test_search_stops_at_max_candidates_and_leaves_the_rest_default(prepared, tm
     cfg, pre, model, ranges, feeds, reference = prepared
     plan = default_plan(model, cfg)
     costs = {n: (1.0, 2.0) for n in plan.nodes_to_quantize}  # int8 never pays
-    result = search_placement(pre, ranges, plan, node_groups(model), cfg, feeds=feeds, reference=reference,
-                              workdir=tmp_path / "cands", search=SearchConfig(max_candidates=2, min_cosine=0.99),
-                              latency=cost_model(costs))  # fmt: skip
+    result = search_placement(
+        pre,
+        ranges,
+        plan,
+        node_groups(model),
+        cfg,
+        feeds=feeds,
+        reference=reference,
+        workdir=tmp_path / "cands",
+        search=SearchConfig(max_candidates=2, min_cosine=0.99),
+        latency=cost_model(costs),
+    )
     assert result.searched == 2 and result.stopped == "max_candidates"
     assert sum(d.reason == "latency" for d in result.decisions) == 2
     assert all(d.decision == "int8" for d in result.decisions if d.reason == "default")
@@ -90,8 +108,17 @@ def test_real_measurement_search_is_bounded_and_returns_a_valid_model(prepared, 
     cfg, pre, model, ranges, feeds, reference = prepared
     plan = default_plan(model, cfg)
     search = SearchConfig(max_candidates=3, rounds=2, runs_per_round=5, min_cosine=0.999)
-    result = search_placement(pre, ranges, plan, node_groups(model), cfg, feeds=feeds, reference=reference,
-                              workdir=tmp_path / "cands", search=search)  # fmt: skip
+    result = search_placement(
+        pre,
+        ranges,
+        plan,
+        node_groups(model),
+        cfg,
+        feeds=feeds,
+        reference=reference,
+        workdir=tmp_path / "cands",
+        search=search,
+    )
     assert result.searched <= 3
     assert result.plan.nodes_to_quantize
     fid = compare_outputs(reference, run_all(ort_runner(result.path), feeds), rows=True)

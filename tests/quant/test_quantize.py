@@ -138,8 +138,9 @@ def test_a_plan_with_the_search_on_is_refused_before_any_work(artifact, calib_np
     assert not (tmp_path / "q").exists()
 
 
-def test_the_search_fails_before_calibrating_without_matplotlib_but_the_core_runs(artifact, calib_npz, tmp_path,
-                                                                                  monkeypatch):  # fmt: skip
+def test_the_search_fails_before_calibrating_without_matplotlib_but_the_core_runs(
+    artifact, calib_npz, tmp_path, monkeypatch
+):
     class Reader:
         calls = 0
 
@@ -242,8 +243,9 @@ def test_existing_output_needs_overwrite(artifact, calib_npz, tmp_path):
 def test_image_folder_with_bad_files_is_quantized_with_skip_and_counted(artifact, image_folder, tmp_path):
     (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
     save_image(image_folder / "cmyk.jpg", "CMYK", np.random.default_rng(3))
-    q = quantize(artifact, FAST.replace(on_bad_sample="skip", fidelity_samples=4), calib=image_folder,
-                 out=tmp_path / "int8")  # fmt: skip
+    q = quantize(
+        artifact, FAST.replace(on_bad_sample="skip", fidelity_samples=4), calib=image_folder, out=tmp_path / "int8"
+    )
     calib = q.manifest.calibration
     assert calib.found == 26 and calib.sampled == 16 and calib.holdout == 4
     assert calib.used + calib.skipped == 16 and calib.skipped <= 1
@@ -275,8 +277,11 @@ def _ffn(dw_between_gelus: bool) -> onnx.ModelProto:
 
     rng = np.random.default_rng(0)
     w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
-    act = (lambda i, o, n: [helper.make_node("Gelu", [i], [o], name=n, domain="com.microsoft")]) if dw_between_gelus \
-        else (lambda i, o, n: [helper.make_node("Relu", [i], [o], name=n)])  # fmt: skip
+    act = (
+        (lambda i, o, n: [helper.make_node("Gelu", [i], [o], name=n, domain="com.microsoft")])
+        if dw_between_gelus
+        else (lambda i, o, n: [helper.make_node("Relu", [i], [o], name=n)])
+    )
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["a"], name="pw1"),
         *act("a", "b", "act1"),
@@ -286,10 +291,12 @@ def _ffn(dw_between_gelus: bool) -> onnx.ModelProto:
         helper.make_node("Add", ["e", "bias"], ["y"], name="bias_add"),
     ]
     graph = helper.make_graph(
-        nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+        nodes,
+        "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
         [w("w0", 16, 8, 1, 1), w("wd", 16, 1, 3, 3), w("w1", 8, 16, 1, 1), w("bias", 1, 8, 1, 1)],
-    )  # fmt: skip
+    )
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
     )
@@ -321,11 +328,18 @@ def test_default_plan_keeps_a_spectrogram_front_end_float():
         helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
     ]
     graph = helper.make_graph(
-        nodes, "frontend", [helper.make_tensor_value_info("wave", TensorProto.FLOAT, [1, 1, 64])],
+        nodes,
+        "frontend",
+        [helper.make_tensor_value_info("wave", TensorProto.FLOAT, [1, 1, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 15, 4])],
-        [w("basis", 8, 1, 8), w("mel", 8, 6), numpy_helper.from_array(np.full((1,), 1e-6, np.float32), "eps"),
-         w("w1", 6, 16), w("w2", 16, 4)],
-    )  # fmt: skip
+        [
+            w("basis", 8, 1, 8),
+            w("mel", 8, 6),
+            numpy_helper.from_array(np.full((1,), 1e-6, np.float32), "eps"),
+            w("w1", 6, 16),
+            w("w2", 16, 4),
+        ],
+    )
     plan = default_plan(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), QuantConfig())
     assert set(plan.nodes_to_quantize) == {"fc1", "fc2"}
     for name in ("stft", "mel"):
@@ -351,9 +365,16 @@ def test_node_groups_use_weight_names_when_the_graph_has_no_metadata():
 
 # --- a small zoo model, exported by torch's dynamo exporter ----------------------------------
 TINY_L1 = dict(
-    resolution=64, widths=(16, 32, 48, 64), depths=(1, 1, 1, 2), mlp_ratios=((4,), (4,), (4,), (4, 4)),
-    mixers=(("pool",), ("pool",), ("pool",), ("pool", "attn")), num_heads=2, key_dim=8, val_dim=16, num_classes=10,
-)  # fmt: skip
+    resolution=64,
+    widths=(16, 32, 48, 64),
+    depths=(1, 1, 1, 2),
+    mlp_ratios=((4,), (4,), (4,), (4, 4)),
+    mixers=(("pool",), ("pool",), ("pool",), ("pool", "attn")),
+    num_heads=2,
+    key_dim=8,
+    val_dim=16,
+    num_classes=10,
+)
 
 
 @pytest.fixture(scope="module")
@@ -366,13 +387,28 @@ def zoo_artifact(tmp_path_factory):
     model = create_model("efficientformer_l1", **TINY_L1).eval().fuse()
     root = tmp_path_factory.mktemp("zoo")
     path = root / "export.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), dynamo=True, opset_version=18,
-                      input_names=["input"], output_names=["logits"], external_data=False)  # fmt: skip
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 64, 64),),
+        str(path),
+        dynamo=True,
+        opset_version=18,
+        input_names=["input"],
+        output_names=["logits"],
+        external_data=False,
+    )
     proto = onnx.load(str(path))
     inputs, outputs = graph_io(proto)
     pre = dataclasses.replace(get_spec("efficientformer_l1").input, resolution=64)
-    manifest = Manifest(format="onnx", precision="fp32", model_name="efficientformer_l1", main_file="model.onnx",
-                        inputs=inputs, outputs=outputs, preprocessing=pre)  # fmt: skip
+    manifest = Manifest(
+        format="onnx",
+        precision="fp32",
+        model_name="efficientformer_l1",
+        main_file="model.onnx",
+        inputs=inputs,
+        outputs=outputs,
+        preprocessing=pre,
+    )
     with ArtifactWriter(root / "fp32") as w:
         embed_manifest(proto, manifest)
         onnx.save(proto, str(w.dir / "model.onnx"))
@@ -392,11 +428,17 @@ def test_zoo_model_int8_matches_fp32_and_keeps_softmax_layernorm_float(zoo_artif
     model = onnx.load(str(q.model_path))
     prod = producers(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    int8_convs = [n for n in convs if all(prod.get(i) is not None and prod[i].op_type == "DequantizeLinear"
-                                       for i in n.input[:2])]  # fmt: skip
+    int8_convs = [
+        n for n in convs if all(prod.get(i) is not None and prod[i].op_type == "DequantizeLinear" for i in n.input[:2])
+    ]
     assert len(int8_convs) == len(convs) - 1  # every conv but the stem
-    matmul_w = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and prod.get(n.input[1]) is not None
-                and prod[n.input[1]].op_type == "DequantizeLinear"]  # fmt: skip
+    matmul_w = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        and prod.get(n.input[1]) is not None
+        and prod[n.input[1]].op_type == "DequantizeLinear"
+    ]
     assert matmul_w
     kept = [n.name for n in model.graph.node if n.op_type in ("Softmax", "LayerNormalization")]
     assert kept and not set(kept) & set(_plan_of(q).nodes_to_quantize)
@@ -442,8 +484,9 @@ def test_a_graph_ort_symbolic_inference_cannot_follow_still_quantizes(tmp_path, 
     assert list(cwd.iterdir()) == []  # nothing left behind in the user's folder
 
 
-def test_a_relative_artifact_path_is_pre_processed_with_symbolic_inference(artifact, calib_npz, tmp_path, caplog,
-                                                                          monkeypatch):  # fmt: skip
+def test_a_relative_artifact_path_is_pre_processed_with_symbolic_inference(
+    artifact, calib_npz, tmp_path, caplog, monkeypatch
+):
     monkeypatch.chdir(artifact.path.parent)  # the README quick start passes paths relative to the working folder
     with caplog.at_level(logging.WARNING, logger="edgeformer.quant.ort_adapter"):
         q = quantize(artifact.path.name, FAST, calib=calib_npz, out=tmp_path / "int8", cache=None)

@@ -73,17 +73,25 @@ def test_report_files_are_written_and_the_png_is_a_real_png(tmp_path):
 
 def test_an_unmeasurable_fidelity_is_said_and_left_off_the_plot(tmp_path):
     base = make_report()
-    broken = QuantReport(**{
-        **base.to_dict(),
-        "fidelity": {**base.fidelity, "cosine": None, "cosine_mean": None, "problem": "logits: NaN/Inf: 2 NaN"},
-        "candidates": [*base.candidates, {"label": "head float", "quantized_nodes": 4, "latency_ms": 1.0,
-                                          "cosine": None}],
-    })  # fmt: skip
+    broken = QuantReport(
+        **{
+            **base.to_dict(),
+            "fidelity": {**base.fidelity, "cosine": None, "cosine_mean": None, "problem": "logits: NaN/Inf: 2 NaN"},
+            "candidates": [
+                *base.candidates,
+                {"label": "head float", "quantized_nodes": 4, "latency_ms": 1.0, "cosine": None},
+            ],
+        }
+    )
     write_report(tmp_path, broken)
     md = (tmp_path / MD_NAME).read_text()
     assert "cosine min -, mean -" in md and "**Not measurable: logits: NaN/Inf: 2 NaN.**" in md
-    assert broken.summary()["fidelity"] == {"cosine": None, "cosine_mean": None, "top1_agreement": 1.0,
-                                            "problem": "logits: NaN/Inf: 2 NaN"}  # fmt: skip
+    assert broken.summary()["fidelity"] == {
+        "cosine": None,
+        "cosine_mean": None,
+        "top1_agreement": 1.0,
+        "problem": "logits: NaN/Inf: 2 NaN",
+    }
 
 
 def test_summary_counts_float_groups_by_reason():

@@ -54,8 +54,9 @@ def test_tensor_sqnr_covers_every_quantized_node_from_the_calibrated_ranges(setu
     assert {"weight", "activation"} == {r.kind for r in rows}
     assert all(15 < r.sqnr_db < 80 for r in rows)
     # a range 100x too narrow clips the activation: its SQNR collapses
-    narrow = type(ranges)(method="minmax", num_samples=1,
-                          ranges={k: (lo / 100, hi / 100) for k, (lo, hi) in ranges.ranges.items()})  # fmt: skip
+    narrow = type(ranges)(
+        method="minmax", num_samples=1, ranges={k: (lo / 100, hi / 100) for k, (lo, hi) in ranges.ranges.items()}
+    )
     bad = {r.tensor: r.sqnr_db for r in tensor_sqnr(pre, narrow, plan, cfg, feeds) if r.kind == "activation"}
     good = {r.tensor: r.sqnr_db for r in rows if r.kind == "activation"}
     assert all(bad[t] < good[t] - 20 for t in good)
@@ -67,7 +68,8 @@ def test_group_alone_quantizes_one_group_at_a_time(setup):
     cfg, pre, model, ranges, feeds, artifact = setup
     plan = default_plan(model, cfg)
     reference = run_all(ort_runner(artifact.model_path), feeds)
-    alone = group_alone(pre, ranges, plan, node_groups(model), cfg, feeds, reference, max_groups=3,
-                        metric=lambda p: 42.0)  # fmt: skip
+    alone = group_alone(
+        pre, ranges, plan, node_groups(model), cfg, feeds, reference, max_groups=3, metric=lambda p: 42.0
+    )
     assert len(alone) == 3
     assert all(0.99 < a.cosine <= 1.0 and a.metric == 42.0 and a.problem is None for a in alone)

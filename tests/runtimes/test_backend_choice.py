@@ -83,13 +83,23 @@ def test_predict_cli_runs_an_ir_on_openvino_by_default(ir):
     npy = ir.parent / "x.npy"
     np.save(npy, x)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "edgeformer.cli.app", "predict", str(ir), str(npy), "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeformer.cli.app", "predict", str(ir), str(npy), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)[str(npy)][0]
     with Session(FIXTURE) as ref:
         assert top["index"] == int(ref.run({"input": x[None]})["logits"].argmax())
     assert "random-init" not in proc.stderr  # an ONNX from elsewhere has no zoo lineage: nothing to warn about
-    plain = subprocess.run([sys.executable, "-m", "edgeformer.cli.app", "predict", str(ir), str(npy)],
-                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    plain = subprocess.run(
+        [sys.executable, "-m", "edgeformer.cli.app", "predict", str(ir), str(npy)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert plain.returncode == 0 and "on openvino" in plain.stdout, plain.stdout + plain.stderr
