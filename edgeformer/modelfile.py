@@ -39,16 +39,21 @@ log = logging.getLogger(__name__)
 _PROTO_LIMIT = 2**31 - 1
 # ModelProto's top-level field numbers (onnx.proto3); a protobuf with only these is an ONNX model.
 _ONNX_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25, 26}
-_QUANT_OPS = {
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "DynamicQuantizeLinear",
-    "MatMulNBits",
-}
+# ops that only a quantized graph has: a model holding one is int8 (guess_precision) and is not quantized again
+QUANT_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeLinear",
+        "MatMulNBits",
+        "QGemm",
+        "QLinearAdd",
+    }
+)
 
 _CHECKPOINT = "a PyTorch checkpoint; pass it with --checkpoint to `edgeformer export`"
 _KINDS = {  # kind: what it is and which command takes it
@@ -564,7 +569,7 @@ def manifest_for_bare_file(path: str | Path) -> Manifest:
 
 def guess_precision(proto: onnx.ModelProto) -> str:
     """``int8`` for quantized graphs, else the dominant float type of the initializers."""
-    if any(n.op_type in _QUANT_OPS for n in proto.graph.node):
+    if any(n.op_type in QUANT_OPS for n in proto.graph.node):
         return "int8"
     counts = {TensorProto.FLOAT16: 0, TensorProto.BFLOAT16: 0, TensorProto.FLOAT: 0}
     for t in proto.graph.initializer:

@@ -12,7 +12,6 @@ import typer
 from ..errors import ConfigError
 from ..steps import USE_DEFAULT_CACHE
 from .common import (
-    BatchOpt,
     CheckpointOpt,
     FormatOpt,
     JsonOpt,
@@ -55,16 +54,18 @@ def export_cmd(
     fmt: FormatOpt = "onnx",
     out: OutOpt = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the model's export hint).")] = None,
-    batch: BatchOpt = 1,
+    batch: Annotated[int | None, typer.Option("--batch", "-b", min=1, help="Batch size of the exported input.")] = None,
     dynamic_batch: Annotated[
         bool | None, typer.Option("--dynamic-batch/--static-batch", help="Symbolic batch axis (default: spec's).")
     ] = None,
     resolution: ResolutionOpt = None,
     checkpoint: CheckpointOpt = None,
-    exporter: Annotated[Exporter, typer.Option(help="torch.export-based dynamo exporter, or TorchScript.")] = (
-        Exporter.dynamo
-    ),
-    optimize: Annotated[bool, typer.Option(help="Run the ONNX graph optimizer after export.")] = True,
+    exporter: Annotated[
+        Exporter | None, typer.Option(help="ONNX: torch.export-based dynamo exporter (default), or TorchScript.")
+    ] = None,
+    optimize: Annotated[
+        bool | None, typer.Option("--optimize/--no-optimize", help="ONNX: run the graph optimizer (default: on).")
+    ] = None,
     atol: Annotated[float | None, typer.Option(help="Parity: max abs error relative to output scale.")] = None,
     min_cosine: Annotated[float | None, typer.Option(help="Parity: minimum cosine vs torch per output.")] = None,
     arch: Annotated[
@@ -79,25 +80,22 @@ def export_cmd(
 
     Example: edgeformer export efficientformer_l1 --out build/l1 --dynamic-batch
     """
-    from ..export import export
-    from ..export.onnx import OnnxExportConfig
+    from ..export import build_config, export
 
     setup_logging(verbose)
-    if fmt == "coreml":  # straight from torch; precision and compute units: `edgeformer compile --format coreml`
-        from ..export.coreml import CoreMlConfig
-
-        config = CoreMlConfig(batch=batch, resolution=resolution)
-    else:
-        config = OnnxExportConfig(
-            opset=opset,
-            batch=batch,
-            dynamic_batch=dynamic_batch,
-            resolution=resolution,
-            dynamo=exporter is Exporter.dynamo,
-            optimize=optimize,
-            atol=atol,
-            min_cosine=min_cosine,
-        )
+    dynamo = None if exporter is None else exporter is Exporter.dynamo
+    given = dict(
+        opset=opset,
+        batch=batch,
+        dynamic_batch=dynamic_batch,
+        resolution=resolution,
+        atol=atol,
+        min_cosine=min_cosine,
+        optimize=optimize,
+        dynamo=dynamo,
+    )
+    # the format's table builds its config: a flag it does not take is an error, never silently dropped
+    config = build_config(fmt, **{k: v for k, v in given.items() if v is not None})
     out = out or Path(f"{model}-{fmt}")
     with console.status(f"exporting {model} to {fmt}…", spinner="dots"):
         artifact = export(

@@ -14,9 +14,9 @@ Example::
 
 # light on purpose: compile targets import export.parity/export.coreml without torch; the torch side is
 # edgeformer.export.source (prepare_source), imported by the exporters that need it
-from .formats import FORMATS, ExportFormat, export, get_format
+from .formats import FORMATS, ExportFormat, build_config, export, get_format
 
-__all__ = ["FORMATS", "ExportFormat", "export", "get_format"]
+__all__ = ["FORMATS", "ExportFormat", "build_config", "export", "get_format"]
 
 from ..callable_package import make_callable
 

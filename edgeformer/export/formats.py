@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,20 @@ class ExportFormat:
 
     name: str
     target: str
+    config: str  # "module:Class" of the format's config, built by build_config from the CLI's options
 
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
-        ExportFormat(name="onnx", target="edgeformer.export.onnx:export_onnx"),
-        ExportFormat(name="coreml", target="edgeformer.export.coreml:export_coreml"),
+        ExportFormat(
+            name="onnx", target="edgeformer.export.onnx:export_onnx", config="edgeformer.export.onnx:OnnxExportConfig"
+        ),
+        ExportFormat(
+            name="coreml",
+            target="edgeformer.export.coreml:export_coreml",
+            config="edgeformer.export.coreml:CoreMlConfig",
+        ),
     )
 }
 
@@ -86,6 +94,28 @@ def get_format(fmt: str) -> ExportFormat:
             f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; known: {', '.join(FORMATS)} (--format)."
         )
     return FORMATS[fmt]
+
+
+def build_config(fmt: str, **options: Any) -> Any:
+    """The config of export format ``fmt`` from keyword options (compile's pattern: nothing silently dropped).
+
+    Raises:
+        ConfigError: an unknown format, or an option the format does not take (named, with close matches).
+    """
+    spec = get_format(fmt)
+    module, _, attr = spec.config.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        hints = "; ".join(f"--{k.replace('_', '-')}{did_you_mean(k, fields)}" for k in unknown)
+        raise ConfigError(
+            f"{hints} does not apply to --format {spec.name}; it takes {', '.join(sorted(fields))} "
+            f"(precision and compute units of a CoreML package: `edgeformer compile --format coreml`)."
+            if spec.name == "coreml"
+            else f"{hints} does not apply to --format {spec.name}; it takes {', '.join(sorted(fields))}."
+        )
+    return cls(**options)
 
 
 def export(

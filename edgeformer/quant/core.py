@@ -21,7 +21,7 @@ from ..artifact import Artifact, Manifest, TensorSpec, write_json_atomic
 from ..compare import Agreement, compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, InvalidInputError, QualityGateError
 from ..manifest import CalibrationRecord
-from ..modelfile import embed_manifest, graph_io, load_onnx
+from ..modelfile import QUANT_OPS, embed_manifest, graph_io, load_onnx
 from .calibration import CalibrationData, open_calibration
 from .config import QuantConfig
 from .ort_adapter import compute_ranges, preprocess, write_qdq
@@ -30,18 +30,6 @@ from .recipe import QuantPlan, default_plan
 
 log = logging.getLogger(__name__)
 
-QUANT_OPS = (
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "DynamicQuantizeLinear",
-    "MatMulNBits",
-    "QGemm",
-    "QLinearAdd",
-)
 MODEL_FILE = "model.onnx"
 
 

@@ -64,3 +64,28 @@ def test_parse_overrides(items, expected):
 def test_parse_overrides_rejects_missing_equals():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["num_classes"])
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--format", "coreml", "--opset", "17"], "--opset does not apply to --format coreml"),
+        (["--format", "coreml", "--no-optimize"], "--optimize does not apply to --format coreml"),
+        (["--format", "tflite"], "unknown export format 'tflite'"),
+    ],
+)
+def test_export_refuses_a_flag_its_format_does_not_take_instead_of_dropping_it(args, match, tmp_path):
+    result = runner.invoke(app, ["export", "shvit_s1", *args, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and match in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_configs_come_from_the_format_table():
+    from edgeformer.export import build_config
+    from edgeformer.export.coreml import CoreMlConfig
+    from edgeformer.export.onnx import OnnxExportConfig
+
+    assert build_config("onnx", opset=17, dynamo=False) == OnnxExportConfig(opset=17, dynamo=False)
+    assert build_config("coreml", batch=2) == CoreMlConfig(batch=2)
+    with pytest.raises(ConfigError, match="did you mean 'opset'"):
+        build_config("onnx", opst=17)
