@@ -137,7 +137,7 @@ def compiled(
             or (needs() if needs is not None else None)
         )
         if reason:  # before building anything: the artifact could not be timed here, or not usefully
-            raise BackendUnavailableError(f"{target}-{precision} skipped here: {reason}")
+            raise BackendUnavailableError(f"{target} cannot run here: {reason}")  # one reason, one shared footnote
         src = source(ctx)
         opts = {**options, **({"threads": ctx.threads} if target == "ort" else {})}
         art = ctx.artifact(
