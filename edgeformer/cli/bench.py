@@ -85,6 +85,7 @@ def bench_table(report) -> tuple[Table, list[str]]:
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,  # one space each side of the divider, not two: room for the note
     )
     for c in _COLUMNS:
         t.add_column(c, no_wrap=True, overflow="ellipsis", justify="left" if c in ("", "row", "note") else "right")

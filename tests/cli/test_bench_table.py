@@ -65,7 +65,8 @@ def test_the_table_fits_120_columns_with_one_line_per_row():
     for row in rows:  # every row's name on exactly one line, whole: no wrapped or cut cells
         assert sum(f" {row.name} " in f" {line} " for line in lines) == 1, row.name
     # the long reason went to one shared footnote; the tools to the last line
-    assert any(line.rstrip().endswith(" a note of 22 chars.xyz") for line in lines)  # the longest note that stays in the table
+    # the longest note that stays in the table
+    assert any(line.rstrip().endswith(" a note of 22 chars.xyz") for line in lines)
     assert footnotes.count(LONG) == 1 and sum(f"see [{footnotes.index(LONG) + 1}]" in line for line in lines) == 6
     assert footnotes[-1] == "tools: onnxruntime 1.31.1 · openvino 2026.4.1"
 
