@@ -62,6 +62,7 @@ from ..runtimes.openvino import (
     device_facts,
     import_openvino,
     precision_problem,
+    probe_in_subprocess,
 )
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 
@@ -376,6 +377,8 @@ def _fidelity(parent: Artifact, ir: Artifact, config: OpenVinoConfig, core: Any,
             )
         return CheckRecord(skipped=why)
 
+    if config.precision == "int8":  # a native crash in OpenVINO's int8 kernels must fail the step, not the caller
+        probe_in_subprocess(ir.model_path, config.device, hint, inputs)
     session = OpenVinoSession(ir, SessionOptions(providers=(config.device,)))
     try:
         agreement = compare_on(ort_runner(parent.model_path), session.run, inputs)
