@@ -117,25 +117,18 @@ def compiled(
     what: str = "",
     *,
     key: str | None = None,
-    needs: Callable[[], str | None] | None = None,
     **options: Any,
 ) -> Callable[[BenchContext], BenchRow]:
     """A row that compiles ``source(ctx)`` for ``target`` at ``precision`` and times it on that target's runtime.
 
-    ``key`` names the artifact's folder in the report (default ``<target>-<precision>``); ``needs`` returns why
-    the row cannot pay off on this hardware (it is then skipped, not timed); ``options`` are fields of the
-    target's compile config. Whether the backend and the precision can run here at all is asked of the same
+    ``key`` names the artifact's folder in the report (default ``<target>-<precision>``); ``options`` are fields
+    of the target's compile config. Whether the backend and the precision can run here at all is asked of the same
     functions ``edgeformer doctor`` reports from (``available()``, :func:`~edgeformer.profiling.precision_unavailable`).
     """
     backend = "ort" if target == "ort" else target
 
     def run(ctx: BenchContext) -> BenchRow:
-
-        reason = (
-            get_backend(backend).available()
-            or precision_unavailable(backend, precision)
-            or (needs() if needs is not None else None)
-        )
+        reason = get_backend(backend).available() or precision_unavailable(backend, precision)
         if reason:  # before building anything: the artifact could not be timed here, or not usefully
             raise BackendUnavailableError(f"{target} cannot run here: {reason}")  # one reason, one shared footnote
         src = source(ctx)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelFileError, did_you_mean
 from ..manifest import RuntimeSettings
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
+from .child import run_in_child
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -312,34 +314,27 @@ for sample in sorted({k.split("/", 1)[0] for k in data.files}):
 """
 
 
-def probe_in_subprocess(xml: Path, device: str, hint: str, feeds: Mapping[str, Mapping[str, np.ndarray]],
-                        timeout: float = 300.0) -> None:  # fmt: skip
+def probe_in_subprocess(
+    xml: Path, device: str, hint: str, feeds: Mapping[str, Mapping[str, np.ndarray]], timeout: float = 300.0
+) -> None:
     """Run the IR on ``feeds`` once in a child process first: OpenVINO can crash natively on a graph it compiled
     (seen: NNCF int8 SHViT on an AMX CPU, SIGSEGV in every run), and that must fail a step, not kill the caller.
 
     Raises:
         BackendUnavailableError: the child crashed or hung; the message names the workaround.
     """
-    import signal  # only here: a probe is the rare path
-    import subprocess
-    import sys
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="edgeformer-ovprobe-") as tmp:
         npz = Path(tmp) / "feeds.npz"
         np.savez(npz, **{f"{i}/{name}": x for i, sample in enumerate(feeds.values()) for name, x in sample.items()})
-        cmd = [sys.executable, "-c", _PROBE, str(xml), device, hint, str(npz)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            raise BackendUnavailableError(f"OpenVINO did not finish running {xml} within {timeout:g} s.") from e
-    if proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name if -proc.returncode in signal.Signals._value2member_map_ else ""
+        _, failure = run_in_child(_PROBE, [str(xml), device, hint, str(npz)], timeout)
+    if failure is None:
+        return
+    if failure.kind == "timeout":
+        raise BackendUnavailableError(f"OpenVINO did not finish running {xml} within {failure.detail}.")
+    if failure.kind == "signal":
         raise BackendUnavailableError(
-            f"OpenVINO crashed running the compiled IR on {device} ({sig or f'signal {-proc.returncode}'}), a "
-            "runtime bug on this CPU; nothing was written. Use edgeformer's own int8 (--no-nncf), or keep oneDNN "
-            "off AMX for this process: ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI."
+            f"OpenVINO crashed running the compiled IR on {device} ({failure.detail}), a runtime bug on this CPU; "
+            "nothing was written. Use edgeformer's own int8 (--no-nncf), or keep oneDNN off AMX for this process: "
+            "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI."
         )
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise BackendUnavailableError(f"OpenVINO failed running {xml}: {lines[-1] if lines else proc.returncode}.")
+    raise BackendUnavailableError(f"OpenVINO failed running {xml}: {failure.detail}.")

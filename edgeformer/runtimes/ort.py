@@ -18,9 +18,6 @@ import importlib.util
 import json
 import logging
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +27,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelFileError, did_you_mean
 from ..modelfile import require_onnx, sniff
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
+from .child import run_in_child
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -272,30 +270,22 @@ def probe_in_subprocess(path: str | Path, timeout: float = 300.0) -> dict[str, A
 
 
 def _run_probe(path: Path, script: str, timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-c", script, str(path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
+    stdout, failure = run_in_child(script, [str(path)], timeout)
+    if failure is not None and failure.kind == "timeout":
         raise ModelFileError(
             f"{path}: onnxruntime did not finish loading and running the model within {timeout:g} s; "
             "the model may be malformed or far too large for this machine."
-        ) from e
-    if proc.returncode < 0:
-        try:
-            sig = signal.Signals(-proc.returncode).name
-        except ValueError:
-            sig = f"signal {-proc.returncode}"
-        raise ModelFileError(
-            f"onnxruntime crashed loading {path} ({sig}); the file is malformed or triggers a runtime bug. "
-            "Do not load it in-process; re-export it or report it to onnxruntime."
         )
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    if failure is not None and failure.kind == "signal":
         raise ModelFileError(
-            f"{path}: onnxruntime refused the model: {lines[-1] if lines else f'exit {proc.returncode}'}; "
-            "re-export it or check it with onnx.checker."
+            f"onnxruntime crashed loading {path} ({failure.detail}); the file is malformed or triggers a runtime "
+            "bug. Do not load it in-process; re-export it or report it to onnxruntime."
+        )
+    if failure is not None:
+        raise ModelFileError(
+            f"{path}: onnxruntime refused the model: {failure.detail}; re-export it or check it with onnx.checker."
         )
     try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return json.loads(stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: the probe process printed no result; output: {proc.stdout[-500:]!r}") from e
+        raise ModelFileError(f"{path}: the probe process printed no result; output: {stdout[-500:]!r}") from e
