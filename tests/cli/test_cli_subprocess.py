@@ -7,56 +7,19 @@ the code paths are the same as for the published variants.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-TINY = [
-    "--resolution",
-    "64",
-    "--arch",
-    "embed_dims=(32, 48, 64)",
-    "--arch",
-    "depths=(1, 1, 1)",
-    "--arch",
-    "partial_dims=(8, 12, 16)",
-    "--arch",
-    "mlp_ratios=((2.0,), (2.0,), (2.0,))",
-    "--arch",
-    "attention=((False,), (True,), (True,))",
-    "--arch",
-    "num_classes=10",
-]
-
-
-def cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "edgeformer.cli.app", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error ("), proc.stderr
-    assert needle in proc.stderr.splitlines()[0]
+from .conftest import TINY_SHVIT, assert_one_line_error, cli
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "tiny model ü"  # spaces and unicode on purpose
-    proc = cli("export", "shvit_s1", *TINY, "--out", str(out), "--json")
+    proc = cli("export", "shvit_s1", *TINY_SHVIT, "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     assert payload["manifest"]["model_name"] == "shvit_s1"
@@ -88,7 +51,7 @@ def test_export_writes_artifact_with_parity(exported):
 
 def test_export_refuses_existing_output_without_overwrite(exported):
     before = (exported / "artifact.json").read_bytes()
-    proc = cli("export", "shvit_s1", *TINY, "--out", str(exported))
+    proc = cli("export", "shvit_s1", *TINY_SHVIT, "--out", str(exported))
     assert_one_line_error(proc, 2, "--overwrite")
     assert (exported / "artifact.json").read_bytes() == before
 
@@ -138,7 +101,7 @@ def test_bench_fp32_formats_table(tmp_path):
     proc = cli(
         "bench",
         "shvit_s1",
-        *TINY[:2],
+        *TINY_SHVIT[:2],
         "--formats",
         "onnx,openvino",
         "--formats",
@@ -175,7 +138,7 @@ def test_bench_partial_failure_exits_7_and_keeps_the_table(tmp_path):
     proc = cli(
         "bench",
         "shvit_s1",
-        *TINY[:2],
+        *TINY_SHVIT[:2],
         "--formats",
         "onnx",
         "--calib",

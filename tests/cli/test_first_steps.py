@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,26 +21,15 @@ from edgeformer.models.reference import list_references, read_reference_meta
 from edgeformer.profiling import fp16_pays_off, precision_unavailable
 from edgeformer.runtimes import get_backend
 
+from .conftest import TINY_SHVIT, assert_one_line_error
+from .conftest import cli as _cli
+
 REPO = Path(__file__).resolve().parents[2]
 RANDOM_INIT_WARNING = "random-init weights: labels are noise"
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "EDGEFORMER_NO_CACHE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "edgeformer.cli.app", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error ("), proc.stderr
-    assert needle in proc.stderr.splitlines()[0], proc.stderr
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300):
+    return _cli(*args, cwd=cwd, timeout=timeout, cache=False)  # these steps must really run
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -173,23 +161,7 @@ def test_an_unknown_name_suggests_reference_models_too(tmp_path):
 
 def test_predict_on_a_random_init_zoo_model_says_so_in_one_line(samples):
     out = samples.parent / "random"
-    tiny = (
-        "--resolution",
-        "64",
-        "--arch",
-        "embed_dims=(32, 48, 64)",
-        "--arch",
-        "depths=(1, 1, 1)",
-        "--arch",
-        "partial_dims=(8, 12, 16)",
-        "--arch",
-        "mlp_ratios=((2.0,), (2.0,), (2.0,))",
-        "--arch",
-        "attention=((False,), (True,), (True,))",
-        "--arch",
-        "num_classes=10",
-    )
-    proc = cli("export", "shvit_s1", *tiny, "-o", str(out))
+    proc = cli("export", "shvit_s1", *TINY_SHVIT, "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     proc = cli("predict", str(out), str(samples / "digits" / "0-0.png"), "--json")
     assert proc.returncode == 0, proc.stderr
