@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -139,9 +138,6 @@ class Manifest(Record):
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # step-specific facts nothing reads back
     schema_version: int = SCHEMA_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, d: Any, source: str = "manifest") -> Manifest:
