@@ -9,8 +9,8 @@ carries the CLI exit code of the fault contract, ``docs/faults.md`` (every case,
 1     internal bug (traceback shown)
 2     usage error: bad flag, unknown model, bad config or architecture, existing output
 3     invalid input: model file, checkpoint, calibration data, runtime feeds
-4     unsafe input refused: pickles needing globals, external data escaping its folder
-5     target unavailable here: missing extra, no GPU, not macOS
+4     unsafe input refused: pickles needing globals, external data escaping its folder, agent token refused
+5     target unavailable here: missing extra, no GPU, not macOS, device agent unreachable
 6     quality gate failed: parity or accuracy budget
 7     partial success: some targets of a multi-target run failed
 130   interrupted
@@ -110,6 +110,11 @@ class DynamicShapeError(InvalidInputError):
     """A dynamic axis has no concrete size where one is needed."""
 
 
+class RemoteJobError(InvalidInputError):
+    """A job failed on a device agent (the runtime refused, crashed on or timed out on the model); the message
+    carries the device's own."""
+
+
 # --- 4: unsafe input ----------------------------------------------------------------------------
 class UnsafeInputError(EdgeformerError, PermissionError):
     """Input refused because reading it could run code or touch files outside its folder."""
@@ -117,11 +122,19 @@ class UnsafeInputError(EdgeformerError, PermissionError):
     exit_code = 4
 
 
+class AgentAuthError(UnsafeInputError):
+    """A device agent refused the bearer token (none given, or the wrong one)."""
+
+
 # --- 5: unavailable here ------------------------------------------------------------------------
 class BackendUnavailableError(EdgeformerError, RuntimeError):
     """A backend, extra, provider or hardware that this machine does not have."""
 
     exit_code = 5
+
+
+class AgentUnreachableError(BackendUnavailableError):
+    """A device agent did not answer after the retries (down, wrong address), or lost a job (it died mid-job)."""
 
 
 # --- 6: quality gates ---------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 
 The backends share the mechanics (a ``python -c`` child, a timeout, the signal's name, the last line of stderr);
 each one words its own error, since what a crash means differs (a malformed file, a runtime bug on this CPU).
+The device agent runs every profiling job the same way (``edgeformer.agent.jobs``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 
@@ -21,14 +24,40 @@ class ChildFailure(NamedTuple):
     detail: str
 
 
-def run_in_child(script: str, args: Sequence[str], timeout: float) -> tuple[str, ChildFailure | None]:
-    """``python -c script *args`` in a child process: its stdout, or how it failed."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return "", ChildFailure("timeout", f"{timeout:g} s")
+def run_in_child(
+    script: str,
+    args: Sequence[str],
+    timeout: float,
+    *,
+    own_group: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, ChildFailure | None]:
+    """``python -c script *args`` in a child process: its stdout, or how it failed.
+
+    Args:
+        script: the child's code.
+        args: its ``sys.argv[1:]``.
+        timeout: seconds before the child is killed (``ChildFailure("timeout", ...)``).
+        own_group: start the child in a process group of its own and kill the whole group on a timeout, so
+            that processes it started (a probe of its own) cannot outlive it.
+        env: the child's environment (default: this process's).
+    """
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=own_group,
+        env=None if env is None else dict(env),
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException as e:  # the timeout, or Ctrl-C here: the child must not outlive the call
+            _kill(proc, own_group)
+            proc.communicate()
+            if isinstance(e, subprocess.TimeoutExpired):
+                return "", ChildFailure("timeout", f"{timeout:g} s")
+            raise
     if proc.returncode < 0:
         try:
             name = signal.Signals(-proc.returncode).name
@@ -36,6 +65,13 @@ def run_in_child(script: str, args: Sequence[str], timeout: float) -> tuple[str,
             name = f"signal {-proc.returncode}"
         return "", ChildFailure("signal", name)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
         return "", ChildFailure("exit", lines[-1] if lines else f"exit {proc.returncode}")
-    return proc.stdout, None
+    return stdout, None
+
+
+def _kill(proc: subprocess.Popen, group: bool) -> None:
+    if group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
