@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import typer
 
+from .app_web import app as apps_app
 from .bench import bench_cmd
 from .compile import compile_cmd
 from .doctor import doctor_cmd
 from .export import export_cmd
+from .latency import app as latency_app
 from .models import app as models_app
 from .predict import predict_cmd
 from .profile import profile_cmd
@@ -29,7 +31,9 @@ Typical path:
   edgeformer compile l1 --format openvino        # ORT-optimized, OpenVINO IR, TensorRT, CoreML
   edgeformer profile l1-int8 --per-op            # latency on this device
   edgeformer bench efficientformer_l1            # everything above, one table
+  edgeformer latency build shvit_s4 -o s4.json   # per-device block latency table for slimming
   edgeformer samples -o samples                  # real inputs for the trained models (digits_shvit, ...)
+  edgeformer app web l1                          # the browser demo (onnxruntime-web) on 127.0.0.1
 
 One vocabulary in every command: --format is what an artifact is (onnx, ort, openvino, tensorrt,
 coreml), --backend what runs it (ort, openvino, tensorrt, coreml), --preset how INT8 is tuned for
@@ -59,6 +63,8 @@ app.command("bench")(bench_cmd)
 app.command("predict")(predict_cmd)
 app.command("samples")(samples_cmd)
 app.command("doctor")(doctor_cmd)
+app.add_typer(latency_app, name="latency")
+app.add_typer(apps_app, name="app")
 
 
 def main() -> None:
