@@ -13,7 +13,6 @@ from .bench import bench_cmd
 from .compile import compile_cmd
 from .doctor import doctor_cmd
 from .export import export_cmd
-from .latency import app as latency_app
 from .models import app as models_app
 from .predict import predict_cmd
 from .profile import profile_cmd
@@ -31,7 +30,6 @@ Typical path:
   edgeformer compile l1 --format openvino        # ORT-optimized, OpenVINO IR, TensorRT, CoreML
   edgeformer profile l1-int8 --per-op            # latency on this device
   edgeformer bench efficientformer_l1            # everything above, one table
-  edgeformer latency build shvit_s4 -o s4.json   # per-device block latency table for slimming
   edgeformer samples -o samples                  # real inputs for the trained models (digits_shvit, ...)
   edgeformer app web l1                          # the browser demo (onnxruntime-web) on 127.0.0.1
 
@@ -63,7 +61,6 @@ app.command("bench")(bench_cmd)
 app.command("predict")(predict_cmd)
 app.command("samples")(samples_cmd)
 app.command("doctor")(doctor_cmd)
-app.add_typer(latency_app, name="latency")
 app.add_typer(apps_app, name="app")
 
 
