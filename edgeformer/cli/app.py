@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import typer
 
+from .agent import app as agent_app
 from .app_web import app as apps_app
 from .bench import bench_cmd
 from .compile import compile_cmd
 from .doctor import doctor_cmd
 from .export import export_cmd
+from .fleet import app as fleet_app
 from .models import app as models_app
 from .predict import predict_cmd
 from .profile import profile_cmd
@@ -31,13 +33,15 @@ Typical path:
   edgeformer profile l1-int8 --per-op            # latency on this device
   edgeformer bench efficientformer_l1            # everything above, one table
   edgeformer samples -o samples                  # real inputs for the trained models (digits_shvit, ...)
+  edgeformer agent serve                         # on a device: profile there for this machine (--device)
   edgeformer app web l1                          # the browser demo (onnxruntime-web) on 127.0.0.1
 
 One vocabulary in every command: --format is what an artifact is (onnx, ort, openvino, tensorrt,
 coreml), --backend what runs it (ort, openvino, tensorrt, coreml), --preset how INT8 is tuned for
 the runtime that will run it (ort-cpu, openvino, tensorrt), --json machine-readable output.
 
-Exit codes: 0 ok, 2 usage, 3 invalid input, 4 unsafe input refused, 5 target unavailable here,
+Exit codes: 0 ok, 2 usage, 3 invalid input (or a job failed on the device), 4 unsafe input or agent
+token refused, 5 target (or device agent) unavailable here,
 6 quality gate failed, 7 partial success, 130 interrupted, 1 internal bug.
 """
 
@@ -61,6 +65,8 @@ app.command("bench")(bench_cmd)
 app.command("predict")(predict_cmd)
 app.command("samples")(samples_cmd)
 app.command("doctor")(doctor_cmd)
+app.add_typer(agent_app, name="agent")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(apps_app, name="app")
 
 

@@ -144,3 +144,26 @@ def setup_logging(verbose: bool) -> None:
 
 def fmt_ms(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
+
+
+# --- remote devices (edgeformer.agent) ------------------------------------------------------------------
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Run on a device agent instead of here: agent://HOST:PORT (started there with `edgeformer agent serve`).",
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option("--token-file", help="File whose first line is the agent's token (default: $EDGEFORMER_AGENT_TOKEN)."),
+]
+FleetOpt = Annotated[
+    Path | None, typer.Option("--fleet", help="A fleet file (TOML: agents with url and label): run on every label.")
+]
+ExecutorOpt = Annotated[
+    str, typer.Option("--executor", help="Where fleet work is driven from: local (threads) or ray (the ray extra).")
+]
+RayAddressOpt = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray cluster for --executor ray (auto: the running one).")
+]
