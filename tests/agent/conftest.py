@@ -36,6 +36,7 @@ class AgentProcess:
         self.url = ""
 
     def start(self, timeout: float = 60) -> AgentProcess:
+        seen = self.log.stat().st_size if self.log.exists() else 0  # a restart appends: read past the old lines
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edgeformer.cli.app", "agent", "serve", "--store", str(self.store), *self.args],
@@ -45,7 +46,7 @@ class AgentProcess:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = _LISTENING.findall(self.log.read_text(encoding="utf-8", errors="replace"))
+            found = _LISTENING.findall(self.log.read_bytes()[seen:].decode("utf-8", errors="replace"))
             if found:
                 self.url = found[-1]
                 return self
@@ -108,8 +109,9 @@ def start_agent(tmp_path_factory):
     agents.close()
 
 
-def make_model(seed: int = 0, width: int = 16, layers: int = 2) -> onnx.ModelProto:
-    """MatMul -> Relu blocks on a (batch, width) input: a tiny real model whose bytes differ with ``seed``."""
+def make_model(seed: int = 0, width: int = 16, layers: int = 2, feature_dim: str | None = None) -> onnx.ModelProto:
+    """MatMul -> Relu blocks on a (batch, width) input: a tiny real model whose bytes differ with ``seed``
+    (``feature_dim``: a symbolic name for the width, which profiling cannot fill in)."""
     rng = np.random.default_rng(seed)
     nodes, inits, x = [], [], "x"
     for i in range(layers):
@@ -121,8 +123,8 @@ def make_model(seed: int = 0, width: int = 16, layers: int = 2) -> onnx.ModelPro
     graph = helper.make_graph(
         nodes,
         "tiny_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", feature_dim or width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", feature_dim or width])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
