@@ -115,6 +115,10 @@ class RemoteJobError(InvalidInputError):
     carries the device's own."""
 
 
+class LatencyTableError(InvalidInputError):
+    """A latency table that cannot answer: another device, a missing block, a corrupt file."""
+
+
 # --- 4: unsafe input ----------------------------------------------------------------------------
 class UnsafeInputError(EdgeformerError, PermissionError):
     """Input refused because reading it could run code or touch files outside its folder."""

@@ -15,6 +15,7 @@ from .compile import compile_cmd
 from .doctor import doctor_cmd
 from .export import export_cmd
 from .fleet import app as fleet_app
+from .latency import app as latency_app
 from .models import app as models_app
 from .predict import predict_cmd
 from .profile import profile_cmd
@@ -32,6 +33,7 @@ Typical path:
   edgeformer compile l1 --format openvino        # ORT-optimized, OpenVINO IR, TensorRT, CoreML
   edgeformer profile l1-int8 --per-op            # latency on this device
   edgeformer bench efficientformer_l1            # everything above, one table
+  edgeformer latency build shvit_s4 -o s4.json   # per-device block latency table for slimming
   edgeformer samples -o samples                  # real inputs for the trained models (digits_shvit, ...)
   edgeformer agent serve                         # on a device: profile there for this machine (--device)
   edgeformer app web l1                          # the browser demo (onnxruntime-web) on 127.0.0.1
@@ -67,6 +69,7 @@ app.command("samples")(samples_cmd)
 app.command("doctor")(doctor_cmd)
 app.add_typer(agent_app, name="agent")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(latency_app, name="latency")
 app.add_typer(apps_app, name="app")
 
 

@@ -1,0 +1,100 @@
+"""`edgeformer latency build|predict|validate` end to end in child processes, and their one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from edgeformer.nas import SearchSpace
+from edgeformer.nas.table import read_table, write_table
+
+from .conftest import assert_one_line_error, cli
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("latency") / "dshvit.json"
+    proc = cli(
+        "latency",
+        "build",
+        "digits_shvit",
+        "--width-step",
+        "32",
+        "--threads",
+        "1",
+        "--whole",
+        "3",
+        "--rounds",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_build_writes_a_complete_table_and_says_so(built):
+    out, proc = built
+    table = read_table(out)
+    assert table.complete and table.correction is not None
+    assert f"{len(table.entries)} blocks of digits_shvit" in proc.stdout and "correction:" in proc.stdout
+
+
+def test_predict_prints_the_breakdown_and_json(built, tmp_path):
+    out, _ = built
+    proc = cli("latency", "predict", str(out), "digits_shvit")
+    assert proc.returncode == 0, proc.stderr
+    assert "stages.2.blocks.0" in proc.stdout and "predicted:" in proc.stdout
+    space = SearchSpace.of("digits_shvit", width_step=32)
+    (tmp_path / "arch.json").write_text(json.dumps(space.smallest().to_dict()))
+    proc = cli(
+        "latency",
+        "predict",
+        str(out),
+        "digits_shvit",
+        "--arch",
+        str(tmp_path / "arch.json"),
+        "--json",
+        "--device",
+        "local",
+    )
+    assert proc.returncode == 0, proc.stderr
+    small, full = (
+        json.loads(proc.stdout),
+        json.loads(cli("latency", "predict", str(out), "digits_shvit", "--json").stdout),
+    )
+    assert 0 < small["predicted_ms"] < full["predicted_ms"]
+    assert small["breakdown"]["rows"][0]["path"] == "front"
+
+
+def test_validate_scores_the_table_and_both_baselines(built):
+    out, _ = built
+    proc = cli("latency", "validate", str(out), "--samples", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["metrics"]) == {"table", "macs", "params"} and report["samples"] == 3
+    assert all(r["measured_ms"] > 0 for r in report["rows"])
+
+
+def test_errors_are_one_line_with_their_exit_codes(built, tmp_path):
+    out, _ = built
+    assert_one_line_error(cli("latency", "predict", str(out), "shvit_s4"), 2, "not shvit_s4")
+    assert_one_line_error(cli("latency", "predict", str(tmp_path / "none.json"), "digits_shvit"), 3, "no latency table")
+    (tmp_path / "bad.json").write_text('{"schema": 1, "mod')
+    assert_one_line_error(cli("latency", "predict", str(tmp_path / "bad.json"), "digits_shvit"), 3, "corrupt")
+    table = read_table(out)
+    elsewhere = dataclasses.replace(table, device=dataclasses.replace(table.device, device_id="feedfacecafe"))
+    write_table(tmp_path / "pi.json", elsewhere)
+    assert_one_line_error(
+        cli("latency", "predict", str(tmp_path / "pi.json"), "digits_shvit", "--device", "local"), 3, "feedfacecafe"
+    )
+    assert_one_line_error(cli("latency", "validate", str(tmp_path / "pi.json")), 3, "measured on")
+    assert_one_line_error(
+        cli("latency", "build", "digits_shvit", "--precision", "fp8", "--out", str(tmp_path / "x")), 2, "precision"
+    )
+    (tmp_path / "arch.json").write_text("[1, 2]")
+    assert_one_line_error(
+        cli("latency", "predict", str(out), "digits_shvit", "--arch", str(tmp_path / "arch.json")), 3, "ARCH.json"
+    )
