@@ -21,10 +21,12 @@ import dataclasses
 import http.client
 import json
 import logging
+import statistics
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,22 @@ class AgentClient:
         result = status.result
         local = dataclasses.replace(result.artifact, path=str(art.model_path), summary=art.summary())
         return dataclasses.replace(result, artifact=local)
+
+    def latency_fn(
+        self, config: ProfileConfig, backend: str = "ort", rounds: int = 3
+    ) -> Callable[[Sequence[Path]], list[float]]:
+        """A timing function for quantize's placement search (``quantize(..., latency=fn)``) measured here: each
+        model file is profiled on the agent ``rounds`` times, models taking turns, and gets its median p50 (ms)."""
+
+        def latency(paths: Sequence[Path]) -> list[float]:
+            per: list[list[float]] = [[] for _ in paths]
+            for r in range(rounds):
+                order = range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))
+                for i in order:
+                    per[i].append(self.profile(paths[i], config, backend=backend).latency.p50_ms)
+            return [statistics.median(v) for v in per]
+
+        return latency
 
     def submit(self, spec: JobSpec, files: dict[str, tuple[Path, str]] | None = None) -> JobStatus:
         """POST the job; waits out a full queue, and uploads files the agent reports missing (when given)."""

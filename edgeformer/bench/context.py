@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..agent import AgentClient
 from ..artifact import Artifact
 from ..compare import Agreement, CheckRecord, compare_outputs
 from ..errors import BackendUnavailableError, ConfigError
@@ -42,6 +43,17 @@ class BenchContext:
     calib: Any = None  # calibration data of the INT8 rows; None: synthetic (pipeline check, says so in the row)
     _made: dict[str, Any] = field(default_factory=dict)  # results (or errors) of _once, by key
     parity_on: str = ""
+    agent: AgentClient | None = None  # --device: rows are timed there; built, checked for parity here
+
+    def remote_unavailable(self, backend: str, precision: str) -> str | None:
+        """Why ``backend`` at ``precision`` cannot run (usefully) on the agent's device, or ``None``."""
+        assert self.agent is not None
+        found = self.agent.info().backend(backend)
+        if found is None or found.reason:
+            return f"not on {self.agent.device}: {found.reason if found else 'the agent does not know it'}"
+        if precision not in found.precisions:
+            return f"{precision} does not run usefully on {self.agent.device} (it runs {', '.join(found.precisions)})"
+        return None
 
     @property
     def model_name(self) -> str:
@@ -82,7 +94,10 @@ class BenchContext:
 
     def profile_row(self, artifact: Artifact, *, backend: str) -> BenchRow:
         """Profile ``artifact`` on ``backend``, check it against PyTorch, and return an ``ok`` row."""
-        result = profile(artifact, self.profile_config, backend=backend)
+        if self.agent is not None:
+            result = self.agent.profile(artifact, self.profile_config, backend=backend)
+        else:
+            result = profile(artifact, self.profile_config, backend=backend)
         lat = result.latency
         fid, problem = self.parity(artifact, backend)
         reason = f"parity vs PyTorch not measured: {problem}" if problem else ""

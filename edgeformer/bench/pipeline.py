@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..agent import AgentClient, resolve_token
 from ..artifact import tool_versions, write_json_atomic, write_text_atomic
 from ..errors import (
     BackendUnavailableError,
@@ -60,6 +61,8 @@ def bench(
     producers: Sequence[RowProducer] | None = None,
     calib: Any = None,
     progress: Callable[[int, int, str], None] | None = None,
+    device: str | None = None,
+    token: str | None = None,
 ) -> BenchReport:
     """Export ``model``, build every selected target and time it on this machine.
 
@@ -77,6 +80,9 @@ def bench(
         calib: calibration data of the INT8 rows and the parity check (a folder or ``.npz``); synthetic
             inputs when ``None``.
         progress: called as ``progress(done, total, row_name)`` before each row and once at the end.
+        device: ``agent://HOST:PORT``: time every artifact row on that device agent (the INT8 placement search
+            too); builds and parity checks stay here, PyTorch rows are skipped.
+        token: the agent's token (default ``$EDGEFORMER_AGENT_TOKEN``).
 
     Returns:
         A :class:`BenchReport`; failed and skipped rows carry their reason.
@@ -102,6 +108,9 @@ def bench(
         example_inputs=example_inputs,
         calib=calib,
     )
+    if device is not None:
+        ctx.agent = AgentClient(device, resolve_token(token))
+        ctx.agent.info()  # unreachable or refused: fail before the first export
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, producer in enumerate(table):
@@ -113,7 +122,7 @@ def bench(
     report = BenchReport(
         model=ctx.model_name,
         rows=tuple(rows),
-        device=device_card(backend="ort", threads=threads).to_dict(),
+        device=(ctx.agent.info().device if ctx.agent else device_card(backend="ort", threads=threads)).to_dict(),
         batch=batch,
         threads=threads,
         resolution=resolution,

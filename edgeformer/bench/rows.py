@@ -45,6 +45,8 @@ def _onnx_fp32_ort(ctx: BenchContext) -> BenchRow:
 
 def _pytorch_eager(ctx: BenchContext) -> BenchRow:
     """PyTorch eager, fused, same seeded input and thread count: the reference the others are judged against."""
+    if ctx.agent is not None:  # the agent runs artifacts; eager PyTorch would time this machine, not the device
+        raise BackendUnavailableError(f"PyTorch eager runs on the build machine, not on {ctx.agent.device}")
     model, inputs = ctx.torch_model()
     stats = time_torch(model, inputs, ctx.profile_config)
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
@@ -73,8 +75,11 @@ def int8_placement(ctx: BenchContext) -> Artifact:
         threads=ctx.threads or 2, time_budget_s=SEARCH_BUDGET_S, max_candidates=12, max_sensitivity_groups=0
     )
     config = QuantConfig(search=search)
+    # with --device the search times its candidates there: a placement is only as good as the device it was timed on
+    latency = None if ctx.agent is None else ctx.agent.latency_fn(ctx.profile_config, backend="ort")
     return ctx.artifact(
-        "onnx-int8", lambda dest: quantize(fp32, config, calib=ctx.calib or "synthetic", out=dest, overwrite=True)
+        "onnx-int8",
+        lambda dest: quantize(fp32, config, calib=ctx.calib or "synthetic", out=dest, overwrite=True, latency=latency),
     )
 
 
@@ -128,7 +133,10 @@ def compiled(
     backend = "ort" if target == "ort" else target
 
     def run(ctx: BenchContext) -> BenchRow:
-        reason = get_backend(backend).available() or precision_unavailable(backend, precision)
+        if ctx.agent is not None:
+            reason = ctx.remote_unavailable(backend, precision)
+        else:
+            reason = get_backend(backend).available() or precision_unavailable(backend, precision)
         if reason:  # before building anything: the artifact could not be timed here, or not usefully
             raise BackendUnavailableError(f"{target} cannot run here: {reason}")  # one reason, one shared footnote
         src = source(ctx)

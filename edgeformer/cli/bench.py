@@ -10,9 +10,11 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..agent import resolve_token
 from ..errors import PartialFailureError
 from .common import (
     BatchOpt,
+    DeviceOpt,
     JsonOpt,
     MinTimeOpt,
     ModelArg,
@@ -20,6 +22,7 @@ from .common import (
     OverwriteOpt,
     ResolutionOpt,
     ThreadsOpt,
+    TokenFileOpt,
     VerboseOpt,
     WarmupOpt,
     command,
@@ -137,6 +140,8 @@ def bench_cmd(
     min_time: MinTimeOpt = 2.0,
     warmup: WarmupOpt = 10,
     overwrite: OverwriteOpt = False,
+    device: DeviceOpt = None,
+    token_file: TokenFileOpt = None,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -156,6 +161,11 @@ def bench_cmd(
       edgeformer bench efficientformer_l1 --threads 2
 
       edgeformer bench shvit_s1 --formats onnx,openvino --precisions int8 --calib images/ --out bench-s1
+
+      edgeformer bench shvit_s1 --device agent://pi5.local:8765 --token-file pi5.token
+
+    With --device every artifact row is timed on that device agent (so is the INT8 placement search);
+    builds and parity checks run here, PyTorch rows are skipped.
     """
     from ..bench import BenchConfig, bench
     from ..models import get_spec
@@ -198,6 +208,8 @@ def bench_cmd(
             overwrite=overwrite,
             calib=calib,
             progress=progress,
+            device=device,
+            token=resolve_token(token_file=token_file) if device else None,
         )
     if json_out:
         print_json(report)

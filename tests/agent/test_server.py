@@ -17,7 +17,7 @@ from edgeformer.agent import AgentClient, remote_profile
 from edgeformer.errors import AgentAuthError, ConfigError, InvalidInputError
 from edgeformer.profiling import ProfileResult, device_card
 
-from .conftest import FAST, TOKEN, Agents, store_files
+from .conftest import FAST, TOKEN, Agents, make_model, store_files, write_artifact
 
 
 def request(agent, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN, headers=None):
@@ -190,3 +190,12 @@ def test_a_bad_device_address_is_a_usage_error():
     for bad in ("http://x:1", "agent://", "agent://h:99999", "agent://h:1/path"):
         with pytest.raises(ConfigError, match="agent"):
             AgentClient(bad)
+
+
+def test_latency_fn_times_model_files_on_the_agent_for_the_placement_search(agent, tiny, tmp_path):
+    client = AgentClient(agent.url, TOKEN)
+    before = client.info(refresh=True).jobs.done
+    other = write_artifact(tmp_path / "other", make_model(seed=5))
+    times = client.latency_fn(FAST, rounds=2)([tiny.model_path, other.model_path])
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert client.info(refresh=True).jobs.done - before == 4  # two models, two rounds, all on the device
