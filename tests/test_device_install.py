@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,34 @@ def test_samples_without_scikit_learn_exit_5_and_keywords_need_nothing_more(devi
     proc = device.edgeformer("samples", "-o", "samples", "--dataset", "keywords", "--per-class", "1")
     assert proc.returncode == 0, proc.stderr
     assert len(list((device.root / "samples" / "keywords").glob("*.wav"))) == 12
+
+
+def test_the_agent_serves_on_the_base_install_and_profiles_there(device, tmp_path):
+    """``edgeformer agent serve`` from the torch-free venv; this venv's client profiles the fixture through it."""
+    from edgeformer.agent import remote_profile
+    from edgeformer.profiling import ProfileConfig
+
+    token = "base-install-token-0123456789"
+    log = tmp_path / "agent.log"
+    env = _env() | {"EDGEFORMER_AGENT_TOKEN": token}
+    with open(log, "wb") as out:
+        agent = subprocess.Popen(
+            [str(device.bin / "edgeformer"), "agent", "serve", "--port", "0", "--store", str(device.root / "store")],
+            cwd=device.root,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        for _ in range(600):  # up to 60 s for the line that names the port
+            found = re.findall(r"listening on (agent://\S+)", log.read_text(errors="replace"))
+            if found or agent.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert found, log.read_text()
+        result = remote_profile(found[0], FIXTURE, ProfileConfig(warmup=1, runs=5, threads=1), token=token)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+    assert result.latency.runs == 5
+    assert "torch" not in result.device.libraries  # measured in the base install, where there is no torch
