@@ -118,7 +118,7 @@ async function main() {
       await session.run({ [inputName]: new ort.Tensor("float32", x, shape) });
       times.push(performance.now() - t0);
     }
-    return { p50_ms: median(times), runs: n };
+    return { p50_ms: median(times), runs: n, times };
   };
 
   if (spec.kind === "image") setupImage(spec, model.labels, topk, run);
