@@ -190,3 +190,32 @@ def _read_arch(path: Path) -> dict:
     if not isinstance(d, dict):
         raise InvalidInputError(f"{path}: an ARCH.json is an object of arch fields, got {type(d).__name__}.")
     return d
+
+
+def print_measured_vs_predicted(per_op, manifest, table_path: Path) -> None:
+    """Per segment: kernel time measured by ORT's profiler beside the table's prediction for the artifact's arch."""
+    from ..nas import LatencyModel
+
+    if per_op.segments == ():
+        raise ConfigError(
+            "this artifact carries no block tags (re-export it with this edgeformer) to compare per block."
+        )
+    arch = manifest.lineage.arch if manifest.lineage is not None else None
+    if arch is None:
+        raise ConfigError(
+            f"{manifest.model_name}: the manifest records no architecture to predict; export a zoo model."
+        )
+    lm = LatencyModel.load(table_path)
+    predicted = {r.path: r.ms for r in lm.breakdown(lm.arch_from_dict(arch)).rows}
+    measured = {g.segment: g.per_run_us / 1000 for g in per_op.segments}
+    rows = [
+        (seg, f"{measured[seg]:.3f}" if seg in measured else "—", f"{predicted[seg]:.3f}" if seg in predicted else "—")
+        for seg in dict.fromkeys([*predicted, *measured])
+    ]
+    console.print(
+        table(
+            f"per block: measured (ORT profiler) vs predicted ({table_path})",
+            ("segment", "measured ms", "predicted ms"),
+            rows,
+        )
+    )

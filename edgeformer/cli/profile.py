@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,6 +48,14 @@ def profile_cmd(
     min_time: MinTimeOpt = 2.0,
     per_op: Annotated[bool, typer.Option("--per-op", help="Breakdown by op type and node (ORT profiler).")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows of the per-node table.")] = 15,
+    latency_table: Annotated[
+        Path | None,
+        typer.Option(
+            "--table",
+            help="With --per-op: a latency table (`edgeformer latency build`); prints its predicted cost of each "
+            "block beside the measured one.",
+        ),
+    ] = None,
     isolate: Annotated[
         bool, typer.Option(help="Load the model once in a child process first, so a native crash cannot take us down.")
     ] = True,
@@ -122,6 +131,10 @@ def profile_cmd(
     console.print(table("profile", ("metric", "value"), rows))
     if result.per_op is not None:
         console.print(result.per_op.to_markdown(top))
+        if latency_table is not None:
+            from .latency import print_measured_vs_predicted  # torch: only when a table is asked for
+
+            print_measured_vs_predicted(result.per_op, art.manifest, latency_table)
 
 
 def _print_fleet(art: Artifact, rows: list[FleetRow], json_out: bool) -> None:

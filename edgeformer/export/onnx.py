@@ -36,6 +36,7 @@ from ..cache import StepCache
 from ..compare import Agreement, ort_runner
 from ..errors import ConfigError, InvalidInputError, ParityError
 from ..modelfile import embed_manifest, graph_io, load_onnx, onnxruntime_refuses
+from ..modelscopes import raw_segments, tag_segments
 from ..steps import USE_DEFAULT_CACHE, StepSpec, run_step
 from .formats import source_sha
 from .parity import compare_on, parity_inputs
@@ -157,9 +158,12 @@ def _export(
     started = time.perf_counter()
     proto = _to_onnx(src, resolved)
     export_s = time.perf_counter() - started
+    scopes = raw_segments(proto)  # read before the optimizers drop the exporter's metadata
     optimizer: dict[str, Any] = {"requested": resolved.optimize, "ran": [], "skipped": {}, "nodes": {}, "seconds": {}}
     if resolved.optimize:
         proto = _optimize(proto, optimizer, src.name)
+    if any(scopes.values()):  # a zoo-style `stages` layout: per-op profiles add up per block (edgeformer.modelscopes)
+        tag_segments(proto, scopes)
     if _opset(proto) != opset:  # never ship an opset other than the one asked for
         raise ConfigError(
             f"{src.name}: asked for opset {opset} but the exporter wrote {_opset(proto)}; pass --opset {_opset(proto)}."

@@ -24,14 +24,16 @@ import json
 import logging
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ..errors import InvalidInputError
+from ..modelscopes import node_segments, propagate, segment_of_name
 from ..records import Record
 from ..runtimes import open_session
 from ..runtimes.base import SessionOptions
@@ -40,6 +42,7 @@ from ..runtimes.feeds import check_feeds
 log = logging.getLogger(__name__)
 
 _KERNEL_SUFFIX = "_kernel_time"
+_OPTIMIZED = "ort-optimized.onnx"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +71,16 @@ class OpTypeStat(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SegmentStat(Record):
+    """Kernel time of one model segment (``front``, ``stages.i.downsample``, ``stages.i.blocks.j``, ``tail``)."""
+
+    segment: str
+    nodes: int
+    per_run_us: float
+    pct: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class OpBreakdown(Record):
     """Per-node and per-op-type kernel times, sorted slowest first.
 
@@ -85,6 +98,7 @@ class OpBreakdown(Record):
     run_us_per_run: float
     trace_path: str | None = None
     num_nodes: int = 0
+    segments: tuple[SegmentStat, ...] = ()  # in graph order; empty when the model carries no segment tags
 
     def top(self, n: int = 15) -> tuple[NodeStat, ...]:
         """The ``n`` slowest nodes."""
@@ -107,7 +121,31 @@ class OpBreakdown(Record):
         ]
         lines += ["", "| op type | nodes | us/run | % |", "|---|---:|---:|---:|"]
         lines += [f"| {o.op_type} | {o.nodes} | {o.per_run_us:.1f} | {o.pct:.1f} |" for o in self.op_types]
+        if self.segments:
+            lines += ["", "| segment | nodes | us/run | % |", "|---|---:|---:|---:|"]
+            lines += [f"| {g.segment} | {g.nodes} | {g.per_run_us:.1f} | {g.pct:.1f} |" for g in self.segments]
         return "\n".join(lines)
+
+
+def segment_breakdown(
+    nodes: Sequence[NodeStat], runs: int, tags: Mapping[str, str], order: Sequence[str]
+) -> tuple[SegmentStat, ...]:
+    """Sum node times per export segment (:mod:`edgeformer.modelscopes`); ORT's fused nodes keep the name of the
+    node they grew from, or extend it, so a node is matched by name, else by the longest tagged name it starts with.
+    """
+    if not tags:
+        return ()
+    names = sorted(tags, key=len, reverse=True)
+    per: dict[str, list[float]] = {}
+    for n in nodes:
+        seg = segment_of_name(n.name, tags, names) or "other"
+        per.setdefault(seg, []).append(n.total_us)
+    total = sum(sum(v) for v in per.values()) or 1.0
+    rank = {s: i for i, s in enumerate(dict.fromkeys([*order, "other"]))}
+    return tuple(
+        SegmentStat(segment=s, nodes=len(v), per_run_us=sum(v) / max(runs, 1), pct=100 * sum(v) / total)
+        for s, v in sorted(per.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+    )
 
 
 def parse_trace(path: str | Path, warmup_runs: int = 0) -> OpBreakdown:
@@ -223,15 +261,36 @@ def profile_ops(
     """
     if profile_dir is not None:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
-        return parse_trace(_run_profiled(artifact, feeds, warmup + runs, threads, Path(profile_dir)), warmup)
+        trace = _run_profiled(artifact, feeds, warmup + runs, threads, Path(profile_dir))
+        return _with_segments(parse_trace(trace, warmup), artifact, Path(profile_dir))
     with tempfile.TemporaryDirectory(prefix="edgeformer-ort-profile-") as tmp:
         breakdown = parse_trace(_run_profiled(artifact, feeds, warmup + runs, threads, Path(tmp)), warmup)
-    return dataclasses.replace(breakdown, trace_path=None)
+        return _with_segments(dataclasses.replace(breakdown, trace_path=None), artifact, Path(tmp))
+
+
+def _with_segments(breakdown: OpBreakdown, artifact: Any, folder: Path) -> OpBreakdown:
+    """Per-segment sums when the model was tagged at export; ORT's own nodes are placed through the optimized graph
+    the profiled session saved (it names the fused and layout nodes the trace reports)."""
+    path = Path(artifact.model_path)
+    if path.suffix != ".onnx":  # an .ort flatbuffer keeps no node metadata
+        return breakdown
+    model = onnx.load(str(path), load_external_data=False)
+    tags = node_segments(model)
+    if not tags:
+        return breakdown
+    order = list(dict.fromkeys(tags[n.name] for n in model.graph.node if n.name in tags))
+    optimized = folder / _OPTIMIZED
+    if optimized.exists():
+        tags = propagate(onnx.load(str(optimized), load_external_data=False).graph.node, tags)
+        optimized.unlink()
+    return dataclasses.replace(breakdown, segments=segment_breakdown(breakdown.nodes, breakdown.runs, tags, order))
 
 
 def _run_profiled(artifact: Any, feeds: Mapping[str, np.ndarray], n: int, threads: int | None, out: Path) -> Path:
 
-    options = SessionOptions(threads=threads, enable_profiling=True, profile_dir=str(out))
+    # the optimized graph names the nodes ORT made (fusions, layout reorders) that the trace times
+    extra = (("optimized_model_filepath", str(out / _OPTIMIZED)), ("log_severity_level", 3))
+    options = SessionOptions(threads=threads, enable_profiling=True, profile_dir=str(out), extra=extra)
     session = open_session(artifact, backend="ort", options=options)
     try:
         feeds = check_feeds(session.inputs, feeds)

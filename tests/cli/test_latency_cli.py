@@ -98,3 +98,13 @@ def test_errors_are_one_line_with_their_exit_codes(built, tmp_path):
     assert_one_line_error(
         cli("latency", "predict", str(out), "digits_shvit", "--arch", str(tmp_path / "arch.json")), 3, "ARCH.json"
     )
+
+
+def test_profile_per_op_puts_measured_blocks_beside_the_prediction(built, tmp_path):
+    out, _ = built
+    assert cli("export", "digits_shvit", "-o", str(tmp_path / "a")).returncode == 0
+    proc = cli("profile", str(tmp_path / "a"), "--per-op", "--threads", "1", "--min-time", "0.2", "--table", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "measured (ORT profiler) vs predicted" in proc.stdout
+    rows = [ln for ln in proc.stdout.splitlines() if "stages.2.blocks.1" in ln]
+    assert any(ln.count(".") >= 4 for ln in rows)  # a measured and a predicted figure on the block's row
