@@ -41,7 +41,7 @@ def test_exported_nodes_carry_the_segments_a_latency_table_uses(tmp_path, name, 
 
     result = profile(art, ProfileConfig(threads=1, per_op=True, per_op_runs=3, warmup=1, runs=3))
     segs = result.per_op.segments
-    assert [g.segment for g in segs][0] == "front" and segs[-1].segment == "tail"
+    assert next(g.segment for g in segs) == "front" and segs[-1].segment == "tail"
     assert "other" not in {g.segment for g in segs}  # ORT's fused and layout nodes were placed too
     assert sum(g.per_run_us for g in segs) == pytest.approx(sum(n.total_us for n in result.per_op.nodes) / 3, rel=1e-6)
     assert sum(g.pct for g in segs) == pytest.approx(100.0)
