@@ -32,7 +32,9 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+from ..errors import ConfigError
 from ..manifest import sha256_file
 from .wire import Stored, StoreInfo, is_sha256, name_problem
 
@@ -64,6 +66,7 @@ class ModelStore:
         """Start-up: drop what a killed agent left half done, then index the blobs by last use."""
         for folder in (self.blobs, self.tmp, self.jobs):
             folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_exclusively(self.root / "lock")
         for leftover in (*self.tmp.iterdir(), *self.jobs.iterdir()):
             _remove(leftover)
         found = []
@@ -78,6 +81,10 @@ class ModelStore:
             self._sizes[sha] = size
         # a cap lowered since the last run applies now
         self._evict_for(0)
+
+    def close(self) -> None:
+        """Let another store open this folder (the agent's process holds it until it ends)."""
+        self._lock_file.close()
 
     # --- reading -----------------------------------------------------------------------------------
     def get(self, sha: str) -> Stored | None:
@@ -231,6 +238,22 @@ class Upload:
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+
+def _lock_exclusively(path: Path) -> Any:
+    """Hold an exclusive lock on ``path`` for the store's life: a second agent on one store would empty the first
+    one's ``tmp/`` at its start-up. The kernel drops the lock when the process dies, however it dies."""
+    f = open(path, "a+b")  # noqa: SIM115 - kept open: the lock lives as long as the file
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one agent per store is then up to the user
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.close()
+        raise ConfigError(f"another agent is using the store {path.parent}; stop it or pass another --store") from e
+    return f
 
 
 def _fsync_dir(path: Path) -> None:

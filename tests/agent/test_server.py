@@ -199,3 +199,9 @@ def test_latency_fn_times_model_files_on_the_agent_for_the_placement_search(agen
     times = client.latency_fn(FAST, rounds=2)([tiny.model_path, other.model_path])
     assert len(times) == 2 and all(t > 0 for t in times)
     assert client.info(refresh=True).jobs.done - before == 4  # two models, two rounds, all on the device
+
+
+def test_a_second_agent_on_the_same_store_refuses_to_start(agent, start_agent):
+    with pytest.raises(RuntimeError, match="another agent is using the store") as e:
+        start_agent(store=agent.store)
+    assert "exited 2" in str(e.value)

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from edgeformer.agent.store import ModelStore, StoreError
+from edgeformer.errors import ConfigError
 
 from .conftest import store_files
 
@@ -75,6 +76,7 @@ def test_use_order_survives_a_restart_and_leftovers_are_cleared(tmp_path):
     (tmp_path / "tmp" / "up-killed").write_bytes(b"half")
     (tmp_path / "jobs" / ("0" * 32)).mkdir()
     (tmp_path / "blobs" / "not-a-sha").write_bytes(b"junk")
+    store.close()
     store = ModelStore(tmp_path, cap_bytes=300, max_upload_bytes=200)
     assert store_files(tmp_path) == {"blobs": sorted(shas), "tmp": [], "jobs": []}
     put(store, blob(9))
@@ -85,6 +87,7 @@ def test_a_damaged_blob_is_dropped_when_a_job_asks_for_it(tmp_path):
     store = ModelStore(tmp_path, cap_bytes=300, max_upload_bytes=200)
     sha = put(store, blob(1)).sha
     (tmp_path / "blobs" / sha).write_bytes(b"flipped")
+    store.close()
     store = ModelStore(tmp_path, cap_bytes=300, max_upload_bytes=200)  # hashes are checked after a restart
     assert store.pin([sha]) == [sha] and store.get(sha) is None
     assert store_files(tmp_path)["blobs"] == []
@@ -99,3 +102,11 @@ def test_a_jobs_folder_links_the_blobs_under_their_names(tmp_path):
         store.materialize("b" * 32, {"../escape": sha})
     store.release(folder)
     assert not folder.exists()
+
+
+def test_one_store_folder_serves_one_agent_at_a_time(tmp_path):
+    store = ModelStore(tmp_path, cap_bytes=300, max_upload_bytes=200)
+    with pytest.raises(ConfigError, match="another agent is using the store"):
+        ModelStore(tmp_path, cap_bytes=300, max_upload_bytes=200)
+    store.close()
+    ModelStore(tmp_path, cap_bytes=300, max_upload_bytes=200).close()
