@@ -42,7 +42,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino", "nncf"),
     "coreml": ("coremltools",),
     "tensorrt": ("tensorrt", "cuda-python"),
-    "apps": ("scikit-learn",),
+    "apps": ("scikit-learn", "sounddevice"),
 }
 # (name shown, cpuinfo flags any of which means yes, what it changes); the ISA names are device.py's
 _X86_FEATURES = (
