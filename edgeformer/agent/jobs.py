@@ -33,7 +33,7 @@ from ..profiling import DeviceCard, ProfileConfig, ProfileResult, device_card, p
 from ..runtimes import backends, get_backend
 from ..runtimes.child import ChildFailure, run_in_child
 from .store import ModelStore, StoreError
-from .wire import BackendInfo, JobError, JobSpec, JobStatus, QueueInfo
+from .wire import TOKEN_ENV, BackendInfo, JobError, JobSpec, JobStatus, QueueInfo
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +181,17 @@ class JobRunner:
         )  # type: ignore[arg-type]
 
     def _retry_after(self) -> int:
-        waiting = len(self._queue) + (self._running is not None)
-        return max(1, min(60, math.ceil(self._mean_s * waiting / max(1, self.capacity))))
+        return max(1, min(60, math.ceil(self._mean_s)))  # a slot frees when the running job ends
 
     # --- the worker thread -----------------------------------------------------------------------------
     def _work(self) -> None:
         self._read_device_info()
         for job in iter(self._next, None):
-            self._run(job)
+            try:
+                self._run(job)
+            except Exception as e:  # a bug here must fail one job, not stop the queue for good
+                log.exception("job %s: agent bug", job.spec.id)
+                self._finish(job, None, JobError(kind="failed", message=f"agent bug: {type(e).__name__}: {e}"), 0.0)
 
     def _next(self) -> _Job | None:
         with self._cv:
@@ -207,7 +210,7 @@ class JobRunner:
             folder = self.store.materialize(spec.id, spec.files)
             target = folder / spec.main if spec.main else folder
             args = [str(target), spec.config.to_json(), spec.backend, str(os.getpid())]
-            stdout, failure = run_in_child(_JOB_SCRIPT, args, self.timeout_s, own_group=True)
+            stdout, failure = run_in_child(_JOB_SCRIPT, args, self.timeout_s, own_group=True, env=_child_env())
             result, error = _outcome(stdout, failure, self.timeout_s)
         except (OSError, StoreError) as e:
             error = JobError(kind="failed", message=f"the agent could not lay out the job's files: {e}")
@@ -215,8 +218,10 @@ class JobRunner:
             if folder is not None:
                 self.store.release(folder)
             self.store.unpin(job.shas)
-        seconds = time.monotonic() - start
-        log.info("job %s %s in %.2f s", spec.id, "failed" if error else "done", seconds)
+        self._finish(job, result, error, time.monotonic() - start)
+
+    def _finish(self, job: _Job, result: ProfileResult | None, error: JobError | None, seconds: float) -> None:
+        log.info("job %s %s in %.2f s", job.spec.id, "failed" if error else "done", seconds)
         with self._cv:
             job.state, job.result, job.error, job.seconds = ("failed" if error else "done"), result, error, seconds
             self._running = None
@@ -231,7 +236,9 @@ class JobRunner:
             self._loop.call_soon_threadsafe(job.event.set)
 
     def _read_device_info(self) -> None:
-        stdout, failure = run_in_child(_INFO_SCRIPT, [str(os.getpid())], INFO_TIMEOUT_S, own_group=True)
+        stdout, failure = run_in_child(
+            _INFO_SCRIPT, [str(os.getpid())], INFO_TIMEOUT_S, own_group=True, env=_child_env()
+        )
         try:
             if failure is not None:
                 raise ValueError(f"{failure.kind}: {failure.detail}")
@@ -240,6 +247,11 @@ class JobRunner:
             log.error("could not read the device card: %s", e)
             self._info = {"error": f"the agent could not read its device card ({e})"}
         self._info_ready.set()
+
+
+def _child_env() -> dict[str, str]:
+    """The agent's environment less its token: a job reads untrusted models and needs no secret."""
+    return {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
 
 
 def _outcome(stdout: str, failure: ChildFailure | None, timeout: float) -> tuple[ProfileResult | None, JobError | None]:

@@ -76,8 +76,8 @@ class AgentConfig(Record):
         problems = []
         if self.token is None and not is_loopback(self.host):
             raise ConfigError(
-                f"refusing to serve on {self.host} without a token: anyone who reaches it could run code-heavy "
-                "jobs on this device. Pass --token-file FILE (`edgeformer agent token -o FILE` makes one) or set "
+                f"refusing to serve on {self.host} without a token: anyone who reaches it could upload models and "
+                "run jobs on this device. Pass --token-file FILE (`edgeformer agent token -o FILE` makes one) or set "
                 "EDGEFORMER_AGENT_TOKEN, or serve on 127.0.0.1."
             )
         if not 0 <= self.port <= 65535:

@@ -33,11 +33,9 @@ def test_profile_on_a_device_prints_the_table_and_the_json_record(start_agent, t
     result = json.loads(proc.stdout)
     assert result["latency"]["runs"] == 5 and result["artifact"]["sha"] == tiny.sha
 
-    proc = cli("agent", "info", agent.url, "--token-file", str(token_file), "--json")
-    info = json.loads(proc.stdout)
-    assert info["jobs"]["done"] == 2 and info["device"]["device_id"] == result["device"]["device_id"]
     proc = cli("agent", "info", agent.url, "--token-file", str(token_file))
     assert proc.returncode == 0 and "device id" in proc.stdout and "ort (fp32" in proc.stdout
+    assert result["device"]["device_id"] in proc.stdout and "2 done" in proc.stdout
 
 
 def test_fleet_options_without_a_fleet_and_bad_addresses_are_usage_errors(tiny):

@@ -19,7 +19,7 @@ from .test_server import request
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     agents = Agents(tmp_path_factory)
-    yield agents.start("--queue", "2", "--job-timeout", "4")
+    yield agents.start("--queue", "2", "--job-timeout", "2")
     agents.close()
 
 
@@ -38,7 +38,7 @@ def test_a_full_queue_answers_503_with_retry_after(agent, spin, tiny):
         files = {name: sha for name, (_, sha) in client._files(art, True).items()}
         return json.dumps({"id": uuid.uuid4().hex, "files": files, "config": FAST.to_dict()}).encode()
 
-    assert request(agent, "POST", "/jobs", spec(spin))[0] == 202  # runs until the 4 s job timeout
+    assert request(agent, "POST", "/jobs", spec(spin))[0] == 202  # runs until the 2 s job timeout
     wait_for(lambda: job_processes(agent), what="the spinning job")
     assert [request(agent, "POST", "/jobs", spec(tiny))[0] for _ in range(2)] == [202, 202]  # the queue: 2
     status, reply, headers = request(agent, "POST", "/jobs", spec(tiny))
