@@ -117,3 +117,16 @@ def test_an_agent_killed_mid_job_hands_the_job_to_another_of_its_label(start_age
     survivor = "b" if busy == "a" else "a"
     assert row.error is None and row.agent == survivor, row
     assert row.result.latency.runs >= 5 and row.result.artifact.sha == tiny.sha
+
+
+@pytest.mark.slow
+def test_profile_on_a_fleet_through_ray_prints_the_same_table(start_agent, tiny, tmp_path):
+    """``--executor ray`` from the CLI: a local Ray instance started by the command (about 10 s of start-up)."""
+    pytest.importorskip("ray")
+    a, b = start_agent(), start_agent()
+    path = write_fleet(tmp_path / "fleet.toml", ("a", a.url, "pi5-cpu"), ("b", b.url, "jetson-orin"))
+    proc = cli("profile", str(tiny.path), "--fleet", str(path), "--runs", "5", "--executor", "ray", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["label"], r["agent"]) for r in rows] == [("pi5-cpu", "a"), ("jetson-orin", "b")]
+    assert all(r["result"]["artifact"]["sha"] == tiny.sha for r in rows)
