@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,9 +61,24 @@ def test_the_listing_is_the_manifest_and_only_its_files_are_served(digits_artifa
         assert _get(url + refused)[0] == 404, refused
 
 
-def test_artifacts_the_page_cannot_run_are_refused(digits_artifact, tmp_path, web_root) -> None:
+def _edited_copy(artifact, dest, edit):
+    """A copy of ``artifact`` whose manifest ``edit`` changed (artifact.json is not among the hashed files)."""
+    shutil.copytree(artifact, dest)
+    manifest = json.loads((dest / "artifact.json").read_text())
+    edit(manifest)
+    (dest / "artifact.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_artifacts_the_page_cannot_run_are_refused(digits_artifact, kws_artifact, tmp_path, web_root) -> None:
     with pytest.raises(ConfigError, match="pass at least one artifact"):
         make_server([], port=0, web_root=web_root)
+    ir = _edited_copy(digits_artifact, tmp_path / "ir", lambda m: m.update(format="openvino"))
+    with pytest.raises(ConfigError, match="onnxruntime-web runs onnx or ort models"):
+        make_server([ir], port=0, web_root=web_root)
+    host = _edited_copy(kws_artifact, tmp_path / "host", lambda m: m["preprocessing"].update(frontend="host"))
+    with pytest.raises(ConfigError, match="front-end runs on the host"):
+        make_server([host], port=0, web_root=web_root)
     bare = tmp_path / "bare"
     bare.mkdir()
     import onnx
