@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..artifact import _fsync_dir  # the artifact writer's: a filesystem may refuse to fsync a folder
 from ..errors import ConfigError
 from ..manifest import sha256_file
 from .wire import Stored, StoreInfo, is_sha256, name_problem
@@ -254,14 +255,6 @@ def _lock_exclusively(path: Path) -> Any:
         f.close()
         raise ConfigError(f"another agent is using the store {path.parent}; stop it or pass another --store") from e
     return f
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:
