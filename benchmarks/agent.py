@@ -1,8 +1,9 @@
 """The device agent, measured: remote vs local profiling, the agent's footprint, and a 2-agent fleet's speed-up.
 
-1. **Overhead** — ``profile`` of one artifact here (in this process) and through an agent on 127.0.0.1 (a job in
-   the agent's child process), taking turns for ``--rounds`` rounds; the figure is each side's median p50 and
-   their ratio. The wall time of a remote call (upload check, job process start-up, result) is listed apart.
+1. **Overhead** — ``edgeformer profile ART`` and ``edgeformer profile ART --device agent://127.0.0.1:…`` (a job
+   in the agent's child process), taking turns for ``--rounds`` rounds (``--cpu N``: all of it on one core); the
+   figures are the median of the rounds' remote/local p50 ratios and of each side's p50s. The commands' wall
+   times (process start-up, upload check, job process start-up) are listed apart.
 2. **Footprint** — ``edgeformer agent serve`` from a base (torch-free) install: start-up time to the first
    answer of ``/v1/health`` and to ``/v1/info`` (the device card, read in a child at start), and the idle RSS of
    the agent's process a few seconds later. ``--base-venv DIR`` uses an existing base venv; otherwise one is built
@@ -44,7 +45,7 @@ from rich.table import Table
 
 from edgeformer.agent import Fleet, FleetAgent, LocalExecutor
 from edgeformer.artifact import Artifact, ArtifactWriter, Manifest, TensorSpec
-from edgeformer.profiling import ProfileConfig, device_card, profile
+from edgeformer.profiling import ProfileConfig, device_card
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "benchmark-token-0123456789abcdef"
@@ -154,21 +155,42 @@ def default_artifact(tmp: Path) -> Artifact:
 
 # --- the three measurements -------------------------------------------------------------------------------
 def overhead(art: Artifact, exe: str, tmp: Path, rounds: int, config: ProfileConfig, cpu: int | None) -> dict[str, Any]:
-    if cpu is not None:  # this process and the agent (so its jobs) on the same core: the same hardware for both
-        os.sched_setaffinity(0, {cpu})
+    """``edgeformer profile ART`` and ``edgeformer profile ART --device agent://…``, as a user runs them: each a
+    fresh process here (so neither side profits from a warm process), the remote one timed in the agent's job."""
+    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]  # both sides, and the agent's jobs, on one core
     agent = Agent(exe, tmp / "store-overhead", cpu=cpu)
-    client = FleetAgent(name="local", url=agent.url, label="x", token=TOKEN).client()
+    flags = [
+        "--json",
+        "--warmup",
+        str(config.warmup),
+        "--min-time",
+        str(config.min_time_s),
+        *(["--threads", str(config.threads)] if config.threads else []),
+    ]
+    env = os.environ | {"EDGEFORMER_AGENT_TOKEN": TOKEN}
+
+    def run(*extra: str) -> tuple[float, float]:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [*pin, exe, "profile", str(art.path), *flags, *extra], capture_output=True, text=True, env=env, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr)
+        return json.loads(proc.stdout)["latency"]["p50_ms"], time.perf_counter() - start
+
     try:
-        client.profile(art, ProfileConfig(warmup=1, runs=3, threads=config.threads))  # uploads, warms the store
-        local, remote, remote_wall = [], [], []
+        run("--device", agent.url)  # uploads once, outside the figures
+        local, remote, local_wall, remote_wall = [], [], [], []
         for r in range(rounds):  # take turns, the order flipping each round
             for side in ("local", "remote") if r % 2 == 0 else ("remote", "local"):
                 if side == "local":
-                    local.append(profile(art, config).latency.p50_ms)
+                    p50, wall = run()
+                    local.append(p50)
+                    local_wall.append(wall)
                 else:
-                    start = time.perf_counter()
-                    remote.append(client.profile(art, config).latency.p50_ms)
-                    remote_wall.append(time.perf_counter() - start)
+                    p50, wall = run("--device", agent.url)
+                    remote.append(p50)
+                    remote_wall.append(wall)
     finally:
         agent.stop()
     lp50, rp50 = statistics.median(local), statistics.median(remote)
@@ -185,7 +207,8 @@ def overhead(art: Artifact, exe: str, tmp: Path, rounds: int, config: ProfileCon
         "local_median_p50_ms": lp50,
         "remote_median_p50_ms": rp50,
         "remote_vs_local": rp50 / lp50,
-        "remote_call_wall_s": statistics.median(remote_wall),
+        "local_command_wall_s": statistics.median(local_wall),
+        "remote_command_wall_s": statistics.median(remote_wall),
     }
 
 
@@ -285,7 +308,6 @@ def main() -> None:
     only = set(args.only.split(","))
 
     results: dict[str, Any] = {"device": device_card(threads=args.threads).to_dict(), "loadavg": os.getloadavg()}
-    cpus = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as t:
         tmp = Path(t)
         here = shutil.which("edgeformer") or str(Path(sys.executable).with_name("edgeformer"))
@@ -293,7 +315,6 @@ def main() -> None:
             art = Artifact.load(args.artifact) if args.artifact else default_artifact(tmp)
             config = ProfileConfig(warmup=10, min_time_s=args.min_time, threads=args.threads)
             results["overhead"] = overhead(art, here, tmp, args.rounds, config, args.cpu)
-            os.sched_setaffinity(0, cpus)
         if "footprint" in only:
             results["footprint"] = footprint(base_venv(args.base_venv, tmp), tmp, args.starts, idle_s=3.0)
         if "speedup" in only:
@@ -317,7 +338,11 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> Table:
             f"{o['remote_median_p50_ms']:.3f} vs {o['local_median_p50_ms']:.3f} ms over {args.rounds} "
             f"interleaved rounds; {o['model']}",
         )
-        t.add_row("remote call wall", f"{o['remote_call_wall_s']:.2f} s", "per profile, job process start-up included")
+        t.add_row(
+            "command wall, remote",
+            f"{o['remote_command_wall_s']:.2f} s",
+            f"`edgeformer profile --device`; local: {o['local_command_wall_s']:.2f} s",
+        )
     if f:
         t.add_row(
             "start-up to /v1/health",
