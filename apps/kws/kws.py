@@ -10,7 +10,8 @@ The rule, the same as the browser demo's (apps/web/kws.js):
 - a window of the model's clip length (1 s) every ``hop`` seconds, once a full window has arrived;
 - posteriors = softmax(logits), smoothed by the mean over the last ``smooth`` windows;
 - a detection when the smoothed score of a keyword (a label not starting with ``_``) reaches ``threshold``,
-  unless another detection fired less than ``refractory`` seconds of audio before;
+  unless another detection fired less than ``refractory`` seconds of audio before, or this keyword fired last
+  and its score has not fallen below ``threshold`` since (one word held across many windows fires once);
 - its time is the end of the window that fired, in seconds of audio since the stream started (the word lies
   in the second before it).
 
@@ -87,6 +88,7 @@ class KeywordSpotter:
         self.next_end = self.window
         self.history: deque[np.ndarray] = deque(maxlen=config.smooth)
         self.last_detection = -np.inf
+        self.held: int | None = None  # the keyword that fired last, while its smoothed score stays above threshold
         self.windows = 0
         self.compute_s = 0.0
 
@@ -117,9 +119,13 @@ class KeywordSpotter:
         p = np.exp(z - z.max())
         self.history.append(p / p.sum())
         smoothed = np.mean(self.history, axis=0)
+        threshold = self.config.threshold
+        if self.held is not None and smoothed[self.held] < threshold:
+            self.held = None  # the last keyword fell below the threshold: it may fire again
         best = self.keywords[np.argmax(smoothed[self.keywords])]
-        if smoothed[best] >= self.config.threshold and end_s - self.last_detection >= self.config.refractory_s:
-            self.last_detection = end_s
+        rested = end_s - self.last_detection >= self.config.refractory_s
+        if smoothed[best] >= threshold and best != self.held and rested:
+            self.last_detection, self.held = end_s, best
             return Event(self.labels[best], round(end_s, 3), round(float(smoothed[best]), 4))
         return None
 

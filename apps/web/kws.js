@@ -2,7 +2,8 @@
 //   - a window of the model's clip length (1 s) every `hop` samples, once a full window has arrived;
 //   - posteriors = softmax(logits), smoothed by the mean over the last `smooth` windows;
 //   - a detection when the smoothed score of a keyword (a label not starting with "_") reaches `threshold`,
-//     unless another detection fired less than `refractory` seconds of audio before;
+//     unless another detection fired less than `refractory` seconds of audio before, or this keyword fired last
+//     and its score has not fallen below `threshold` since (one word held across many windows fires once);
 //   - its time is the end of the window that fired, in seconds of audio since the stream started.
 
 export const DEFAULTS = { hopSeconds: 0.25, smooth: 3, threshold: 0.6, refractorySeconds: 1.0 };
@@ -29,6 +30,7 @@ export class KeywordStream {
     this.nextEnd = this.window; // sample index at which the next window ends
     this.history = [];
     this.lastDetection = -Infinity;
+    this.held = null; // the keyword that fired last, while its smoothed score stays above threshold
     this.keywords = labels.map((l, i) => [l, i]).filter(([l]) => !l.startsWith("_"));
   }
 
@@ -63,11 +65,13 @@ export class KeywordStream {
     this.history.push(probs);
     if (this.history.length > this.smooth) this.history.shift();
     const smoothed = probs.map((_, i) => this.history.reduce((a, p) => a + p[i], 0) / this.history.length);
+    if (this.held !== null && smoothed[this.held] < this.threshold) this.held = null; // it may fire again
     let best = null;
     for (const [label, i] of this.keywords) if (!best || smoothed[i] > best.score) best = { label, index: i, score: smoothed[i] };
     let detection = null;
-    if (best && best.score >= this.threshold && endSeconds - this.lastDetection >= this.refractory) {
+    if (best && best.score >= this.threshold && best.index !== this.held && endSeconds - this.lastDetection >= this.refractory) {
       this.lastDetection = endSeconds;
+      this.held = best.index;
       detection = { label: best.label, index: best.index, score: best.score, timeSeconds: endSeconds };
     }
     return { smoothed, detection };

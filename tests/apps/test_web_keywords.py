@@ -68,4 +68,4 @@ def test_fake_microphone_stream_is_recognized(kws_artifact, stream, serve, launc
     assert all(d["source"] == "microphone" for d in detections)
     # the fake device resamples the file to its own rate and the page's AudioContext back to 16 kHz: not the
     # file's samples, so the words are asked for, not the exact windows
-    assert heard == list(WORDS), f"heard {heard}"
+    assert heard == list(WORDS), f"heard {detections}"
