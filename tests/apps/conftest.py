@@ -42,7 +42,7 @@ def load_app(relpath: str) -> ModuleType:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """An exclusive lock shared by the xdist workers (one exports or installs, the others wait and reuse)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
@@ -64,7 +64,7 @@ def shared_dir(tmp_path_factory) -> Path:
 
 def _export_once(shared_dir: Path, name: str) -> Path:
     out = shared_dir / name
-    with _locked(shared_dir / f"{name}.lock"):
+    with locked(shared_dir / f"{name}.lock"):
         if not (out / "artifact.json").is_file():
             import edgeformer
 
@@ -92,7 +92,7 @@ def samples(shared_dir) -> Path:
     from edgeformer.data.samples import write_samples
 
     out = shared_dir / "samples"
-    with _locked(shared_dir / "samples.lock"):
+    with locked(shared_dir / "samples.lock"):
         if not (out / "samples.json").is_file():
             write_samples(out, per_class=1)
     return out
@@ -105,7 +105,7 @@ def web_root(shared_dir) -> Path:
         npm = shutil.which("npm")
         if npm is None:
             pytest.skip("npm is not installed (apt-get install npm), so apps/web cannot get onnxruntime-web")
-        with _locked(shared_dir / "npm.lock"):
+        with locked(shared_dir / "npm.lock"):
             if not (WEB_ROOT / "node_modules" / "onnxruntime-web").is_dir():
                 subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB_ROOT, check=True, capture_output=True)
     return WEB_ROOT
@@ -183,3 +183,11 @@ def open_page(browser, url: str, timeout_ms: float = 60_000):
     status, error = page.evaluate("[window.edgeformer.status, window.edgeformer.error]")
     assert status == "ready", f"the page did not load its model: {error}; page errors: {errors}"
     return page
+
+
+def feed_files(page, selector: str, files) -> list[dict]:
+    """Pick ``files`` one by one with the page's file input ``selector``; the page's results, one per file."""
+    for i, f in enumerate(files):
+        page.set_input_files(selector, str(f))
+        page.wait_for_function(f"window.edgeformer.results.length > {i}")
+    return page.evaluate("window.edgeformer.results")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import _locked, open_page
+from .conftest import feed_files, locked, open_page
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ def _quantized(shared_dir, artifact, calib, name):
     import edgeformer
 
     out = shared_dir / name
-    with _locked(shared_dir / f"{name}.lock"):
+    with locked(shared_dir / f"{name}.lock"):
         if not (out / "artifact.json").is_file():
             edgeformer.quantize(artifact, edgeformer.QuantConfig(), calib=calib, out=out)
     return out
@@ -36,10 +36,7 @@ def test_int8_digits_agree_with_python_onnxruntime(threads, shared_dir, digits_a
     assert page.evaluate("window.edgeformer.info.threads") == threads
     p = edgeformer.load(q, threads=1)
     files = sorted((samples / "digits").glob("*.png"))
-    for i, f in enumerate(files):
-        page.set_input_files("#file", str(f))
-        page.wait_for_function(f"window.edgeformer.results.length > {i}")
-    for f, r in zip(files, page.evaluate("window.edgeformer.results"), strict=True):
+    for f, r in zip(files, feed_files(page, "#file", files), strict=True):
         x = p.preprocess(f)
         np.testing.assert_array_equal(np.asarray(r["input"], np.float32), x.reshape(-1))
         want = p.session.run({p.input.name: x})[p.output.name][0]
@@ -54,10 +51,7 @@ def test_int8_keywords_agree_with_python_onnxruntime(shared_dir, kws_artifact, s
     page = open_page(launch(), serve([q]) + "?backend=wasm&threads=2")
     p = edgeformer.load(q, threads=1)
     files = sorted((samples / "keywords").glob("*.wav"))
-    for i, f in enumerate(files):
-        page.set_input_files("#wav", str(f))
-        page.wait_for_function(f"window.edgeformer.results.length > {i}")
-    for f, r in zip(files, page.evaluate("window.edgeformer.results"), strict=True):
+    for f, r in zip(files, feed_files(page, "#wav", files), strict=True):
         want = p.session.run({p.input.name: p.preprocess(f)})[p.output.name][0]
         assert int(np.argmax(r["logits"])) == int(np.argmax(want)), f.name
         assert _cosine(r["logits"], want) >= 0.99, f.name

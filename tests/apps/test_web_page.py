@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import open_page
+from .conftest import feed_files, open_page
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -68,10 +68,7 @@ def test_keyword_wav_matches_python_onnxruntime(kws_artifact, samples, serve, la
     url = serve([kws_artifact])
     page = open_page(launch(), url + "?backend=wasm")
     files = sorted((samples / "keywords").glob("*.wav"))[:3]
-    for i, f in enumerate(files):
-        page.set_input_files("#wav", str(f))
-        page.wait_for_function(f"window.edgeformer.results.length > {i}")
-    results = page.evaluate("window.edgeformer.results")
+    results = feed_files(page, "#wav", files)
     for f, r in zip(files, results, strict=True):
         x, logits = _python(kws_artifact, f)
         np.testing.assert_array_equal(
