@@ -37,12 +37,16 @@ from .runtimes.tensorrt import gpu_problem
 
 # distribution names per extra, as pyproject.toml lists them (tests/test_doctor.py keeps the two in step)
 PACKAGES: dict[str, tuple[str, ...]] = {
-    "base": ("numpy", "onnx", "onnxruntime", "pillow", "typer", "rich", "psutil"),
+    "base": (
+        *("numpy", "onnx", "onnxruntime", "pillow", "typer", "rich", "psutil", "starlette", "uvicorn"),
+        *(("tomli",) if sys.version_info < (3, 11) else ()),  # tomllib is in the standard library from 3.11
+    ),
     "export": ("torch", "onnxscript", "onnxslim", "safetensors", "matplotlib", "sympy"),
     "openvino": ("openvino", "nncf"),
     "coreml": ("coremltools",),
     "tensorrt": ("tensorrt", "cuda-python"),
     "apps": ("scikit-learn", "sounddevice"),
+    "ray": ("ray",),
 }
 # (name shown, cpuinfo flags any of which means yes, what it changes); the ISA names are device.py's
 _X86_FEATURES = (
