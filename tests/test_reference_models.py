@@ -18,7 +18,9 @@ from edgeformer.models import reference as refmodels
 
 REFERENCES = refmodels.list_references()
 # the floors the training recipes were tuned to reach (the brief's targets); a retrain below them fails here
-MIN_ACCURACY = {"digits": 0.95, "keywords": 0.85}
+MIN_ACCURACY = {"digits": 0.95, "keywords": 0.85, "clutter": 0.80}
+# slimming needs parents that are not saturated: the clutter models must also stay below this
+MAX_ACCURACY = {"clutter": 0.97}
 
 
 def _top1(model, x: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -35,7 +37,7 @@ def heldout():
 
     def get(meta):
         if meta.name not in cache:
-            if meta.dataset["name"] == "digits":
+            if meta.dataset["name"] in ("digits", "clutter"):
                 pytest.importorskip("sklearn", reason="the digits dataset ships with scikit-learn")
             cache[meta.name] = refmodels.reference_heldout(meta)
         return cache[meta.name]
@@ -44,8 +46,9 @@ def heldout():
 
 
 def test_every_dataset_has_a_committed_reference():
-    assert {refmodels.read_reference_meta(n).dataset["name"] for n in REFERENCES} == {"digits", "keywords"}
-    assert len(REFERENCES) >= 3
+    datasets = {refmodels.read_reference_meta(n).dataset["name"] for n in REFERENCES}
+    assert datasets == {"digits", "keywords", "clutter"}
+    assert len(REFERENCES) >= 5
 
 
 @pytest.mark.parametrize("name", REFERENCES)
@@ -56,6 +59,7 @@ def test_reference_reaches_recorded_heldout_accuracy(name, heldout):
     accuracy = float((_top1(model, x).argmax(1) == y).mean())
     assert accuracy == pytest.approx(meta.heldout_accuracy, abs=0.005)
     assert meta.heldout_accuracy >= MIN_ACCURACY[meta.dataset["name"]]
+    assert meta.heldout_accuracy <= MAX_ACCURACY.get(meta.dataset["name"], 1.0)
     assert len(meta.labels) == model.arch.num_classes
 
 
@@ -226,3 +230,17 @@ def test_sidecar_with_unknown_fields_is_refused():
     d["extra"] = 1
     with pytest.raises(ModelFileError, match="unknown"):
         refmodels.ReferenceMeta.from_dict(d)
+
+
+def test_clutter_is_deterministic_per_split_and_fresh_per_training_epoch():
+    pytest.importorskip("sklearn", reason="the digits dataset ships with scikit-learn")
+    from edgeformer.data.clutter import clutter_split
+
+    h1, yh = clutter_split("heldout")
+    h2, _ = clutter_split("heldout")
+    np.testing.assert_array_equal(h1, h2)
+    e0, y0 = clutter_split("train", epoch=0)
+    e1, y1 = clutter_split("train", epoch=1)
+    np.testing.assert_array_equal(y0, y1)  # the same digits, the same split
+    assert not np.array_equal(e0, e1)  # new clutter every epoch
+    assert h1.shape[1:] == (3, 64, 64) and h1.min() >= -1 and h1.max() <= 1 and len(yh) + len(y0) == 1797

@@ -128,4 +128,8 @@ def reference_heldout(meta: ReferenceMeta, root: str | Path | None = None) -> tu
         return digits_split("heldout", resolution=meta.input.resolution)
     if meta.dataset.get("name") == "keywords":
         return keywords_split("heldout", source="npz", root=root)
+    if meta.dataset.get("name") == "clutter":
+        from ..data.clutter import clutter_split
+
+        return clutter_split("heldout")
     raise ModelFileError(f"{meta.name}: unknown dataset {meta.dataset.get('name')!r} in the sidecar.")
