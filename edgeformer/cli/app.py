@@ -21,6 +21,7 @@ from .predict import predict_cmd
 from .profile import profile_cmd
 from .quantize import quantize_cmd
 from .samples import samples_cmd
+from .slim import slim_cmd
 
 HELP = """Take mobile vision and audio transformers to the edge.
 
@@ -34,6 +35,7 @@ Typical path:
   edgeformer profile l1-int8 --per-op            # latency on this device
   edgeformer bench efficientformer_l1            # everything above, one table
   edgeformer latency build shvit_s4 -o s4.json   # per-device block latency table for slimming
+  edgeformer slim clutter_shvit --table t.json --budget-ms 1 -o slim   # slim to a measured budget
   edgeformer samples -o samples                  # real inputs for the trained models (digits_shvit, ...)
   edgeformer agent serve                         # on a device: profile there for this machine (--device)
   edgeformer app web l1                          # the browser demo (onnxruntime-web) on 127.0.0.1
@@ -70,6 +72,7 @@ app.command("doctor")(doctor_cmd)
 app.add_typer(agent_app, name="agent")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(latency_app, name="latency")
+app.command("slim")(slim_cmd)
 app.add_typer(apps_app, name="app")
 
 

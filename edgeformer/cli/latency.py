@@ -77,8 +77,7 @@ def build_cmd(
 
     Example: edgeformer latency build shvit_s4 --precision int8 --threads 2 --out s4-int8.json
     """
-    from ..nas import SearchSpace, build_table
-    from ..nas.timing import TimingConfig
+    from ..nas import SearchSpace, TimingConfig, build_table  # torch: only when the command runs
 
     setup_logging(verbose)
     space = SearchSpace.of(model, width_step=width_step)
@@ -129,9 +128,7 @@ def predict_cmd(
 
     Example: edgeformer latency predict s4-int8.json shvit_s4 --arch slim.json
     """
-    from ..nas import LatencyModel
-    from ..nas.table import read_table
-    from ..nas.timing import local_device
+    from ..nas import LatencyModel, local_device, read_table
 
     want = None
     if device is not None:

@@ -34,6 +34,7 @@ from .common import (
     setup_logging,
     table,
 )
+from .latency import print_measured_vs_predicted
 
 
 @command
@@ -132,8 +133,6 @@ def profile_cmd(
     if result.per_op is not None:
         console.print(result.per_op.to_markdown(top))
         if latency_table is not None:
-            from .latency import print_measured_vs_predicted  # torch: only when a table is asked for
-
             print_measured_vs_predicted(result.per_op, art.manifest, latency_table)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import sha256_file
+from ..data.clutter import clutter_split
 from ..data.reference import ZOO_WEIGHTS_DIR, digits_split, keywords_split
 from ..errors import ConfigError, ModelFileError, did_you_mean
 from ..inputs import AudioInput, ImageInput, input_spec_from_dict
@@ -129,7 +130,5 @@ def reference_heldout(meta: ReferenceMeta, root: str | Path | None = None) -> tu
     if meta.dataset.get("name") == "keywords":
         return keywords_split("heldout", source="npz", root=root)
     if meta.dataset.get("name") == "clutter":
-        from ..data.clutter import clutter_split
-
         return clutter_split("heldout")
     raise ModelFileError(f"{meta.name}: unknown dataset {meta.dataset.get('name')!r} in the sidecar.")

@@ -12,19 +12,27 @@ Example::
 from .build import build_table
 from .keys import BlockKey
 from .model import Breakdown, LatencyModel
+from .slim import BudgetResult, SlimModel, SlimReport, slim
 from .space import SearchSpace
 from .table import LatencyTable, TableDevice, read_table
+from .timing import TimingConfig, local_device
 from .validate import ValidationReport, validate
 
 __all__ = [
     "BlockKey",
     "Breakdown",
+    "BudgetResult",
     "LatencyModel",
     "LatencyTable",
     "SearchSpace",
+    "SlimModel",
+    "SlimReport",
     "TableDevice",
+    "TimingConfig",
     "ValidationReport",
     "build_table",
+    "local_device",
     "read_table",
+    "slim",
     "validate",
 ]

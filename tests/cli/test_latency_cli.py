@@ -108,3 +108,73 @@ def test_profile_per_op_puts_measured_blocks_beside_the_prediction(built, tmp_pa
     assert "measured (ORT profiler) vs predicted" in proc.stdout
     rows = [ln for ln in proc.stdout.splitlines() if "stages.2.blocks.1" in ln]
     assert any(ln.count(".") >= 4 for ln in rows)  # a measured and a predicted figure on the block's row
+
+
+def test_slim_end_to_end_and_its_usage_errors(tmp_path):
+    from edgeformer.nas import LatencyModel
+    from edgeformer.nas.fit import fit_correction
+
+    from nas.conftest import synthetic_table  # this machine's fingerprint, made-up block costs (tests/ is on sys.path)
+
+    space = SearchSpace.of("digits_shvit")
+    table = synthetic_table(space)
+    write_table(tmp_path / "t.json", dataclasses.replace(table, correction=fit_correction(table, space)))
+    lm = LatencyModel.load(tmp_path / "t.json")
+    floor, top = lm.predict_ms(space.smallest()), lm.predict_ms(space.parent)
+    budget = round(floor + 0.6 * (top - floor), 3)
+    proc = cli(
+        "slim",
+        "digits_shvit",
+        "--table",
+        str(tmp_path / "t.json"),
+        "--budget-ms",
+        str(budget),
+        "--epochs",
+        "0",
+        "--no-compare",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    (b,) = report["budgets"]
+    assert b["slim"]["predicted_ms"] <= budget and b["met"] == (b["slim"]["measured_ms"] <= budget * 1.05)
+    assert (tmp_path / "out" / f"budget-{budget:g}ms" / "model" / "model.onnx").exists()
+    assert (tmp_path / "out" / "pareto.png").exists() and (tmp_path / "out" / "report.html").exists()
+
+    assert_one_line_error(
+        cli(
+            "slim",
+            "digits_shvit",
+            "--table",
+            str(tmp_path / "t.json"),
+            "--budget-ms",
+            str(round(floor / 2, 3)),
+            "--out",
+            str(tmp_path / "o2"),
+        ),
+        2,
+        f"{floor:.3f} ms",
+    )
+    assert_one_line_error(
+        cli("slim", "shvit_s1", "--table", str(tmp_path / "t.json"), "--budget-ms", "1", "--out", str(tmp_path / "o3")),
+        3,
+        "not shvit_s1",
+    )
+    assert_one_line_error(
+        cli(
+            "slim",
+            "digits_shvit",
+            "--table",
+            str(tmp_path / "t.json"),
+            "--budget-ms",
+            "5",
+            "--search",
+            "random",
+            "--out",
+            str(tmp_path / "o4"),
+        ),
+        2,
+        "greedy or evolution",
+    )
