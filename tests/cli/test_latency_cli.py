@@ -111,10 +111,10 @@ def test_profile_per_op_puts_measured_blocks_beside_the_prediction(built, tmp_pa
 
 
 def test_slim_end_to_end_and_its_usage_errors(tmp_path):
+    from nas.conftest import synthetic_table  # this machine's fingerprint, made-up block costs (tests/ is on sys.path)
+
     from edgeformer.nas import LatencyModel
     from edgeformer.nas.fit import fit_correction
-
-    from nas.conftest import synthetic_table  # this machine's fingerprint, made-up block costs (tests/ is on sys.path)
 
     space = SearchSpace.of("digits_shvit")
     table = synthetic_table(space)
