@@ -9,8 +9,21 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..agent import Fleet, make_executor, resolve_token
 from ..errors import ConfigError, InvalidInputError
-from .common import JsonOpt, VerboseOpt, command, console, err_console, print_json, setup_logging, table
+from .common import (
+    ExecutorOpt,
+    JsonOpt,
+    RayAddressOpt,
+    TokenFileOpt,
+    VerboseOpt,
+    command,
+    console,
+    err_console,
+    print_json,
+    setup_logging,
+    table,
+)
 
 app = typer.Typer(
     help="""Per-device latency tables: what each block of a search space costs here, and predictions from them.
@@ -63,7 +76,16 @@ def build_cmd(
         str, typer.Option("--precision", help="fp32, or int8 (the default quantize recipe).")
     ] = "fp32",
     threads: Annotated[int, typer.Option("--threads", "-t", min=1, help="Intra-op threads of the timed sessions.")] = 2,
-    device: Annotated[str, typer.Option("--device", help="Where to time: local (this machine).")] = "local",
+    device: Annotated[
+        str, typer.Option("--device", help="Where to time: local, or agent://HOST:PORT (`edgeformer agent serve`).")
+    ] = "local",
+    token_file: TokenFileOpt = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option("--fleet", help="A fleet file: one table per label, built in parallel (--out: a folder)."),
+    ] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     width_step: Annotated[
         int, typer.Option("--width-step", help="Channel multiple of narrowed widths: 8, 16, 32.")
     ] = 16,
@@ -77,10 +99,32 @@ def build_cmd(
 
     Example: edgeformer latency build shvit_s4 --precision int8 --threads 2 --out s4-int8.json
     """
-    from ..nas import SearchSpace, TimingConfig, build_table  # torch: only when the command runs
+    from ..nas import SearchSpace, TimingConfig, build_fleet_tables, build_table  # torch: only when it runs
 
     setup_logging(verbose)
     space = SearchSpace.of(model, width_step=width_step)
+    if fleet is not None:
+        fleet_ = Fleet.load(fleet)
+        status = console.status(f"building {len(fleet_.labels)} tables of {model}…", spinner="dots")
+        with status, make_executor(executor, fleet_, ray_address=ray_address) as ex:
+            paths = build_fleet_tables(
+                space,
+                fleet_,
+                ex,
+                out_dir=out,
+                backend=backend,
+                precision=precision,
+                threads=threads,
+                whole_models=whole,
+                seed=seed,
+                timing=TimingConfig(threads=threads, rounds=rounds),
+            )
+        if json_out:
+            print_json(paths)
+        else:
+            for label, path in paths.items():
+                console.print(f"{label}: {path}")
+        return
     with _Bar(json_out) as bar:
         result = build_table(
             space,
@@ -161,6 +205,10 @@ def validate_cmd(
     table_path: TableArg,
     samples: Annotated[int, typer.Option("--samples", "-n", min=3, help="Held-out sub-networks to time whole.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out sample.")] = 0,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Where to time (default: where the table was measured).")
+    ] = None,
+    token_file: TokenFileOpt = None,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -172,7 +220,14 @@ def validate_cmd(
 
     setup_logging(verbose)
     with _Bar(json_out) as bar:
-        report = validate(table_path, samples, seed, progress=lambda d, t, w: bar(d, t, f"validating: {w}"))
+        report = validate(
+            table_path,
+            samples,
+            seed,
+            progress=lambda d, t, w: bar(d, t, f"validating: {w}"),
+            device=device,
+            token=resolve_token(token_file=token_file),
+        )
     if json_out:
         print_json(report)
         return

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, VerboseOpt, command, console, print_json, setup_logging
+from ..agent import resolve_token
+from .common import JsonOpt, TokenFileOpt, VerboseOpt, command, console, print_json, setup_logging
 from .latency import _Bar
 
 
@@ -32,6 +33,10 @@ def slim_cmd(
     compare: Annotated[bool, typer.Option(help="Also run the other search and report which found more.")] = True,
     epochs: Annotated[int, typer.Option("--epochs", min=0, help="Fine-tuning epochs with distillation (0: none).")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits, evolution and fine-tuning.")] = 0,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Re-measure there (default: where the table was measured).")
+    ] = None,
+    token_file: TokenFileOpt = None,
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -62,6 +67,8 @@ def slim_cmd(
             epochs=epochs,
             seed=seed,
             progress=lambda d, t, w: bar(d, t, f"slim {model}: {w}"),
+            device=device,
+            token=resolve_token(token_file=token_file),
         )
     if json_out:
         print_json(report)

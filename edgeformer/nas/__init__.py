@@ -9,7 +9,7 @@ Example::
     lm.predict_ms(space.smallest()), lm.breakdown(space.parent).to_markdown()
 """
 
-from .build import build_table
+from .build import build_fleet_tables, build_table
 from .keys import BlockKey
 from .model import Breakdown, LatencyModel
 from .slim import BudgetResult, SlimModel, SlimReport, slim
@@ -30,6 +30,7 @@ __all__ = [
     "TableDevice",
     "TimingConfig",
     "ValidationReport",
+    "build_fleet_tables",
     "build_table",
     "local_device",
     "read_table",

@@ -8,6 +8,7 @@ the compile step. Weights are random: latency does not depend on their values.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from ..quant.config import QuantConfig, SearchConfig
 from .blocks import build_model
 
 PRECISIONS = ("fp32", "int8")
+# torch.export (dynamo) is not thread-safe: fleet builds run one thread per device, so exports take turns (the
+# timing, on the devices, still runs in parallel)
+_EXPORT_LOCK = threading.Lock()
 BACKENDS = ("ort", "openvino")
 
 
@@ -35,6 +39,13 @@ def export_module(
     module: Any, shape: tuple[int, ...], folder: Path, *, zoo_model: str, precision: str, backend: str
 ) -> Path:
     """Export ``module`` (fused, eval) on a batch-1 input of ``shape``; returns the artifact folder to time."""
+    with _EXPORT_LOCK:
+        return _export_module(module, shape, folder, zoo_model=zoo_model, precision=precision, backend=backend)
+
+
+def _export_module(
+    module: Any, shape: tuple[int, ...], folder: Path, *, zoo_model: str, precision: str, backend: str
+) -> Path:
     hints = get_spec(zoo_model).export
     cfg = OnnxExportConfig(dynamo=hints.dynamo, opset=hints.opset, dynamic_batch=False, parity_samples=1)
     art = export_onnx(module, out=folder / "fp32", example_inputs=(example_input(shape),), config=cfg, cache=None)

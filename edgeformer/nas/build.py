@@ -8,8 +8,11 @@ twice; the later timing wins).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,18 +20,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import AgentUnreachableError, ConfigError, LatencyTableError
 from .artifacts import BACKENDS, PRECISIONS, export_arch, export_module
 from .blocks import build_model, segment_modules, segments
 from .complexity import arch_complexity
 from .fit import fit_correction
 from .space import SearchSpace
 from .table import Entry, LatencyTable, Whole, arch_dict, arch_id, open_for_build, update
-from .timing import Timing, TimingConfig, local_device, time_artifacts
+from .timing import Timing, TimingConfig, make_timer
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
+# a child build's exit code back to the error the executor understands (5: the agent died, so another of its label
+# may take the work)
+_CHILD_ERRORS: dict[int, type[Exception]] = {5: AgentUnreachableError, 2: ConfigError}
 
 
 def table_keys(space: SearchSpace) -> dict[str, tuple[Any, str]]:
@@ -61,6 +67,7 @@ def build_table(
     device: str | None = None,
     *,
     out: str | Path,
+    token: str | None = None,
     whole_models: int = 8,
     seed: int = 0,
     timing: TimingConfig | None = None,
@@ -70,7 +77,8 @@ def build_table(
 
     Args:
         space: a :class:`SearchSpace` or a model name.
-        device: ``None``/``"local"``: this machine. Remote devices go through ``edgeformer agent``.
+        device: ``None``/``"local"``: this machine; ``agent://HOST:PORT``: a device running ``edgeformer agent serve``
+            (models are exported here and timed there; ``token`` or ``$EDGEFORMER_AGENT_TOKEN``).
         whole_models: whole sub-networks timed for the correction (smallest, largest, seeded samples).
         timing: rounds and calls per round; ``threads`` is taken from ``threads``.
         progress: called as ``progress(done, total, what)`` after each timed batch.
@@ -85,11 +93,10 @@ def build_table(
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}.")
-    if device not in (None, "local"):
-        raise ConfigError(f"device {device!r}: only this machine ('local') is supported by this build.")
     timing = replace(timing or TimingConfig(), threads=threads)
     path = Path(out)
-    dev = local_device(backend, threads, precision)
+    timer = make_timer(device, backend, threads, precision, timing, token)
+    dev = timer.device
     keys = table_keys(space)
     fresh = LatencyTable(
         model=space.model, zoo_model=space.zoo_model, width_step=space.width_step, device=dev, keys_total=len(keys)
@@ -108,7 +115,7 @@ def build_table(
         for start in range(0, len(todo), timing.batch_size):
             batch = todo[start : start + timing.batch_size]
             folders = _export_blocks(space, batch, keys, work, precision, backend)
-            timings = time_artifacts(folders, backend, timing)
+            timings = timer.time(folders)
             entries = {k: _entry(keys, k, t, space) for k, t in zip(batch, timings, strict=True)}
             table = update(path, lambda t, e=entries: t.with_entries(e))
             for f in folders:
@@ -129,7 +136,7 @@ def build_table(
                 )
                 for i, a in enumerate(batch)
             ]
-            timings = time_artifacts(folders, backend, timing)
+            timings = timer.time(folders)
             wholes = tuple(_whole(space, a, t, "calibration") for a, t in zip(batch, timings, strict=True))
             table = update(path, lambda t, w=wholes: replace(t, whole=t.whole + w))
             done += len(batch)
@@ -170,3 +177,78 @@ def _entry(keys: dict[str, tuple[Any, str]], key_id: str, t: Timing, space: Sear
 def _whole(space: SearchSpace, arch: Any, t: Timing, purpose: str) -> Whole:
     params, macs = arch_complexity(space, arch)
     return Whole(arch=arch_dict(arch), p50_ms=t.p50_ms, noise=t.noise, params=params, macs=macs, purpose=purpose)
+
+
+def _build_on(agent: Any, item: tuple[str, dict[str, Any]]) -> str:
+    """One fleet agent's table, built by an ``edgeformer latency build --device`` child process (module level: the
+    Ray executor pickles it). A process per device, not a thread: torch.export keeps global tracing state, and two
+    exports in one process at once fail."""
+    label, kw = item
+    out = Path(kw["out_dir"]) / f"{label}.json"
+    t: TimingConfig = kw["timing"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeformer.cli.app",
+        "latency",
+        "build",
+        kw["model"],
+        "--out",
+        str(out),
+        "--device",
+        agent.url,
+        "--backend",
+        kw["backend"],
+        "--precision",
+        kw["precision"],
+        "--threads",
+        str(kw["threads"]),
+        "--width-step",
+        str(kw["width_step"]),
+        "--whole",
+        str(kw["whole_models"]),
+        "--rounds",
+        str(t.rounds),
+        "--seed",
+        str(kw["seed"]),
+        "--json",
+    ]
+    env = {**os.environ}
+    if agent.token:
+        env["EDGEFORMER_AGENT_TOKEN"] = agent.token  # never on the command line, where `ps` shows it
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+        raise _CHILD_ERRORS.get(proc.returncode, LatencyTableError)(f"{label} ({agent.url}): {first}")
+    return str(out)
+
+
+def build_fleet_tables(
+    space: SearchSpace,
+    fleet: Any,
+    executor: Any,
+    *,
+    out_dir: str | Path,
+    backend: str = "ort",
+    precision: str = "fp32",
+    threads: int = 2,
+    whole_models: int = 8,
+    seed: int = 0,
+    timing: TimingConfig | None = None,
+) -> dict[str, str]:
+    """One table per label of ``fleet`` (``out_dir/<label>.json``), the labels built in parallel by ``executor``;
+    an agent that dies is replaced by another of its label, and its table resumes from what was merged."""
+    labels = list(fleet.labels)
+    kw = {
+        "model": space.model,
+        "width_step": space.width_step,
+        "backend": backend,
+        "precision": precision,
+        "threads": threads,
+        "whole_models": whole_models,
+        "seed": seed,
+        "out_dir": str(out_dir),
+        "timing": timing or TimingConfig(threads=threads),
+    }
+    paths = executor.map(_build_on, [(label, dict(kw)) for label in labels], device_for=lambda item: item[0])
+    return dict(zip(labels, paths, strict=True))

@@ -41,7 +41,7 @@ from .search import Step, check_feasible, evolution, greedy, pick, uniform
 from .slim_report import write_reports
 from .space import SearchSpace
 from .table import arch_dict, read_table
-from .timing import TimingConfig, local_device, time_artifacts
+from .timing import TimingConfig, make_timer
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ def slim(
     epochs: int = 3,
     seed: int = 0,
     progress: Progress | None = None,
+    device: str | None = None,
+    token: str | None = None,
 ) -> SlimReport:
     """Slim ``model`` to each of ``budgets_ms`` (see the module docstring); returns the typed report, also written
     to ``out`` (``report.json``/``.md``/``.html``, ``pareto.csv``/``.png``, one folder per budget)."""
@@ -185,21 +187,23 @@ def slim(
     if t.model != model:
         raise LatencyTableError(f"{table} is the latency table of {t.model}, not {model}; build one for {model}.")
     dev = t.device
-    lm = LatencyModel.load(table, device=local_device(dev.backend, dev.threads, dev.precision))
+    timing = TimingConfig(threads=dev.threads, rounds=7)
+    where = device if device is not None else (None if dev.host == "local" else dev.host)
+    timer = make_timer(where, dev.backend, dev.threads, dev.precision, timing, token)  # re-measures on the device
+    lm = LatencyModel.load(table, device=timer.device)
     space = lm.space
     for b in budgets_ms:
         check_feasible(space, lm, b)  # every budget is checked before any work
     parent = _parent(model, checkpoint)
     data = _data(model, data, space.parent.num_classes, seed)
     evaluate = Evaluator(parent, data, seed=seed)
-    timing = TimingConfig(threads=dev.threads, rounds=7)
     say = progress or (lambda d, n, w: None)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeformer-slim-") as tmp:
         work = Path(tmp)
         say(0, len(budgets_ms) + 1, "measuring the parent")
         parent_path = _export(parent, model, space, work / "parent", dev.precision, data, dev.backend)
-        (pt,) = time_artifacts([parent_path], dev.backend, timing)
+        (pt,) = timer.time([parent_path])
         parent_rec = SlimModel(
             kind="parent",
             arch=arch_dict(space.parent),
@@ -249,7 +253,7 @@ def slim(
                 budget,
                 work / f"b{i}",
                 dev,
-                timing,
+                timer,
                 epochs,
                 seed,
                 search,
@@ -327,7 +331,7 @@ def _deliver(
     budget,
     work,
     dev,
-    timing,
+    timer,
     epochs,
     seed,
     search,
@@ -346,7 +350,7 @@ def _deliver(
         _export(evaluate.child(a), model, space, work / f"u{j}", dev.precision, data, dev.backend)
         for j, a in enumerate(cands)
     ]
-    timed = time_artifacts([child_path, *cand_paths], dev.backend, timing)
+    timed = timer.time([child_path, *cand_paths])
     slim_t, cand_t = timed[0], timed[1:]
     j = min(range(len(cands)), key=lambda k: abs(cand_t[k].p50_ms - slim_t.p50_ms))
     u_arch = cands[j]
@@ -354,7 +358,7 @@ def _deliver(
     if u_child is None:
         u_child = evaluate.child(u_arch)
     u_path = _export(u_child, model, space, work / "uniform", dev.precision, data, dev.backend)
-    s_t2, u_t = time_artifacts([child_path, u_path], dev.backend, timing)
+    s_t2, u_t = timer.time([child_path, u_path])
     slim_rec = SlimModel(
         kind="slim",
         arch=arch_dict(arch),

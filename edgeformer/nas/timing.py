@@ -12,12 +12,16 @@ table's fingerprint records it.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..agent import AgentClient, resolve_token
 from ..artifact import Artifact
+from ..errors import ConfigError
 from ..profiling import ProfileConfig, build_feeds, device_card, measure, open_session
 from ..runtimes.base import SessionOptions
 from ..runtimes.feeds import check_feeds
@@ -93,9 +97,68 @@ def _time_batch(paths: Sequence[Path], backend: str, cfg: TimingConfig) -> list[
     finally:
         for s in sessions:
             s.close()
-    out = []
-    for values in p50s:
-        mean = statistics.fmean(values)
-        noise = statistics.pstdev(values) / mean if mean > 0 and len(values) > 1 else 0.0
-        out.append(Timing(p50_ms=min(values), noise=noise, rounds=cfg.rounds, runs=cfg.runs))
-    return out
+    return [_summary(values, cfg) for values in p50s]
+
+
+class LocalTimer:
+    """Times artifacts on this machine (:func:`time_artifacts`); ``device`` is this machine's fingerprint."""
+
+    def __init__(self, backend: str, threads: int, precision: str, cfg: TimingConfig) -> None:
+        self.backend, self.cfg = backend, cfg
+        self.device = local_device(backend, threads, precision)
+
+    def time(self, paths: Sequence[Path]) -> list[Timing]:
+        return time_artifacts(paths, self.backend, self.cfg)
+
+
+class AgentTimer:
+    """Times artifacts on a device through ``edgeformer agent`` (:class:`~edgeformer.agent.AgentClient`).
+
+    Each model is profiled once per round, models taking turns, and keeps its best round, as locally. The agent's
+    sessions keep the runtime's default spinning (its profile jobs run as ``edgeformer profile`` does); the
+    fingerprint says so, so a remote table never answers for a local one or the other way round.
+    """
+
+    def __init__(self, client: Any, backend: str, threads: int, precision: str, cfg: TimingConfig) -> None:
+        self.client, self.backend, self.cfg = client, backend, cfg
+        info = client.info()
+        card = info.device
+        runtime = card.runtime if card.backend == backend else f"{backend} {info.versions.get(backend, '?')}"
+        self.device = TableDevice(
+            device_id=dataclasses.replace(card, backend=backend).device_id,
+            label=f"{card.cpu_model} · {card.physical_cores} cores",
+            host=client.device,
+            backend=backend,
+            runtime=runtime,
+            threads=threads,
+            precision=precision,
+            options=("allow_spinning=default",),
+        )
+
+    def time(self, paths: Sequence[Path]) -> list[Timing]:
+        cfg = self.cfg
+        per: list[list[float]] = [[] for _ in paths]
+        for r in range(cfg.rounds):
+            order = range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))
+            pc = ProfileConfig(warmup=cfg.warmup, runs=cfg.runs, threads=cfg.threads, max_rel_spread=10.0)
+            for i in order:
+                per[i].append(self.client.profile(paths[i], pc, backend=self.backend).latency.p50_ms)
+        return [_summary(v, cfg) for v in per]
+
+
+def _summary(values: list[float], cfg: TimingConfig) -> Timing:
+    mean = statistics.fmean(values)
+    noise = statistics.pstdev(values) / mean if mean > 0 and len(values) > 1 else 0.0
+    return Timing(p50_ms=min(values), noise=noise, rounds=cfg.rounds, runs=cfg.runs)
+
+
+def make_timer(
+    device: str | None, backend: str, threads: int, precision: str, cfg: TimingConfig, token: str | None = None
+) -> LocalTimer | AgentTimer:
+    """``None``/``"local"``: this machine; ``agent://HOST:PORT``: that device's agent (token: ``token`` or
+    ``$EDGEFORMER_AGENT_TOKEN``)."""
+    if device in (None, "local"):
+        return LocalTimer(backend, threads, precision, cfg)
+    if not str(device).startswith("agent://"):
+        raise ConfigError(f"device {device!r}: use 'local' or agent://HOST:PORT (an `edgeformer agent serve`).")
+    return AgentTimer(AgentClient(device, resolve_token(token)), backend, threads, precision, cfg)

@@ -23,8 +23,9 @@ from ..records import Record
 from .artifacts import export_arch
 from .build import _whole, calibration_archs
 from .model import LatencyModel
+from .space import SearchSpace
 from .table import Whole, arch_dict, arch_id, check_same, read_table, update
-from .timing import TimingConfig, local_device, time_artifacts
+from .timing import TimingConfig, make_timer
 
 PREDICTORS = ("table", "macs", "params")
 
@@ -115,15 +116,25 @@ def validate(
     *,
     timing: TimingConfig | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    device: str | None = None,
+    token: str | None = None,
+    space: SearchSpace | None = None,
 ) -> ValidationReport:
-    """Time ``samples`` seeded sub-networks whole on this machine and score the predictors (see module doc)."""
+    """Time ``samples`` seeded sub-networks whole on the table's device and score the predictors (see module doc).
+
+    ``device``: where to time (default: where the table was measured, this machine or its agent); ``space``: sample
+    from this (sub)space of the table's model instead of its whole space.
+    """
     path = Path(table_path)
     table = read_table(path)
     if samples < 3:
         raise ConfigError(f"--samples must be >= 3 (Kendall τ needs pairs), got {samples}.")
     dev = table.device
-    check_same(table, local_device(dev.backend, dev.threads, dev.precision), path)
-    lm = LatencyModel(table, source=str(path))
+    timing = replace(timing or TimingConfig(), threads=dev.threads)
+    where = device if device is not None else (None if dev.host == "local" else dev.host)
+    timer = make_timer(where, dev.backend, dev.threads, dev.precision, timing, token)
+    check_same(table, timer.device, path)
+    lm = LatencyModel(table, space, source=str(path))
     space = lm.space
     calib = [w for w in table.whole if w.purpose == "calibration"]
     excluded = {arch_id(arch_dict(a)) for a in calibration_archs(space, len(calib), 0)}
@@ -138,7 +149,6 @@ def validate(
             archs.append(a)
     have = {arch_id(w.arch): w for w in table.whole if w.purpose == "validation"}
     todo = [a for a in archs if arch_id(arch_dict(a)) not in have]
-    timing = replace(timing or TimingConfig(), threads=dev.threads)
     with tempfile.TemporaryDirectory(prefix="edgeformer-validate-") as tmp:
         for start in range(0, len(todo), timing.batch_size):
             batch = todo[start : start + timing.batch_size]
@@ -153,7 +163,7 @@ def validate(
                 )
                 for i, a in enumerate(batch)
             ]
-            timed = time_artifacts(folders, dev.backend, timing)
+            timed = timer.time(folders)
             new = tuple(_whole(space, a, t, "validation") for a, t in zip(batch, timed, strict=True))
             table = update(path, lambda t, w=new: replace(t, whole=t.whole + w))
             have.update({arch_id(w.arch): w for w in new})
