@@ -71,7 +71,9 @@ class _Bar:
 def build_cmd(
     model: Annotated[str, typer.Argument(help="A zoo variant or trained reference model (`edgeformer models list`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Table file to write or extend (resumes what is missing).")],
-    backend: Annotated[str, typer.Option("--backend", help="Runtime to time on: ort or openvino.")] = "ort",
+    backend: Annotated[
+        str, typer.Option("--backend", help="Runtime to time on: ort, openvino, tensorrt (NVIDIA GPU), coreml (macOS).")
+    ] = "ort",
     precision: Annotated[
         str, typer.Option("--precision", help="fp32, or int8 (the default quantize recipe).")
     ] = "fp32",

@@ -15,17 +15,20 @@ from typing import Any
 import torch
 
 from ..compile import compile as compile_artifact
+from ..compile.targets import target_unavailable
 from ..export.onnx import OnnxExportConfig, export_onnx
 from ..models import get_spec
 from ..quant import quantize
 from ..quant.config import QuantConfig, SearchConfig
+from ..runtimes import get_backend
 from .blocks import build_model
 
 PRECISIONS = ("fp32", "int8")
 # torch.export (dynamo) is not thread-safe: fleet builds run one thread per device, so exports take turns (the
 # timing, on the devices, still runs in parallel)
 _EXPORT_LOCK = threading.Lock()
-BACKENDS = ("ort", "openvino")
+BACKENDS = ("ort", "openvino", "tensorrt", "coreml")
+_COMPILED = ("openvino", "tensorrt", "coreml")  # backends whose artifact is made by the compile step
 
 
 def example_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -59,9 +62,20 @@ def _export_module(
             art = quantize(art, qcfg, calib="synthetic", out=folder / "int8", cache=None)
         finally:
             quiet.setLevel(level)
-    if backend == "openvino":
-        art = compile_artifact(art, target="openvino", precision="fp32", out=folder / "openvino", cache=None)
+    if backend in _COMPILED:
+        # an INT8 QDQ model keeps its quantization through each target's own INT8 path; fp32 otherwise
+        target_precision = "int8" if precision == "int8" and backend != "openvino" else "fp32"
+        art = compile_artifact(art, target=backend, precision=target_precision, out=folder / backend, cache=None)
     return art.path
+
+
+def backend_unavailable(backend: str) -> str | None:
+    """Why a table cannot be measured on ``backend`` here (its compile target or its runtime missing), or ``None``."""
+    if backend in _COMPILED:
+        reason = target_unavailable(backend)
+        if reason:
+            return reason
+    return get_backend(backend).available() or None
 
 
 def export_arch(

@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import AgentUnreachableError, ConfigError, LatencyTableError
-from .artifacts import BACKENDS, PRECISIONS, export_arch, export_module
+from ..errors import AgentUnreachableError, BackendUnavailableError, ConfigError, LatencyTableError
+from .artifacts import BACKENDS, PRECISIONS, backend_unavailable, export_arch, export_module
 from .blocks import build_model, segment_modules, segments
 from .complexity import arch_complexity
 from .fit import fit_correction
@@ -95,6 +95,8 @@ def build_table(
         raise ConfigError(f"threads must be >= 1, got {threads}.")
     timing = replace(timing or TimingConfig(), threads=threads)
     path = Path(out)
+    if device in (None, "local") and (why := backend_unavailable(backend)):
+        raise BackendUnavailableError(f"cannot build a {backend} latency table here: {why}")
     timer = make_timer(device, backend, threads, precision, timing, token)
     dev = timer.device
     keys = table_keys(space)

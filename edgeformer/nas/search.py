@@ -163,6 +163,16 @@ def _shrink(space: SearchSpace, lm: LatencyModel, g: Genome, budget_ms: float, r
     return None
 
 
+def _mix(src: Genome, other: Genome, choices: tuple, s: int, field: str, rng: random.Random, rate: float) -> tuple:
+    """Stage ``s``'s per-block ``field`` for ``src``'s depth: each block from ``other`` at ``rate`` where it has the
+    block, else from ``src``, else the parent's choice (a block ``src`` gained from ``other``'s depth)."""
+    mine, theirs = getattr(src, field)[s], getattr(other, field)[s]
+    return tuple(
+        theirs[b] if b < len(theirs) and rng.random() < rate else mine[b] if b < len(mine) else choices[b][0]
+        for b in range(src.depths[s])
+    )
+
+
 def _mutate(space: SearchSpace, g: Genome, rng: random.Random, rate: float = 0.3) -> Genome:
     other = space.genome(space.sample(rng))
     widths = tuple(o if rng.random() < rate else w for w, o in zip(g.widths, other.widths, strict=True))
@@ -170,26 +180,8 @@ def _mutate(space: SearchSpace, g: Genome, rng: random.Random, rate: float = 0.3
     for s in range(space.num_stages):
         src = other if rng.random() < rate else g
         depths.append(src.depths[s])
-        ratios.append(
-            tuple(
-                other.ratios[s][b]
-                if b < len(other.ratios[s]) and rng.random() < rate
-                else space.ratios[s][b][0]
-                if b >= len(src.ratios[s])
-                else src.ratios[s][b]
-                for b in range(src.depths[s])
-            )
-        )
-        mixers.append(
-            tuple(
-                other.mixers[s][b]
-                if b < len(other.mixers[s]) and rng.random() < rate
-                else space.mixers[s][b][0]
-                if b >= len(src.mixers[s])
-                else src.mixers[s][b]
-                for b in range(src.depths[s])
-            )
-        )
+        ratios.append(_mix(g if src is g else other, other, space.ratios[s], s, "ratios", rng, rate))
+        mixers.append(_mix(g if src is g else other, other, space.mixers[s], s, "mixers", rng, rate))
     partial = None
     if g.partial is not None and other.partial is not None:
         partial = tuple(

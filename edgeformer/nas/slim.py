@@ -223,6 +223,21 @@ def slim(
             progress=lambda i, w: say(0, len(budgets_ms) + 1, f"greedy step {i}: {w}"),
         )
         greedy_s = (time.perf_counter() - started) / len(budgets_ms)
+
+        def report_of(results: list[BudgetResult]) -> SlimReport:
+            return SlimReport(
+                model=model,
+                table=str(table),
+                device=dev.summary(),
+                precision=dev.precision,
+                epochs=epochs,
+                seed=seed,
+                parent=parent_rec,
+                budgets=tuple(results),
+                greedy_steps=tuple(steps),
+                out=str(out),
+            )
+
         results = []
         for i, budget in enumerate(sorted(budgets_ms, reverse=True)):
             folder = out / f"budget-{budget:g}ms"
@@ -276,34 +291,9 @@ def slim(
             }
             _commit(work / f"b{i}" / "folder", folder, result, lineage)
             results.append(result)
-            _write_reports(
-                out,
-                SlimReport(
-                    model=model,
-                    table=str(table),
-                    device=dev.summary(),
-                    precision=dev.precision,
-                    epochs=epochs,
-                    seed=seed,
-                    parent=parent_rec,
-                    budgets=tuple(results),
-                    greedy_steps=tuple(steps),
-                    out=str(out),
-                ),
-            )
-    report = SlimReport(
-        model=model,
-        table=str(table),
-        device=dev.summary(),
-        precision=dev.precision,
-        epochs=epochs,
-        seed=seed,
-        parent=parent_rec,
-        budgets=tuple(results),
-        greedy_steps=tuple(steps),
-        out=str(out),
-    )
-    _write_reports(out, report)
+            write_reports(out, report_of(results))  # after every budget: Ctrl-C keeps a report of what is done
+    report = report_of(results)
+    write_reports(out, report)
     return report
 
 
@@ -415,7 +405,3 @@ def _commit(staged: Path, folder: Path, result: BudgetResult, lineage: dict[str,
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(staged, tmp)
     tmp.rename(folder)
-
-
-def _write_reports(out: Path, report: SlimReport) -> None:
-    write_reports(out, report)

@@ -84,3 +84,16 @@ def test_a_table_of_another_model_is_not_extended(tiny_space, tmp_path):
     write_table(tmp_path / "t.json", other)
     with pytest.raises(LatencyTableError, match="keywords_audioformer"):
         build_table(tiny_space, threads=2, out=tmp_path / "t.json", timing=FAST)
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "coreml"])
+def test_a_backend_that_cannot_run_here_is_refused_with_the_reason(tiny_space, tmp_path, backend):
+    from edgeformer.errors import BackendUnavailableError
+    from edgeformer.nas.artifacts import backend_unavailable
+
+    why = backend_unavailable(backend)
+    if why is None:
+        pytest.skip(f"{backend} runs on this machine")
+    with pytest.raises(BackendUnavailableError, match=f"cannot build a {backend} latency table here"):
+        build_table(tiny_space, backend=backend, out=tmp_path / "t.json", timing=FAST)
+    assert not (tmp_path / "t.json").exists()

@@ -50,6 +50,34 @@ class Adapter:
         return (ATTN, NONE) if kind == ATTN else (kind,)
 
 
+class FlagAdapter(Adapter):
+    """Blocks carry an attention on/off flag; ``widths_field`` and ``attn_field`` name the arch's fields."""
+
+    widths_field: ClassVar[str] = "widths"
+    attn_field: ClassVar[str] = "attn"
+
+    def to_genome(self, arch: Any) -> Genome:
+        mixers = tuple(tuple(ATTN if a else NONE for a in stage) for stage in getattr(arch, self.attn_field))
+        return Genome(
+            widths=getattr(arch, self.widths_field),
+            depths=arch.depths,
+            ratios=arch.mlp_ratios,
+            mixers=mixers,
+            partial=self._partial(arch),
+        )
+
+    def to_arch(self, parent: Any, g: Genome) -> Any:
+        flags = tuple(tuple(k == ATTN for k in stage) for stage in g.mixers)
+        fields = {self.widths_field: g.widths, self.attn_field: flags, "depths": g.depths, "mlp_ratios": g.ratios}
+        return parent.replace(**fields, **self._partial_fields(parent, g))
+
+    def _partial(self, arch: Any) -> tuple[int, ...] | None:
+        return None
+
+    def _partial_fields(self, parent: Any, g: Genome) -> dict[str, Any]:
+        return {}
+
+
 _MODULES = {
     "efficientformer": "efficientformer",
     "efficientformer_v2": "efficientformer_v2",

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from ...models.shvit import SHViTArch
-from .base import ATTN, NONE, Adapter, Genome
+from typing import Any
+
+from .base import FlagAdapter, Genome
 
 
-class SHViTAdapter(Adapter):
+class SHViTAdapter(FlagAdapter):
     family = "shvit"
     has_partial = True
+    widths_field = "embed_dims"
+    attn_field = "attention"
 
-    def to_genome(self, arch: SHViTArch) -> Genome:
-        mixers = tuple(tuple(ATTN if a else NONE for a in stage) for stage in arch.attention)
-        return Genome(
-            widths=arch.embed_dims, depths=arch.depths, ratios=arch.mlp_ratios, mixers=mixers, partial=arch.partial_dims
-        )
+    def _partial(self, arch: Any) -> tuple[int, ...] | None:
+        return arch.partial_dims
 
-    def to_arch(self, parent: SHViTArch, g: Genome) -> SHViTArch:
-        attention = tuple(tuple(k == ATTN for k in stage) for stage in g.mixers)
-        return parent.replace(
-            embed_dims=g.widths,
-            depths=g.depths,
-            mlp_ratios=g.ratios,
-            attention=attention,
-            partial_dims=g.partial if g.partial is not None else parent.partial_dims,
-        )
+    def _partial_fields(self, parent: Any, g: Genome) -> dict[str, Any]:
+        return {"partial_dims": g.partial if g.partial is not None else parent.partial_dims}
 
 
 ADAPTER = SHViTAdapter()
