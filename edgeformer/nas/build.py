@@ -176,9 +176,11 @@ def _entry(keys: dict[str, tuple[Any, str]], key_id: str, t: Timing, space: Sear
     )
 
 
-def _whole(space: SearchSpace, arch: Any, t: Timing, purpose: str) -> Whole:
+def _whole(space: SearchSpace, arch: Any, t: Timing, purpose: str, drift: float = 1.0) -> Whole:
     params, macs = arch_complexity(space, arch)
-    return Whole(arch=arch_dict(arch), p50_ms=t.p50_ms, noise=t.noise, params=params, macs=macs, purpose=purpose)
+    return Whole(
+        drift=drift, arch=arch_dict(arch), p50_ms=t.p50_ms, noise=t.noise, params=params, macs=macs, purpose=purpose
+    )
 
 
 def _build_on(agent: Any, item: tuple[str, dict[str, Any]]) -> str:

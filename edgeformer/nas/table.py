@@ -83,6 +83,9 @@ class Whole(Record):
     params: int
     macs: int
     purpose: str = "calibration"
+    # validation timings: the build-time p50 of an anchor model over its p50 in this batch (machine drift between
+    # the build and now; the normalized latency is p50_ms * drift)
+    drift: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,11 @@ Seeded samples (never the correction's calibration models) are exported and time
 gives the share of predictions within ±5 % and ±10 %, MAPE, Kendall τ and the timing noise, for the latency model
 and for two baselines fitted on the same calibration timings: latency linear in MACs, and linear in parameters.
 Timings are stored in the table (``purpose="validation"``), so a rerun with the same seed times nothing again.
+
+Drift: a shared or virtual machine speeds up and slows down over minutes (other tenants, frequency scaling), and
+the blocks were timed during the build, possibly long before. So every validation batch also times the parent,
+whose build-time latency the table holds, and the batch's timings are scaled by build-time / now: predictions
+are scored against the machine the table describes. The raw scores and the drift factors are reported too.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .space import SearchSpace
 from .table import Whole, arch_dict, arch_id, check_same, read_table, update
 from .timing import TimingConfig, make_timer
 
-PREDICTORS = ("table", "macs", "params")
+PREDICTORS = ("table", "table_raw", "macs", "params")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +46,9 @@ class Metrics(Record):
 @dataclass(frozen=True, kw_only=True)
 class Row(Record):
     arch: dict[str, Any]
-    measured_ms: float
+    measured_ms: float  # drift-normalized
+    raw_ms: float
+    drift: float
     noise: float
     table_ms: float
     macs_ms: float
@@ -56,16 +63,23 @@ class ValidationReport(Record):
     samples: int
     seed: int
     noise_median: float  # median std/mean of the repeated timings of one model
-    metrics: dict[str, Metrics]  # "table", "macs", "params"
+    drift_range: tuple[float, float]  # smallest and largest drift factor of the batches
+    metrics: dict[str, Metrics]  # "table", "table_raw" (no drift correction), "macs", "params"
     rows: tuple[Row, ...]
 
     def to_markdown(self) -> str:
         head = (
             f"**{self.model}** · {self.device} · {self.precision} · {self.samples} held-out sub-networks "
-            f"(seed {self.seed}) · timing noise (median std/mean) {100 * self.noise_median:.2f}%\n\n"
+            f"(seed {self.seed}) · timing noise (median std/mean) {100 * self.noise_median:.2f}% · drift factors "
+            f"{self.drift_range[0]:.3f}-{self.drift_range[1]:.3f}\n\n"
         )
         lines = ["| predictor | within ±5% | within ±10% | MAPE | Kendall τ |", "|---|---:|---:|---:|---:|"]
-        names = {"table": "latency table + correction", "macs": "linear in MACs", "params": "linear in parameters"}
+        names = {
+            "table": "latency table + correction",
+            "table_raw": "same, raw timings (no drift correction)",
+            "macs": "linear in MACs",
+            "params": "linear in parameters",
+        }
         for k in PREDICTORS:
             m = self.metrics[k]
             share = f"{100 * m.within_5:.0f}% | {100 * m.within_10:.0f}%"
@@ -149,7 +163,18 @@ def validate(
             archs.append(a)
     have = {arch_id(w.arch): w for w in table.whole if w.purpose == "validation"}
     todo = [a for a in archs if arch_id(arch_dict(a)) not in have]
+    anchor_ref = next((w.p50_ms for w in calib if arch_id(w.arch) == arch_id(arch_dict(space.parent))), None)
     with tempfile.TemporaryDirectory(prefix="edgeformer-validate-") as tmp:
+        anchor = None
+        if todo and anchor_ref is not None:
+            anchor = export_arch(
+                space.parent,
+                space.input_shape,
+                Path(tmp) / "anchor",
+                zoo_model=space.zoo_model,
+                precision=dev.precision,
+                backend=dev.backend,
+            )
         for start in range(0, len(todo), timing.batch_size):
             batch = todo[start : start + timing.batch_size]
             folders = [
@@ -163,8 +188,11 @@ def validate(
                 )
                 for i, a in enumerate(batch)
             ]
-            timed = timer.time(folders)
-            new = tuple(_whole(space, a, t, "validation") for a, t in zip(batch, timed, strict=True))
+            timed = timer.time([anchor, *folders] if anchor is not None else folders)
+            drift = 1.0
+            if anchor is not None:
+                drift, timed = anchor_ref / timed[0].p50_ms, timed[1:]
+            new = tuple(_whole(space, a, t, "validation", drift) for a, t in zip(batch, timed, strict=True))
             table = update(path, lambda t, w=new: replace(t, whole=t.whole + w))
             have.update({arch_id(w.arch): w for w in new})
             if progress:
@@ -175,7 +203,9 @@ def validate(
     rows = tuple(
         Row(
             arch=w.arch,
-            measured_ms=w.p50_ms,
+            measured_ms=w.p50_ms * w.drift,
+            raw_ms=w.p50_ms,
+            drift=w.drift,
             noise=w.noise,
             table_ms=lm.predict_ms(a),
             macs_ms=by_macs(w.macs),
@@ -191,8 +221,10 @@ def validate(
         samples=len(rows),
         seed=seed,
         noise_median=statistics.median(r.noise for r in rows),
+        drift_range=(min(r.drift for r in rows), max(r.drift for r in rows)),
         metrics={
             "table": metrics([r.table_ms for r in rows], measured),
+            "table_raw": metrics([r.table_ms for r in rows], [r.raw_ms for r in rows]),
             "macs": metrics([r.macs_ms for r in rows], measured),
             "params": metrics([r.params_ms for r in rows], measured),
         },

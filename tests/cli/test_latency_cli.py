@@ -74,7 +74,8 @@ def test_validate_scores_the_table_and_both_baselines(built):
     proc = cli("latency", "validate", str(out), "--samples", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert set(report["metrics"]) == {"table", "macs", "params"} and report["samples"] == 3
+    assert set(report["metrics"]) == {"table", "table_raw", "macs", "params"} and report["samples"] == 3
+    assert all(r["measured_ms"] == pytest.approx(r["raw_ms"] * r["drift"]) for r in report["rows"])
     assert all(r["measured_ms"] > 0 for r in report["rows"])
 
 
