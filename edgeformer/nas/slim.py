@@ -46,6 +46,9 @@ from .timing import TimingConfig, make_timer
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1.05  # a budget is met when measured p50 <= budget * TOLERANCE
+# a pick measured over budget is replaced by one predicted faster by the factor it missed by, at most this often
+MAX_ATTEMPTS = 3
+HEADROOM = 0.6  # the greedy trajectory runs on to this fraction of the smallest budget, for those re-picks
 UNIFORM_FRACTIONS = (0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 Progress = Callable[[int, int, str], None]
 
@@ -75,6 +78,7 @@ class BudgetResult(Record):
     better_search: str  # which search found the more accurate (validation, inherited) sub-network
     search_s: float
     breakdown: tuple[tuple[str, float, float], ...]  # (segment, parent ms, slim ms) predicted; 0 = cut
+    attempts: tuple[tuple[float, float], ...] = ()  # (predicted, measured) ms of each sub-network tried
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,11 +219,12 @@ def slim(
             top1=_ort_top1(parent_path, *data.test),
         )
         started = time.perf_counter()
+        floor = lm.predict_ms(space.smallest())
         path, steps = greedy(
             space,
             lm,
             evaluate,
-            min(budgets_ms),
+            max(floor, HEADROOM * min(budgets_ms)),
             progress=lambda i, w: say(0, len(budgets_ms) + 1, f"greedy step {i}: {w}"),
         )
         greedy_s = (time.perf_counter() - started) / len(budgets_ms)
@@ -257,7 +262,14 @@ def slim(
                 "tie" if e_val is None or abs(e_val - g_val) < 1e-9 else ("evolution" if e_val > g_val else "greedy")
             )
             say(i + 1, len(budgets_ms) + 1, f"{budget:g} ms: fine-tuning")
+
+            def repick(target: float) -> Any:
+                if search == "evolution":
+                    return evolution(space, lm, evaluate, max(target, floor), seed=seed)[0]
+                return pick(path, target)[0] if target >= path[-1][1] else path[-1][0]
+
             result = _deliver(
+                repick,
                 model,
                 space,
                 lm,
@@ -311,6 +323,7 @@ def _params(m: torch.nn.Module) -> int:
 
 
 def _deliver(
+    repick,
     model,
     space,
     lm,
@@ -332,8 +345,22 @@ def _deliver(
 ) -> BudgetResult:
     staged = work / "folder"
     staged.mkdir(parents=True)
-    child = finetune(evaluate.child(arch), parent, data, epochs=epochs, seed=seed)
-    child_path = _export(child, model, space, work / "slim", dev.precision, data, dev.backend)
+    # closed loop: a pick the device runs over budget is replaced by one predicted faster by the factor it missed by
+    attempts: list[tuple[float, float]] = []
+    target = budget
+    for attempt in range(MAX_ATTEMPTS):
+        child = finetune(evaluate.child(arch), parent, data, epochs=epochs, seed=seed)
+        child_path = _export(child, model, space, work / f"slim{attempt}", dev.precision, data, dev.backend)
+        (t,) = timer.time([child_path])
+        attempts.append((lm.predict_ms(arch), t.p50_ms))
+        if t.p50_ms <= budget * TOLERANCE or attempt == MAX_ATTEMPTS - 1:
+            break
+        target *= budget / t.p50_ms
+        nxt = repick(target)
+        if nxt == arch:  # nothing faster is left to try
+            break
+        log.info("%g ms: measured %.3f ms, re-picking for a predicted %.3f ms", budget, t.p50_ms, target)
+        arch = nxt
     # uniform baseline candidates, inherited and BN-recalibrated, timed in one interleaved batch with the slim model
     cands = [uniform(space, f) for f in UNIFORM_FRACTIONS]
     cand_paths = [
@@ -394,6 +421,7 @@ def _deliver(
         better_search=better,
         search_s=search_s,
         breakdown=breakdown,
+        attempts=tuple(attempts),
     )
 
 

@@ -69,13 +69,16 @@ def markdown(report: Any) -> str:
         "",
         "## Search",
         "",
-        "| budget ms | delivered by | greedy (val, inherited) | evolution (val, inherited) | better | search s |",
-        "|---:|---|---:|---:|---|---:|",
+        "| budget ms | delivered by | greedy (val, inherited) | evolution (val, inherited) | better | search s | "
+        "picks tried: predicted → measured ms |",
+        "|---:|---|---:|---:|---|---:|---|",
     ]
     for b in report.budgets:
         ev = f"{b.evolution_val:.2f}" if b.evolution_val is not None else "—"
+        tried = ", ".join(f"{p:.3f} → {m:.3f}" for p, m in b.attempts) or "—"
         lines.append(
-            f"| {b.budget_ms:g} | {b.search} | {b.greedy_val:.2f} | {ev} | {b.better_search} | {b.search_s:.0f} |"
+            f"| {b.budget_ms:g} | {b.search} | {b.greedy_val:.2f} | {ev} | {b.better_search} | {b.search_s:.0f} | "
+            f"{tried} |"
         )
     for b in report.budgets:
         lines += [
