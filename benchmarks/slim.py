@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +31,12 @@ from edgeformer.nas.slim import _export  # the same export the slimmed models ge
 from edgeformer.nas.timing import time_artifacts
 
 
-def parent_ms(model: str, table, work: Path, threads: int) -> float:
+def parent_ms(model: str, threads: int) -> float:
     space = SearchSpace.of(model)
     data = reference_data(model)
-    path = _export(load_reference(model)[0], model, space, work / f"{model}-parent", "fp32", data, "ort")
-    return time_artifacts([path], "ort", TimingConfig(threads=threads, rounds=7))[0].p50_ms
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _export(load_reference(model)[0], model, space, Path(tmp), "fp32", data, "ort")
+        return time_artifacts([path], "ort", TimingConfig(threads=threads, rounds=7))[0].p50_ms
 
 
 def main() -> None:
@@ -53,7 +55,7 @@ def main() -> None:
         t0 = time.perf_counter()
         build_table(SearchSpace.of(model), "ort", "fp32", args.threads, out=table)
         build_s = time.perf_counter() - t0
-        p_ms = parent_ms(model, table, args.work, args.threads)
+        p_ms = parent_ms(model, args.threads)
         budgets = [round(f * p_ms, 4) for f in args.fractions]
         out = args.work / f"{model}-slim"
         t0 = time.perf_counter()

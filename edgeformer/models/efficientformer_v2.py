@@ -510,6 +510,8 @@ class EfficientFormerV2(ElasticModel):
 
     @torch.no_grad()
     def fuse(self) -> EfficientFormerV2:
+        if getattr(self, "fused", False):  # a second fuse would fold the biases and norms again
+            return self
         super().fuse()
         if isinstance(self.norm, nn.BatchNorm2d):
             # the BN is per channel and affine, so it commutes with the average pool into the head(s); the two

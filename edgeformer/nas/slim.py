@@ -270,6 +270,7 @@ def slim(
 
             result = _deliver(
                 repick,
+                parent_path,
                 model,
                 space,
                 lm,
@@ -324,6 +325,7 @@ def _params(m: torch.nn.Module) -> int:
 
 def _deliver(
     repick,
+    parent_path,
     model,
     space,
     lm,
@@ -351,7 +353,8 @@ def _deliver(
     for attempt in range(MAX_ATTEMPTS):
         child = finetune(evaluate.child(arch), parent, data, epochs=epochs, seed=seed)
         child_path = _export(child, model, space, work / f"slim{attempt}", dev.precision, data, dev.backend)
-        (t,) = timer.time([child_path])
+        # timed beside the parent, as in the final measurement below: the budget is judged on one protocol
+        t, _ = timer.time([child_path, parent_path])
         attempts.append((lm.predict_ms(arch), t.p50_ms))
         if t.p50_ms <= budget * TOLERANCE or attempt == MAX_ATTEMPTS - 1:
             break
@@ -367,7 +370,7 @@ def _deliver(
         _export(evaluate.child(a), model, space, work / f"u{j}", dev.precision, data, dev.backend)
         for j, a in enumerate(cands)
     ]
-    timed = timer.time([child_path, *cand_paths])
+    timed = timer.time([child_path, *cand_paths])  # only to pick the candidate of the nearest latency
     slim_t, cand_t = timed[0], timed[1:]
     j = min(range(len(cands)), key=lambda k: abs(cand_t[k].p50_ms - slim_t.p50_ms))
     u_arch = cands[j]
@@ -375,14 +378,14 @@ def _deliver(
     if u_child is None:
         u_child = evaluate.child(u_arch)
     u_path = _export(u_child, model, space, work / "uniform", dev.precision, data, dev.backend)
-    s_t2, u_t = timer.time([child_path, u_path])
+    s_t2, u_t, _ = timer.time([child_path, u_path, parent_path])
     slim_rec = SlimModel(
         kind="slim",
         arch=arch_dict(arch),
         params=_params(child),
         predicted_ms=lm.predict_ms(arch),
-        measured_ms=min(slim_t.p50_ms, s_t2.p50_ms),
-        measured_noise=slim_t.noise,
+        measured_ms=s_t2.p50_ms,
+        measured_noise=s_t2.noise,
         val_inherited=evaluate(arch),
         top1=_ort_top1(child_path, *data.test),
         folder="model",
