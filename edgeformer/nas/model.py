@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LatencyTableError
+from ..models.spec import to_tuples
 from ..records import Record
 from .blocks import segments
 from .space import SearchSpace
@@ -105,4 +106,5 @@ class LatencyModel:
 
     def arch_from_dict(self, d: dict[str, Any]) -> Any:
         """An architecture record of this table's family from its ``to_dict()`` (an ``ARCH.json``)."""
-        return self.space.parent.replace(**d)
+        # JSON holds lists; every family arch must stay hashable (EfficientFormerV2's does not convert them itself)
+        return self.space.parent.replace(**{k: to_tuples(v) for k, v in d.items()})
