@@ -115,3 +115,14 @@ def test_two_processes_extending_one_table_lose_no_entry(tmp_path):
         p.join(120)
         assert p.exitcode == 0
     assert len(read_table(path).entries) == 75
+
+
+@pytest.mark.parametrize("name", ["digits_efficientformerv2", "keywords_audioformer", "digits_shvit"])
+def test_an_arch_read_back_from_json_is_the_same_hashable_arch(name):
+    from edgeformer.nas.table import arch_dict
+
+    space = SearchSpace.of(name)
+    lm = LatencyModel(synthetic_table(space), space)
+    for arch in some_members(space, 3):
+        back = lm.arch_from_dict(json.loads(json.dumps(arch_dict(arch))))
+        assert back == arch and hash(back) == hash(arch) and lm.predict_ms(back) == lm.predict_ms(arch)
