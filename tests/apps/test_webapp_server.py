@@ -135,6 +135,9 @@ def test_the_command_serves_until_interrupted(digits_artifact, web_root) -> None
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # pytest-xdist workers ignore SIGINT and a child inherits that, so Python would never raise
+        # KeyboardInterrupt in it: give the server the default Ctrl-C a user's shell gives it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         url = proc.stdout.readline().strip()
