@@ -28,6 +28,7 @@ from ..compile import compile as compile_artifact
 from ..errors import ConfigError, LatencyTableError
 from ..export.onnx import OnnxExportConfig, export_onnx
 from ..models import create_model, get_spec, slice_weights
+from ..models.complexity import count_params
 from ..models.reference import list_references, load_reference, read_reference_meta
 from ..quant import quantize
 from ..quant.config import QuantConfig, SearchConfig
@@ -211,7 +212,7 @@ def slim(
         parent_rec = SlimModel(
             kind="parent",
             arch=arch_dict(space.parent),
-            params=_params(parent),
+            params=count_params(parent),
             predicted_ms=lm.predict_ms(space.parent),
             measured_ms=pt.p50_ms,
             measured_noise=pt.noise,
@@ -319,10 +320,6 @@ def _checkpoint_record(model: str, checkpoint: str | Path | None) -> dict[str, s
     return None
 
 
-def _params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
 def _deliver(
     repick,
     parent_path,
@@ -382,7 +379,7 @@ def _deliver(
     slim_rec = SlimModel(
         kind="slim",
         arch=arch_dict(arch),
-        params=_params(child),
+        params=count_params(child),
         predicted_ms=lm.predict_ms(arch),
         measured_ms=s_t2.p50_ms,
         measured_noise=s_t2.noise,
@@ -397,7 +394,7 @@ def _deliver(
     uni_rec = SlimModel(
         kind="uniform",
         arch=arch_dict(u_arch),
-        params=_params(u_child),
+        params=count_params(u_child),
         predicted_ms=u_pred,
         measured_ms=u_t.p50_ms,
         measured_noise=u_t.noise,
