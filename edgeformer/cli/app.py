@@ -11,6 +11,7 @@ import typer
 from .agent import app as agent_app
 from .app_web import app as apps_app
 from .bench import bench_cmd
+from .common import JsonErrorsGroup
 from .compile import compile_cmd
 from .doctor import doctor_cmd
 from .export import export_cmd
@@ -51,6 +52,7 @@ token refused, 5 target (or device agent) unavailable here,
 
 app = typer.Typer(
     name="edgeformer",
+    cls=JsonErrorsGroup,  # usage errors honour --json too
     help=HELP,
     no_args_is_help=True,
     add_completion=False,

@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ..errors import EdgeformerError
 
@@ -115,6 +116,44 @@ def fail(e: EdgeformerError, as_json: bool = False) -> None:
     if details:
         err_console.print(details, markup=False, emoji=False)
     raise typer.Exit(e.exit_code)
+
+
+class JsonErrorsGroup(TyperGroup):
+    """The root group: a usage error found while the command line is parsed (``--threads 0``, ``--batch x``, an
+    unknown option) honours ``--json`` like every other error, as a JSON object on stdout; click still prints
+    its usage message on stderr and exits 2.
+
+    Parsing happens before any command's :func:`command` wrapper runs, so only the root group sees these: the
+    root's own options fail in ``make_context``, a subcommand's inside ``invoke``.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        as_json = _asks_for_json(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except typer.TyperException as e:  # typer's vendored click.ClickException (UsageError, BadParameter...)
+            _usage_error_as_json(e, as_json)
+            raise
+        ctx.meta["edgeformer.json"] = as_json
+        return ctx
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as e:  # typer's vendored click.ClickException (UsageError, BadParameter...)
+            _usage_error_as_json(e, bool(ctx.meta.get("edgeformer.json")))
+            raise
+
+
+def _asks_for_json(args: Sequence[str]) -> bool:
+    args = list(args)
+    return "--json" in (args[: args.index("--")] if "--" in args else args)  # after `--` it is an argument
+
+
+def _usage_error_as_json(e: typer.TyperException, as_json: bool) -> None:
+    if as_json and hasattr(e, "format_message"):
+        code = getattr(e, "exit_code", 2)
+        print(json.dumps({"error": {"type": type(e).__name__, "message": e.format_message(), "exit_code": code}}))
 
 
 def print_json(obj: Any) -> None:

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InvalidInputError
 from ..runtimes import load
+from ..runtimes.arrays import ARRAY_SUFFIXES, read_array_file
 from .common import (
     ArtifactArg,
     BackendOpt,
@@ -26,7 +28,9 @@ from .common import (
 @command
 def predict_cmd(
     artifact: ArtifactArg,
-    inputs: Annotated[list[Path], typer.Argument(help="Image or .wav files (or .npy preprocessed arrays).")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Image or .wav files, or preprocessed arrays (.npy, or .npz with one array).")
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels to show per input.")] = 5,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
@@ -43,14 +47,15 @@ def predict_cmd(
       edgeformer samples -o samples && edgeformer export digits_shvit -o digits
       edgeformer predict digits samples/digits/*.png -k 1
     """
-    import numpy as np
-
     setup_logging(verbose)
     predictor = load(artifact, backend=None if backend == "auto" else backend, threads=threads)
     results = {}
     for path in inputs:
-        x = np.load(path, allow_pickle=False) if path.suffix == ".npy" else path
-        results[str(path)] = [p.to_dict() for p in predictor.predict(x, top_k=top_k)]
+        try:
+            x = read_array_file(path, predictor.input.name) if path.suffix.lower() in ARRAY_SUFFIXES else path
+            results[str(path)] = [p.to_dict() for p in predictor.predict(x, top_k=top_k)]
+        except InvalidInputError as e:
+            raise _naming(e, path) from e
     if predictor.random_init:  # one line on stderr, once the inputs ran (an error stays the first line there)
         err_console.print(
             f"warning: {artifact} has random-init weights: labels are noise; export a trained model "
@@ -69,3 +74,13 @@ def predict_cmd(
     m = predictor.session.artifact.manifest
     title = f"{m.model_name} · {m.format}/{m.precision} on {predictor.session.backend}, top-{top_k}"
     console.print(table(title, ("input", "label", "index", "score"), rows))
+
+
+def _naming(e: InvalidInputError, path: Path) -> InvalidInputError:
+    """``e`` with the input file first, as every exit-3 message of predict reads (with several inputs, an array
+    of the wrong shape must say which one)."""
+    if str(path) in str(e).partition("\n")[0]:
+        return e
+    named = InvalidInputError(f"{path}: {e}")
+    named.__class__ = type(e)  # keep the subclass (InputMismatchError...) and its exit code
+    return named
