@@ -18,8 +18,10 @@ Usage::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/backends.py --models efficientformer_l1 --threads 2 --json be.json
 
-Measure on a quiet machine: rows are timed one after another, so load that comes and goes during the
-run shifts rows against each other (each row's stability flag and the load average are recorded).
+Rows are timed by bench itself: together, in rotating rounds, each p50 with a 95 % bootstrap interval, plus an
+A/A row (plain ONNX FP32 opened twice); the ★ is bench's verdict (faster than the runner-up beyond the interval of
+their paired ratio, else a tie broken by fidelity then size; none when the A/A check fails). Run it twice: the
+same ★ (or a tie both times) with the A/A ratio within ±3 % is what a trustworthy table looks like here.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgeformer.bench import BenchConfig, BenchContext, BenchRow, RowProducer, bench, time_torch
+from edgeformer.bench import BenchConfig, BenchContext, BenchRow, RowProducer, Timed, bench, torch_contender
+from edgeformer.bench.report import p50_cell
 from edgeformer.bench.rows import ROW_PRODUCERS
 from edgeformer.profiling.device import device_card
 
@@ -55,10 +58,10 @@ def _torch_compile(ctx: BenchContext) -> BenchRow:
     with torch.inference_mode():
         compiled(*inputs)  # compiles
     compile_s = time.perf_counter() - t0
-    stats = time_torch(compiled, inputs, ctx.profile_config)
     with torch.inference_mode():
         ref, out = model(*inputs), compiled(*inputs)
     cos = torch.nn.functional.cosine_similarity(ref.flatten().double(), out.flatten().double(), dim=0).item()
+    ctx.pending = Timed(torch_contender(compiled, inputs, ctx.threads), None, "eager")
     return BenchRow(
         name="",
         format="pytorch",
@@ -67,25 +70,25 @@ def _torch_compile(ctx: BenchContext) -> BenchRow:
         status="ok",
         reason=f"compiled in {compile_s:.1f} s; cosine vs eager on the timing input",
         parity_cosine=cos,
-        p50_ms=stats.p50_ms,
-        p90_ms=stats.p90_ms,
-        fps=stats.throughput,
-        stable=stats.stable,
     )
 
 
 COMPILE_ROW = RowProducer("pytorch", "fp32", "inductor", _torch_compile, ("torch",), True)
 
 
-def summarize(rows: list[dict[str, Any]], min_cosine: float) -> dict[str, Any]:
-    """The marked row, the best peers (any fidelity / meeting the bar), and the ratios the goal is about."""
+def summarize(rows: list[dict[str, Any]], min_cosine: float, star: str | None = "") -> dict[str, Any]:
+    """The marked row, the best peers (any fidelity / meeting the bar), and the ratios the goal is about.
+
+    ``star`` is the row bench's verdict marked (``None``: none, a noisy machine); ``""``: the fastest row meeting
+    the bar, for reports without a verdict.
+    """
 
     def fastest(candidates):
         timed = [r for r in candidates if r["status"] == "ok" and r["p50_ms"] is not None]
         return min(timed, key=lambda r: r["p50_ms"]) if timed else None
 
     faithful = [r for r in rows if r["parity_cosine"] is not None and r["parity_cosine"] >= min_cosine]
-    marked = fastest(faithful)
+    marked = fastest(faithful) if star == "" else next((r for r in rows if r["name"] == star), None)
     peer_any = fastest([r for r in rows if r["peer"]])
     peer_bar = fastest([r for r in faithful if r["peer"]])
     ours = fastest([r for r in faithful if not r["peer"]])
@@ -111,7 +114,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per row")
+    ap.add_argument("--min-time", type=float, default=3.0, help="timed seconds per row, over the rounds")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
     ap.add_argument("--min-cosine", type=float, default=0.999)
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--calib", default=None, help="calibration data (default: synthetic; random-init models)")
@@ -122,7 +126,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     console = Console(width=160)
     producers = [*ROW_PRODUCERS, *(() if args.no_compile else (COMPILE_ROW,))]
-    config = BenchConfig(min_time_s=args.min_time, formats=tuple(args.formats.split(",")), min_cosine=args.min_cosine)
+    config = BenchConfig(
+        min_time_s=args.min_time,
+        rounds=args.rounds,
+        formats=tuple(args.formats.split(",")),
+        min_cosine=args.min_cosine,
+    )
     result: dict[str, Any] = {
         "device": device_card(backend="ort", threads=args.threads).to_dict(),
         "threads": args.threads,
@@ -144,28 +153,33 @@ def main() -> None:
                 overwrite=True,
             )
             rows = [r.to_dict() for r in report.rows]
-            summary = summarize(rows, args.min_cosine)
+            verdict = report.verdict
+            summary = summarize(rows, args.min_cosine, star=verdict.star if verdict else "")
             result["models"][name] = {
                 "rows": rows,
                 "summary": summary,
+                "verdict": verdict.to_dict() if verdict else None,
+                "timing": report.timing,
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "parity_on": report.parity_on,
             }
             table = Table(title=f"{name} · threads {args.threads} · {report.device.get('cpu_model')}")
-            for col in ("row", "peer", "status", "p50 ms", "cos vs torch", "top-1", "stable", "note"):
+            for col in ("row", "peer", "status", "p50 ms [95 % CI]", "start ms", "MB rss", "cos vs torch", "note"):
                 table.add_column(col)
             for r in report.rows:
                 table.add_row(
                     ("★ " if r.name == summary["marked"] else "") + r.name,
                     "peer" if r.peer else "",
                     r.status,
-                    "-" if r.p50_ms is None else f"{r.p50_ms:.2f}",
+                    p50_cell(r),
+                    "-" if r.startup_ms is None else f"{r.startup_ms:.0f}",
+                    "-" if r.memory_mb is None else f"{r.memory_mb:.0f}",
                     "-" if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
-                    "-" if r.top1_agreement is None else f"{r.top1_agreement:.2f}",
-                    "" if r.stable is None else str(r.stable),
                     (r.reason or "")[:60],
                 )
             console.print(table)
+            for line in report.footer():
+                console.print(line, markup=False)
             console.print(
                 f"marked {summary['marked']}: {summary['marked_vs_best_peer_any']}x the best peer "
                 f"({summary['best_peer_any']}, cosine {summary['best_peer_any_cosine']}), "

@@ -5,7 +5,7 @@ over the shared :class:`BenchContext`) and writes a :class:`BenchReport` (``benc
 ``bench.png``).
 """
 
-from .context import BenchContext, RowProducer, time_torch
+from .context import BenchContext, RowProducer, Timed, torch_contender
 from .pipeline import bench, select
 from .report import BACKENDS, DEFAULT_MIN_COSINE, FORMATS, PRECISIONS, BenchConfig, BenchReport, BenchRow
 from .rows import ROW_PRODUCERS
@@ -21,9 +21,10 @@ __all__ = [
     "BenchReport",
     "BenchRow",
     "RowProducer",
+    "Timed",
     "bench",
     "select",
-    "time_torch",
+    "torch_contender",
 ]
 
 from ..callable_package import make_callable

@@ -20,12 +20,27 @@ from ..export import export
 from ..export.onnx import OnnxExportConfig
 from ..export.source import prepare_source
 from ..models import get_spec
-from ..profiling import LatencyStats, ProfileConfig, build_feeds, measure, profile
+from ..profiling import ProfileConfig, build_feeds
+from ..profiling.interleave import Contender, InterleaveConfig
+from ..profiling.side_by_side import artifact_contender
 from ..quant import QuantConfig, open_calibration
 from ..runtimes import Session
 from .report import BenchConfig, BenchRow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A row's timing handle: its contender (named by the driver) and what it times."""
+
+    contender: Contender
+    artifact: Artifact | None
+    backend: str
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -44,6 +59,7 @@ class BenchContext:
     _made: dict[str, Any] = field(default_factory=dict)  # results (or errors) of _once, by key
     parity_on: str = ""
     agent: AgentClient | None = None  # --device: rows are timed there; built, checked for parity here
+    pending: Timed | None = None  # the last producer's contender, taken by the driver
 
     def remote_unavailable(self, backend: str, precision: str) -> str | None:
         """Why ``backend`` at ``precision`` cannot run (usefully) on the agent's device, or ``None``."""
@@ -93,12 +109,12 @@ class BenchContext:
         return self._once("torch", lambda: _torch_model_and_inputs(self))
 
     def profile_row(self, artifact: Artifact, *, backend: str) -> BenchRow:
-        """Profile ``artifact`` on ``backend``, check it against PyTorch, and return an ``ok`` row."""
-        if self.agent is not None:
-            result = self.agent.profile(artifact, self.profile_config, backend=backend)
-        else:
-            result = profile(artifact, self.profile_config, backend=backend)
-        lat = result.latency
+        """Check ``artifact`` on ``backend`` against PyTorch and return its ``ok`` row, not timed yet.
+
+        The timing happens later, for every row at once, in interleaved rounds (:func:`edgeformer.bench.pipeline.
+        bench`); this registers the row's :class:`~edgeformer.profiling.interleave.Contender` in :attr:`pending`.
+        """
+        self.pending = Timed(self._contender(artifact, backend), artifact, backend)
         fid, problem = self.parity(artifact, backend)
         reason = f"parity vs PyTorch not measured: {problem}" if problem else ""
         if fid is not None and fid.problem:  # NaN/Inf or a missing output: no cosine to rank the row by
@@ -110,17 +126,32 @@ class BenchContext:
             backend=backend,
             status="ok",
             reason=reason,
-            size_mb=result.size_bytes / 1e6,
+            size_mb=artifact.size_bytes() / 1e6,
             parity_cosine=None if fid is None or fid.problem else fid.cosine,
             top1_agreement=None if fid is None else fid.top1_agreement,
             parity_samples=None if fid is None else fid.samples,
-            p50_ms=lat.p50_ms,
-            p90_ms=lat.p90_ms,
-            fps=lat.throughput,
-            stable=lat.stable,
-            unstable_reason="" if lat.stable else str(lat.unstable_reason),
             artifact_path=str(artifact.path),
         )
+
+    def _contender(self, artifact: Artifact, backend: str, name: str = "") -> Contender:
+        pc = self.profile_config
+        if self.agent is None:
+            return artifact_contender(
+                name, artifact, backend, threads=pc.threads, batch=pc.batch, resolution=pc.resolution, seed=pc.seed
+            )
+        agent = self.agent
+
+        def time_round(cfg: InterleaveConfig) -> list[float]:
+            # one profile job per round on the device: the agent runs one job at a time, so rows still take turns
+            runs = cfg.min_calls if cfg.min_calls == cfg.max_calls else None  # BenchConfig.runs: exact calls
+            job = dataclasses.replace(pc, warmup=cfg.warmup, runs=runs, min_time_s=cfg.round_time_s, max_rel_spread=10)
+            return [agent.profile(artifact, job, backend=backend).latency.p50_ms]
+
+        return Contender(name, lambda: (_nothing, _nothing), time_round=time_round)
+
+    def aa_contender(self, timed: Timed, name: str) -> Contender:
+        """A second, independent session of the same artifact: the A/A row."""
+        return self._contender(timed.artifact, timed.backend, name)
 
     def parity(self, artifact: Artifact, backend: str) -> tuple[Agreement | None, str]:
         """``(agreement with PyTorch, "")`` for ``artifact`` run on ``backend`` (each batch row a sample), or
@@ -238,18 +269,22 @@ def parity_cosine(parity: Any) -> float | None:
     return min(found) if found and not problems else None
 
 
-def time_torch(model: Any, inputs: tuple[Any, ...], config: ProfileConfig) -> LatencyStats:
-    """Time ``model(*inputs)`` under ``inference_mode`` with ``config.threads`` torch threads (restored after)."""
+def torch_contender(model: Any, inputs: tuple[Any, ...], threads: int | None) -> Contender:
+    """``model(*inputs)`` under ``inference_mode`` with ``threads`` torch threads while open (restored on close)."""
     import torch
 
-    previous = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        with torch.inference_mode():
-            return measure(lambda: model(*inputs), config)
-    finally:
-        torch.set_num_threads(previous)
+    def open_() -> tuple[Callable[[], object], Callable[[], None]]:
+        previous = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+        def call() -> object:
+            with torch.inference_mode():
+                return model(*inputs)
+
+        return call, lambda: torch.set_num_threads(previous)
+
+    return Contender("", open_)
 
 
 def _flatten(out: Any) -> list[np.ndarray]:

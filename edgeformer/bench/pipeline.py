@@ -5,6 +5,11 @@ one per target x precision x backend) whose function takes the shared :class:`Be
 a :class:`BenchRow` or raises. A producer that raises gives a ``failed`` row (``skipped`` when the
 backend, extra or hardware is missing here) and the others still run.
 
+Producers build and check; the timing comes after, for every row at once (:func:`~edgeformer.bench.timing.
+time_rows`): rows take turns in rotating rounds, each p50 has a bootstrap interval, an A/A row (the reference
+artifact opened twice) checks the machine is quiet enough to rank, and the ★ goes only to a row faster than the
+runner-up beyond the interval of their paired ratio (a tie goes to fidelity, then size).
+
 Every row that ran is checked against PyTorch on the same inputs (:meth:`BenchContext.parity`): the
 cosine of the outputs and top-1 agreement, on held-out calibration samples when ``calib`` is given,
 else on seeded random inputs. The table's marker goes to the fastest row that meets the fidelity bar
@@ -44,6 +49,7 @@ from .context import BenchContext, RowProducer
 from .plot import write_plot
 from .report import BenchConfig, BenchReport, BenchRow
 from .rows import ROW_PRODUCERS
+from .timing import time_rows
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +118,20 @@ def bench(
         ctx.agent = AgentClient(device, resolve_token(token))
         ctx.agent.info()  # unreachable or refused: fail before the first export
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, timed = [], {}
     for i, producer in enumerate(table):
         if progress is not None:
-            progress(i, len(table), producer.name)
-        rows.append(_run_producer(producer, ctx))
+            progress(i, len(table) + 1, producer.name)
+        ctx.pending = None
+        row = _run_producer(producer, ctx)
+        rows.append(row)
+        if row.status == "ok" and ctx.pending is not None:
+            timed[row.name] = ctx.pending
     if progress is not None:
-        progress(len(table), len(table), "")
+        progress(len(table), len(table) + 1, "timing every row, interleaved")
+    rows, verdict, timing = time_rows(rows, timed, ctx, progress=progress)
+    if progress is not None:
+        progress(len(table) + 1, len(table) + 1, "")
     report = BenchReport(
         model=ctx.model_name,
         rows=tuple(rows),
@@ -129,6 +142,8 @@ def bench(
         config=config,
         out=str(out),
         parity_on=ctx.parity_on,
+        verdict=verdict,
+        timing=timing,
     )
     write_json_atomic(out / "bench.json", report.to_dict())
     write_text_atomic(out / "bench.md", report.to_markdown())

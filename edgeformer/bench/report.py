@@ -12,6 +12,8 @@ from ..artifact import now_iso
 from ..compare import min_cosine_problem
 from ..errors import ConfigError, did_you_mean
 from ..profiling import ProfileConfig
+from ..profiling.interleave import InterleaveConfig
+from ..profiling.side_by_side import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +33,20 @@ class BenchConfig:
     (``"onnx-fp32-ort"``); ``formats``, ``precisions`` and ``backends`` by what the row is (``"openvino"``,
     ``"int8"``, ``"ort"``); ``None`` means all. ``min_cosine`` is the fidelity bar of the marker and
     ``parity_samples`` the number of inputs (batches) each row is compared with PyTorch on.
+
+    Rows are timed together in ``rounds`` rounds (each row ``min_time_s / rounds`` seconds per round, or
+    ``runs / rounds`` calls), the order rotating each round; ``aa_check`` adds the reference artifact a second
+    time as its own row (the A/A check of :func:`edgeformer.profiling.side_by_side.rank`).
     """
 
     warmup: int = 10
     runs: int | None = None
-    min_time_s: float = 2.0
+    min_time_s: float = 2.0  # timed seconds per row, spread over the rounds
     max_runs: int = 10_000
     seed: int = 0
     max_rel_spread: float = 0.10
+    rounds: int = 10
+    aa_check: bool = True
     rows: tuple[str, ...] | None = None
     formats: tuple[str, ...] | None = None
     precisions: tuple[str, ...] | None = None
@@ -60,8 +68,32 @@ class BenchConfig:
         n = self.parity_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             problems.append(f"parity_samples must be an int >= 1, got {n!r}")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 3:
+            problems.append(f"rounds must be an int >= 3 (an interval needs rounds to resample), got {self.rounds!r}")
         if problems:
             raise ConfigError("invalid bench settings: " + "; ".join(problems) + ".")
+
+    def interleave_config(self) -> InterleaveConfig:
+        """The rounds every row is timed in: the row's time (or runs) spread evenly over ``rounds``."""
+        if self.runs is not None:
+            per_round = max(1, -(-self.runs // self.rounds))
+            return InterleaveConfig(
+                rounds=self.rounds,
+                min_rounds=min(3, self.rounds),
+                round_time_s=1e-9,
+                min_calls=per_round,
+                max_calls=per_round,
+                warmup=self.warmup,
+                seed=self.seed,
+            )
+        return InterleaveConfig(
+            rounds=self.rounds,
+            min_rounds=min(3, self.rounds),
+            round_time_s=self.min_time_s / self.rounds,
+            max_calls=max(1, self.max_runs // self.rounds),
+            warmup=self.warmup,
+            seed=self.seed,
+        )
 
     def profile_config(self, *, batch: int, threads: int | None, resolution: int | None) -> ProfileConfig:
         return ProfileConfig(
@@ -98,11 +130,18 @@ class BenchRow:
     parity_cosine: float | None = None
     top1_agreement: float | None = None
     parity_samples: int | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    fps: float | None = None
+    p50_ms: float | None = None  # median of the row's round medians
+    p50_low_ms: float | None = None  # bootstrap interval of p50 over rounds
+    p50_high_ms: float | None = None
+    p90_ms: float | None = None  # over every timed call
+    fps: float | None = None  # batch / p50
+    startup_ms: float | None = None  # session creation + first call
+    memory_mb: float | None = None  # resident memory the session and its first call added
+    timed_with: str = ""  # the session settings and how it was kept between rounds
+    vs_fp32: str = ""  # INT8 rows: paired ratio to the FP32 row of the same backend, "r [low, high]"
+    int8_slower: bool = False  # INT8 slower than that FP32 row beyond the interval: never marked
     stable: bool | None = None
-    unstable_reason: str = ""  # the harness's spread figures when ``stable`` is False
+    unstable_reason: str = ""  # the interval's width when ``stable`` is False
     artifact_path: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -132,6 +171,8 @@ class BenchReport:
     config: BenchConfig
     out: str
     parity_on: str = ""
+    verdict: Verdict | None = None  # the ranking: which row has the ★ and why (None: rows not timed together)
+    timing: str = ""  # how the rows were timed, for the footer
     created: str = field(default_factory=now_iso)
 
     @property
@@ -140,7 +181,10 @@ class BenchReport:
         return tuple(r for r in self.rows if r.status == "failed")
 
     def best(self) -> BenchRow | None:
-        """The fastest row that meets the fidelity bar (``config.min_cosine`` vs PyTorch), or ``None``."""
+        """The row with the ★: the verdict's (faster than the runner-up beyond the interval, or the tie-break's
+        winner; none on a noisy machine); without a verdict, the fastest row that meets the fidelity bar."""
+        if self.verdict is not None:
+            return next((r for r in self.rows if r.name == self.verdict.star), None)
         ok = [r for r in self.rows if r.meets(self.config.min_cosine)]
         return min(ok, key=lambda r: r.p50_ms) if ok else None
 
@@ -162,6 +206,8 @@ class BenchReport:
             "parity_on": self.parity_on,
             "rows": [r.to_dict() for r in self.rows],
             "best": best.name if best else None,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
+            "timing": self.timing,
             "fastest": fastest.to_dict() if fastest else None,
             "out": self.out,
         }
@@ -178,11 +224,12 @@ class BenchReport:
             f"batch {self.batch} · threads {threads} · resolution {self.resolution or 'published'} · "
             f"device `{self.device.get('device_id')}` ({self.device.get('cpu_model')}) · {self.created}",
             "",
-            f"Parity vs PyTorch on {self.parity_on or 'n/a'}; ★ = fastest row with cosine ≥ {self.config.min_cosine}.",
+            f"Parity vs PyTorch on {self.parity_on or 'n/a'}; ★ = faster than every other row with cosine ≥ "
+            f"{self.config.min_cosine} beyond the timing interval (a tie goes to fidelity, then size).",
             "",
-            "| | row | precision | backend | status | size MB | cos vs torch | top-1 agree | p50 ms | p90 ms | fps "
-            "| tools | note |",
-            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+            "| | row | precision | backend | status | size MB | cos vs torch | top-1 agree | p50 ms [95 % CI] | "
+            "p90 ms | fps | start-up ms | memory MB | tools | note |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for r in self.rows:
             note = r.reason.replace("|", "\\|").replace("\n", " ")
@@ -194,11 +241,33 @@ class BenchReport:
             lines.append(
                 f"| {'★' if r is best else ''} | {r.name} | {r.precision} | {r.backend} | {r.status} | "
                 f"{num(r.size_mb, '.2f')} | {num(r.parity_cosine, '.6f')} | {num(r.top1_agreement, '.3f')} | "
-                f"{num(r.p50_ms, '.3f')} | {num(r.p90_ms, '.3f')} | {num(r.fps, '.1f')} | {tools} | {note} |"
+                f"{p50_cell(r)} | {num(r.p90_ms, '.3f')} | {num(r.fps, '.1f')} | {num(r.startup_ms, '.0f')} | "
+                f"{num(r.memory_mb, '.0f')} | {tools} | {note} |"
             )
-        lines.append("")
-        if best is not None:
-            lines.append(f"Fastest meeting the bar: {best.name} on {best.backend}, p50 {best.p50_ms:.3f} ms.")
-        else:
-            lines.append(f"No row ran with cosine ≥ {self.config.min_cosine} vs PyTorch.")
+        lines += ["", *self.footer()]
         return "\n".join(lines) + "\n"
+
+    def footer(self) -> list[str]:
+        """How the rows were timed, the A/A check and the verdict, one line each."""
+        lines = [f"Timing: {self.timing}."] if self.timing else []
+        v = self.verdict
+        if v is not None and v.aa is not None:
+            status = "failed — no ranking" if v.aa.decided else "ok"
+            lines.append(f"A/A check ({v.aa.a} vs {v.aa.b}): ratio {v.aa.describe()}, {status}.")
+        if v is not None:
+            lines.append(f"Verdict: {v.message}")
+        best = self.best()
+        if best is not None and best.p50_ms is not None:
+            lines.append(f"★ {best.name} on {best.backend}, p50 {best.p50_ms:.3f} ms.")
+        elif v is None or v.how == "none":
+            lines.append(f"No row ran with cosine ≥ {self.config.min_cosine} vs PyTorch.")
+        return lines
+
+
+def p50_cell(r: BenchRow) -> str:
+    """``12.345 [12.1, 12.6]``, or ``-``."""
+    if r.p50_ms is None:
+        return "-"
+    if r.p50_low_ms is None or r.p50_high_ms is None:
+        return f"{r.p50_ms:.3f}"
+    return f"{r.p50_ms:.3f} [{r.p50_low_ms:.3f}, {r.p50_high_ms:.3f}]"

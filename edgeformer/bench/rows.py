@@ -30,7 +30,7 @@ from ..profiling import precision_unavailable
 from ..quant import QuantConfig, SearchConfig, open_calibration, quantize
 from ..quant.ort_adapter import preprocess
 from ..runtimes import get_backend
-from .context import BenchContext, RowProducer, time_torch
+from .context import BenchContext, RowProducer, Timed, torch_contender
 from .report import BenchRow
 
 ORT = ("onnxruntime",)
@@ -48,7 +48,7 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
     if ctx.agent is not None:  # the agent runs artifacts; eager PyTorch would time this machine, not the device
         raise BackendUnavailableError(f"PyTorch eager runs on the build machine, not on {ctx.agent.device}")
     model, inputs = ctx.torch_model()
-    stats = time_torch(model, inputs, ctx.profile_config)
+    ctx.pending = Timed(torch_contender(model, inputs, ctx.threads), None, "eager")
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return BenchRow(
         name="",
@@ -59,11 +59,6 @@ def _pytorch_eager(ctx: BenchContext) -> BenchRow:
         reason="the reference; size = weights in memory",
         size_mb=n_bytes / 1e6,
         parity_cosine=1.0,
-        p50_ms=stats.p50_ms,
-        p90_ms=stats.p90_ms,
-        fps=stats.throughput,
-        stable=stats.stable,
-        unstable_reason="" if stats.stable else str(stats.unstable_reason),
     )
 
 

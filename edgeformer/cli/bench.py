@@ -16,7 +16,6 @@ from .common import (
     BatchOpt,
     DeviceOpt,
     JsonOpt,
-    MinTimeOpt,
     ModelArg,
     OutOpt,
     OverwriteOpt,
@@ -47,7 +46,8 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
 # footnotes here and in full to bench.md / --json
 TABLE_WIDTH = 120
 _NOTE_WIDTH = 22  # what is left of 120 columns beside the widest figures
-_COLUMNS = ("", "row", "MB", "cosine", "top-1", "p50 ms", "p90 ms", "FPS", "note")  # cosine and top-1: vs PyTorch
+# cosine and top-1: vs PyTorch; ±: half the p50's 95 % interval, relative; start: session creation + first call
+_COLUMNS = ("", "row", "MB", "cosine", "top-1", "p50 ms", "±", "start ms", "FPS", "note")
 
 
 def _note(row, footnotes: list[str]) -> str:
@@ -56,7 +56,11 @@ def _note(row, footnotes: list[str]) -> str:
     if row.status != "ok":
         text = row.reason
     else:
-        parts = ["peer" if row.peer else "", row.reason.split(";")[0], "unstable timing" if row.stable is False else ""]
+        parts = [
+            "peer" if row.peer else "",
+            "INT8 slower than FP32" if row.int8_slower else row.reason.split(";")[0],
+            "soft timing" if row.stable is False else "",
+        ]
         text = " · ".join(p for p in parts if p)
     if len(text) <= _NOTE_WIDTH:
         return text
@@ -76,7 +80,8 @@ def bench_table(report) -> tuple[Table, list[str]]:
             None if r.parity_cosine is None else f"{r.parity_cosine:.6f}",
             None if r.top1_agreement is None else f"{r.top1_agreement:.3f}",
             fmt_ms(r.p50_ms),
-            fmt_ms(r.p90_ms),
+            _halfwidth(r),
+            None if r.startup_ms is None else f"{r.startup_ms:.0f}",
             None if r.fps is None else f"{r.fps:.1f}",
             _note(r, footnotes),
         )
@@ -97,6 +102,12 @@ def bench_table(report) -> tuple[Table, list[str]]:
     tools = {k: v for r in report.rows for k, v in r.versions.items()}
     footnotes.append("tools: " + " · ".join(f"{k} {v}" for k, v in sorted(tools.items())))
     return t, footnotes
+
+
+def _halfwidth(r) -> str | None:
+    if r.p50_ms is None or r.p50_low_ms is None or r.p50_high_ms is None or r.p50_ms <= 0:
+        return None
+    return f"{(r.p50_high_ms - r.p50_low_ms) / 2 / r.p50_ms:.1%}"
 
 
 @command
@@ -137,7 +148,27 @@ def bench_cmd(
     rows: Annotated[
         list[str] | None, typer.Option("--rows", help="Only these rows by name, repeatable (e.g. onnx-int8-ort).")
     ] = None,
-    min_time: MinTimeOpt = 2.0,
+    min_time: Annotated[
+        float,
+        typer.Option("--min-time", min=0.01, help="Timed seconds per row, spread over the --rounds."),
+    ] = 2.0,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=3,
+            help="Rounds the rows take turns in (each p50's interval is bootstrapped over them); more rounds, "
+            "tighter intervals on a noisy machine.",
+        ),
+    ] = 10,
+    aa_check: Annotated[
+        bool,
+        typer.Option(
+            "--aa-check/--no-aa-check",
+            help="Also time the reference artifact (plain ONNX FP32) as a second row: if the two disagree beyond "
+            "their interval the machine is too noisy and no row gets the ★.",
+        ),
+    ] = True,
     warmup: WarmupOpt = 10,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
@@ -149,8 +180,18 @@ def bench_cmd(
 
     Each row shows status (✅ ran, ⏭ cannot run here and why, ❌ failed and the error), file size,
     parity vs PyTorch (worst cosine, top-1 agreement), p50/p90 latency, FPS and the tool versions.
-    ★ marks the fastest row whose cosine vs PyTorch meets --min-cosine. Rows marked "peer" are what
-    you get without edgeformer (eager PyTorch, plain ORT, quantize_static defaults, OpenVINO, NNCF).
+    Every row is built and checked first; then all rows are timed together, taking turns in --rounds
+    rounds (A B C, B C A, ...), so load that comes and goes hits them alike. p50 is the median of the
+    round medians and ± half its 95 % bootstrap interval; every ORT row runs with the same threads and
+    spinning off; OpenVINO rows are reopened each round. Start-up (session creation + first call) and
+    memory are in bench.md. --batch 8 gives batch-8 throughput in the FPS column.
+
+    ★ marks the row with cosine vs PyTorch ≥ --min-cosine that is faster than every other such row
+    beyond the interval of their paired ratio. Within the noise it is a tie, broken by fidelity, then
+    size, and the footer says so. The A/A check times the reference artifact twice; when the two
+    disagree beyond their interval, no row is marked. An INT8 row slower than FP32 on its backend is
+    never marked. Rows marked "peer" are what you get without edgeformer (eager PyTorch, plain ORT,
+    quantize_static defaults, OpenVINO, NNCF).
 
     The report folder (--out, default bench-MODEL) keeps every artifact plus bench.md, bench.json and
     bench.png (latency vs fidelity). A failing row does not stop the others; the exit code is 7 when
@@ -176,6 +217,8 @@ def bench_cmd(
         get_spec(model)  # an unknown name is a usage error (exit 2), not a table of failed rows
     config = BenchConfig(
         min_time_s=min_time,
+        rounds=rounds,
+        aa_check=aa_check,
         warmup=warmup,
         rows=_split(rows),
         formats=_split(formats),
@@ -221,12 +264,11 @@ def bench_cmd(
             console.print(f"[{i}] {text}", markup=False)
         console.print(footnotes[-1], markup=False)
         console.print(f"parity vs PyTorch on {report.parity_on or 'n/a'}")
-        if best is None:
+        for line in report.footer():
+            console.print(line, markup=False)
+        if best is None and report.verdict is None:
             console.print(f"no row reached cosine ≥ {config.min_cosine} vs PyTorch")
-        console.print(
-            f"report: {Path(report.out) / 'bench.md'} and bench.png  (★ = fastest row with cosine ≥ "
-            f"{config.min_cosine} vs PyTorch)"
-        )
+        console.print(f"report: {Path(report.out) / 'bench.md'} and bench.png")
     if report.failed:
         raise PartialFailureError(
             f"{len(report.failed)} of {len(report.rows)} rows failed: "

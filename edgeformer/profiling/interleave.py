@@ -85,13 +85,26 @@ class InterleaveConfig(Record):
             raise ConfigError("invalid interleave config: " + "; ".join(problems) + ".")
 
 
+class ContenderFailed(RuntimeError):
+    """A contender raised while opened or timed; ``name`` says which (the others can be timed without it)."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        super().__init__(f"{name}: {type(error).__name__}: {error}")
+        self.name, self.error = name, error
+
+
 @dataclass(frozen=True)
 class Contender:
-    """One thing to time: ``open()`` returns ``(call, close)``; ``reopen`` opens and closes it around every round."""
+    """One thing to time: ``open()`` returns ``(call, close)``; ``reopen`` opens and closes it around every round.
+
+    ``time_round`` replaces the local timing loop where the calls run elsewhere (a device agent): it returns the
+    round's call times in ms, measured there. Such a contender has no local start-up or memory figure.
+    """
 
     name: str
     open: Opener
     reopen: bool = False
+    time_round: Callable[[InterleaveConfig], list[float]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,8 +118,8 @@ class RowTiming(Record):
     p90_ms: float  # over every timed call
     rounds: int
     calls: int
-    startup_ms: float  # first opening + first call
-    memory_mb: float  # resident memory the first opening and first call added
+    startup_ms: float | None  # first opening + first call (None: timed elsewhere)
+    memory_mb: float | None  # resident memory the first opening and first call added
     reopened: bool
     round_p50_ms: tuple[float, ...] = field(default=(), repr=False, metadata=SKIP)
 
@@ -190,8 +203,8 @@ def interleave(
     start = time.perf_counter()
     n = len(contenders)
     open_calls: list[tuple[Call, Callable[[], None]] | None] = [None] * n
-    startup = [0.0] * n
-    memory = [0.0] * n
+    startup: list[float | None] = [None] * n
+    memory: list[float | None] = [None] * n
     per_round: list[list[float]] = []
     calls: list[list[float]] = [[] for _ in range(n)]
     stop_reason = "rounds"
@@ -200,16 +213,10 @@ def interleave(
             row = [0.0] * n
             for k in range(n):
                 i = (r + k) % n  # rotate: every contender takes every position, none always follows the same one
-                if open_calls[i] is None:
-                    open_calls[i] = _open(contenders[i], first=r == 0, startup=startup, memory=memory, i=i)
-                    for _ in range(config.warmup):
-                        open_calls[i][0]()
-                times = _time_round(open_calls[i][0], config)
-                calls[i].extend(times)
-                row[i] = float(np.median(times))
-                if contenders[i].reopen:
-                    open_calls[i][1]()
-                    open_calls[i] = None
+                try:
+                    row[i] = _one_round(contenders[i], open_calls, i, r, config, calls, startup, memory)
+                except Exception as e:
+                    raise ContenderFailed(contenders[i].name, e) from e
             per_round.append(row)
             if progress is not None:
                 progress(r + 1, config.rounds)
@@ -241,10 +248,36 @@ def decide_pair(
     return result.ratio(candidate.name, reference.name), result
 
 
+def _one_round(
+    c: Contender,
+    open_calls: list[tuple[Call, Callable[[], None]] | None],
+    i: int,
+    r: int,
+    config: InterleaveConfig,
+    calls: list[list[float]],
+    startup: list[float | None],
+    memory: list[float | None],
+) -> float:
+    """Time contender ``i`` for one round (opening it first when it is not open) and return the round's median."""
+    if open_calls[i] is None:
+        open_calls[i] = _open(c, first=r == 0, startup=startup, memory=memory, i=i)
+        for _ in range(config.warmup):
+            open_calls[i][0]()
+    times = c.time_round(config) if c.time_round is not None else _time_round(open_calls[i][0], config)
+    if not times:
+        raise ValueError("the round returned no timings")
+    calls[i].extend(times)
+    if c.reopen:
+        close = open_calls[i][1]
+        open_calls[i] = None
+        close()
+    return float(np.median(times))
+
+
 def _open(
-    c: Contender, *, first: bool, startup: list[float], memory: list[float], i: int
+    c: Contender, *, first: bool, startup: list[float | None], memory: list[float | None], i: int
 ) -> tuple[Call, Callable[[], None]]:
-    if not first and c.reopen:
+    if (not first and c.reopen) or c.time_round is not None:
         return c.open()
     with MemorySampler() as mem:
         t0 = time.perf_counter_ns()
@@ -277,8 +310,8 @@ def _result(
     names: tuple[str, ...],
     per_round: list[list[float]],
     calls: list[list[float]],
-    startup: list[float],
-    memory: list[float],
+    startup: list[float | None],
+    memory: list[float | None],
     contenders: Sequence[Contender],
     stop_reason: str,
 ) -> Interleaved:

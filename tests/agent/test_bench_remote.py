@@ -42,4 +42,7 @@ def test_bench_times_artifact_rows_on_the_agent_and_asks_it_what_it_runs(start_a
     assert rows["tensorrt-fp32"].status == "skipped" and agent.url in rows["tensorrt-fp32"].reason
     info = AgentClient(agent.url, TOKEN).info()
     assert report.device["device_id"] == info.device.device_id
-    assert info.jobs.done == 1  # the one artifact row ran there
+    # the one artifact row ran there, once per round, taking turns with its A/A twin
+    assert info.jobs.done == 2 * FAST.rounds
+    assert report.verdict is not None and report.verdict.aa.b == "onnx-fp32-ort (A/A)"
+    assert onnx.timed_with == f"on {agent.url}: one profile job per round"

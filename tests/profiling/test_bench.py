@@ -135,8 +135,18 @@ def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, m
     assert ok.artifact_path == str(out / "onnx-fp32")
     assert report.best() in (report.rows[1], report.rows[5])
     assert report.failed == (crash, int8_a, int8_b)
-    assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5, 6] and calls[1] == (1, 6, "onnx-fp32-ort")
-    assert calls[-1] == (6, 6, "")
+    assert [c[0] for c in calls[:7]] == [0, 1, 2, 3, 4, 5, 6] and calls[1] == (1, 7, "onnx-fp32-ort")
+    assert calls[6] == (6, 7, "timing every row, interleaved")
+    rounds = [c[2] for c in calls if c[2].startswith("timing round")]
+    assert rounds and rounds[-1].endswith(f"/{FAST.rounds}")
+    assert calls[-1] == (7, 7, "")
+    # both ok rows were timed together, with intervals, start-up and memory, and the same session settings
+    for r in (ok, report.rows[5]):
+        assert r.p50_low_ms <= r.p50_ms <= r.p50_high_ms
+        assert r.startup_ms > 0 and r.memory_mb is not None
+        assert r.timed_with == "threads=1 · spinning off · kept open"
+    assert report.verdict is not None and report.verdict.aa is not None
+    assert report.verdict.aa.a == "onnx-fp32-ort" and report.verdict.aa.b == "onnx-fp32-ort (A/A)"
 
     saved = json.loads((out / "bench.json").read_text())
     assert [r["status"] for r in saved["rows"]] == [s for _, _, s in status]

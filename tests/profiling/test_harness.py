@@ -173,7 +173,9 @@ def test_memory_sampler_sees_a_large_allocation():
 
 
 def _rss_now_kb() -> int:
-    for line in open("/proc/self/status").read().splitlines():
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     pytest.skip("no /proc/self/status here")

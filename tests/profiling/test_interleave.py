@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from edgeformer.errors import ConfigError
-from edgeformer.profiling.interleave import Contender, InterleaveConfig, Interleaved, decide_pair, interleave
+from edgeformer.profiling.interleave import (
+    Contender,
+    ContenderFailed,
+    InterleaveConfig,
+    Interleaved,
+    decide_pair,
+    interleave,
+)
 
 FAST = InterleaveConfig(rounds=6, min_rounds=3, round_time_s=0.01, warmup=1, bootstrap=200)
 
@@ -59,8 +66,9 @@ def test_a_contender_that_raises_still_closes_every_opened_one():
 
         return call, lambda: log.append("close bad")
 
-    with pytest.raises(RuntimeError, match="exploded"):
+    with pytest.raises(ContenderFailed, match="bad: RuntimeError: kernel exploded") as e:
         interleave([_contender("a", 8, log), Contender("bad", broken)], FAST)
+    assert e.value.name == "bad"
     assert "close a" in log and "close bad" in log
 
 

@@ -1,0 +1,162 @@
+"""Artifacts timed side by side, and a ranking that only marks a winner the figures support.
+
+Used by ``edgeformer bench`` (one contender per table row) and ``edgeformer profile A B … --compare``.
+
+* :func:`artifact_contender` opens an artifact as a :class:`~.interleave.Contender` with the same session settings
+  for every row of one backend: ORT rows all get ``threads`` intra-op threads and spinning **off** — with several
+  sessions open at once, one session's idle workers busy-waiting would steal the cores from the one being timed —
+  and the row records it (:func:`session_settings`). OpenVINO rows are opened and closed around every round: its
+  idle TBB workers stay alive between calls (the report says "reopened per round").
+* :func:`rank` decides the ★. An **A/A check** comes first: the reference artifact opened twice, as two rows;
+  their paired ratio must contain 1 in its interval, or the machine is too noisy for any ranking and no row is
+  marked. Then the fastest eligible row gets the ★ only if it is faster than the runner-up *beyond the interval*
+  of their paired ratio; otherwise every row within the noise of the fastest is tied, and the tie goes to the
+  best fidelity (cosine, to 6 decimals), then the smallest file — and the verdict says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..artifact import Artifact
+from ..records import Record
+from ..runtimes.base import SessionOptions
+from ..runtimes.feeds import check_feeds
+from .interleave import Contender, Interleaved, RatioEstimate
+from .profile import build_feeds, open_session
+
+AA_SUFFIX = " (A/A)"
+# cosines closer than this are the same fidelity for a tie-break: 1e-6 is below what any check here resolves
+FIDELITY_DECIMALS = 6
+
+
+def session_options(backend: str, threads: int | None) -> SessionOptions:
+    """The one session setting of every row of ``backend``: spinning off for ORT (see the module doc)."""
+    extra = (("allow_spinning", False),) if backend == "ort" else ()
+    return SessionOptions(threads=threads, extra=extra)
+
+
+def session_settings(backend: str, threads: int | None, reopened: bool) -> str:
+    """What a row was timed with, for its report line: ``threads=2 · spinning off · kept open``."""
+    parts = [f"threads={threads if threads is not None else 'default'}"]
+    if backend == "ort":
+        parts.append("spinning off")
+    parts.append("reopened per round" if reopened else "kept open")
+    return " · ".join(parts)
+
+
+def reopens(backend: str) -> bool:
+    """Whether rows of ``backend`` are opened and closed around every round (idle worker threads of their own)."""
+    return backend == "openvino"
+
+
+def artifact_contender(
+    name: str,
+    artifact: Artifact,
+    backend: str,
+    *,
+    threads: int | None,
+    batch: int = 1,
+    resolution: int | None = None,
+    seed: int = 0,
+) -> Contender:
+    """``artifact`` on ``backend`` as a contender: seeded feeds shaped from its manifest, checked once."""
+    feeds = build_feeds(artifact.manifest.inputs, batch=batch, resolution=resolution, seed=seed)
+    options = session_options(backend, threads)
+
+    def open_() -> tuple[Callable[[], object], Callable[[], None]]:
+        session = open_session(artifact, backend=backend, options=options)
+        try:
+            checked = check_feeds(session.inputs, feeds)
+        except BaseException:
+            session.close()
+            raise
+        return (lambda: session.run(checked)), session.close
+
+    return Contender(name, open_, reopen=reopens(backend))
+
+
+def ort_format_artifact(artifact: Artifact) -> Artifact | None:
+    """The ``model.ort`` beside an ORT-optimized artifact (``compile --save-ort-format``) as an artifact, or None."""
+    if not (artifact.path / "model.ort").is_file():
+        return None
+    return Artifact(path=artifact.path, manifest=dataclasses.replace(artifact.manifest, main_file="model.ort"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """A row as the ranking sees it: eligible for the ★ (ran and meets the fidelity bar), its fidelity and size."""
+
+    name: str
+    eligible: bool
+    cosine: float | None = None
+    size_mb: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict(Record):
+    """Which row earns the ★ and why; ``star`` is None when none does."""
+
+    star: str | None
+    how: Literal["faster", "tie", "alone", "noisy", "none"]
+    message: str
+    aa: RatioEstimate | None = None
+    runner_up: RatioEstimate | None = None  # star (or fastest) / runner-up
+    tied: tuple[str, ...] = ()
+
+    @property
+    def aa_ok(self) -> bool | None:
+        return None if self.aa is None else not self.aa.decided
+
+
+def rank(entries: Sequence[Entry], timing: Interleaved, aa: tuple[str, str] | None) -> Verdict:
+    """The ★ of ``entries`` from their interleaved ``timing``; ``aa`` names the two rows of one artifact."""
+    aa_est = timing.ratio(*aa) if aa is not None else None
+    if aa_est is not None and aa_est.decided:
+        return Verdict(
+            star=None,
+            how="noisy",
+            aa=aa_est,
+            message=(
+                f"A/A check failed: the same artifact timed as two rows came out at a ratio of {aa_est.describe()}, "
+                "outside what its interval allows: this machine is too noisy for a ranking, so no row is marked "
+                "(rerun on a quieter machine, or with more --rounds)."
+            ),
+        )
+    ok = sorted((e for e in entries if e.eligible), key=lambda e: timing.row(e.name).p50_ms)
+    if not ok:
+        return Verdict(star=None, how="none", aa=aa_est, message="no row meets the fidelity bar.")
+    fastest = ok[0]
+    if len(ok) == 1:
+        return Verdict(star=fastest.name, how="alone", aa=aa_est, message=f"{fastest.name} is the only eligible row.")
+    runner = timing.ratio(fastest.name, ok[1].name)
+    if runner.a_faster:
+        return Verdict(
+            star=fastest.name,
+            how="faster",
+            aa=aa_est,
+            runner_up=runner,
+            message=f"{fastest.name} is faster than {ok[1].name} beyond the interval: ratio {runner.describe()}.",
+        )
+    tied = [e for e in ok if not timing.ratio(fastest.name, e.name).a_faster]
+    winner = max(tied, key=_tie_key)
+    names = ", ".join(e.name for e in tied)
+    return Verdict(
+        star=winner.name,
+        how="tie",
+        aa=aa_est,
+        runner_up=runner,
+        tied=tuple(e.name for e in tied),
+        message=(
+            f"tie within the noise between {names} ({fastest.name} vs {ok[1].name}: {runner.describe()}); "
+            f"broken by fidelity, then size: {winner.name}."
+        ),
+    )
+
+
+def _tie_key(e: Entry) -> tuple[float, float]:
+    cosine = round(e.cosine, FIDELITY_DECIMALS) if e.cosine is not None else -1.0
+    return cosine, -(e.size_mb if e.size_mb is not None else float("inf"))
