@@ -306,7 +306,7 @@ def test_default_plan_keeps_a_depthwise_conv_float_only_between_float_ops():
     isolated = default_plan(_ffn(dw_between_gelus=True), QuantConfig())
     assert set(isolated.nodes_to_quantize) == {"pw1", "pw2"} and "depthwise" in isolated.reasons["dw"]
     chained = default_plan(_ffn(dw_between_gelus=False), QuantConfig())  # Relu is carried in int8
-    assert set(chained.nodes_to_quantize) == {"pw1", "dw", "pw2"}
+    assert set(chained.nodes_to_quantize) == {"pw1", "act1", "dw", "act2", "pw2"}  # Relus fold into the convs
     assert "constant" in chained.reasons["bias_add"]
 
 
@@ -341,7 +341,7 @@ def test_default_plan_keeps_a_spectrogram_front_end_float():
         ],
     )
     plan = default_plan(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), QuantConfig())
-    assert set(plan.nodes_to_quantize) == {"fc1", "fc2"}
+    assert set(plan.nodes_to_quantize) == {"fc1", "relu", "fc2"}  # the Relu folds into fc1
     for name in ("stft", "mel"):
         assert "front-end" in plan.reasons[name], plan.reasons
 
