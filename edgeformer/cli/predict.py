@@ -59,7 +59,7 @@ def predict_cmd(
     if predictor.random_init:  # one line on stderr, once the inputs ran (an error stays the first line there)
         err_console.print(
             f"warning: {artifact} has random-init weights: labels are noise; export a trained model "
-            "(edgeformer models list) or pass --checkpoint",
+            "(edgeformer models list) or export with --checkpoint",
             markup=False,
             highlight=False,
         )

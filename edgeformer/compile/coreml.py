@@ -101,10 +101,10 @@ def parent_checkpoint(artifact: Artifact, cfg: CoreMlConfig) -> Path | None:
     if given is None:
         raise ConfigError(
             f"{where} was exported with the checkpoint {named}; CoreML converts from torch, so pass "
-            "it again (--checkpoint / CoreMlConfig(checkpoint=...))."
+            "it again (compile --set checkpoint=FILE / CoreMlConfig(checkpoint=...))."
         )
     if not given.is_file():
-        raise ConfigError(f"checkpoint {given} not found; check the --checkpoint path.")
+        raise ConfigError(f"checkpoint {given} not found; check the checkpoint=FILE path given to --set.")
     if sha256_file(given) != recorded.sha256:
         raise ConfigError(f"{given} is not the checkpoint {where} was exported with, {named}; pass that file.")
     return given
@@ -156,7 +156,7 @@ def compile_coreml(
             )
             log.warning(
                 "%s has random-init weights: the CoreML package gets its architecture with other random "
-                "weights; export and compile with --checkpoint to keep trained weights",
+                "weights; export with --checkpoint and compile with --set checkpoint=FILE to keep trained weights",
                 artifact.path,
             )
         return cm.build_package(src, rebuild, folder, parent=artifact, checkpoint=ckpt, source_check=source_check)

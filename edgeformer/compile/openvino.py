@@ -256,7 +256,8 @@ def _nncf_quantize(
         # is the same whenever NNCF's graph builder meets a node it cannot map
         raise ModelFileError(
             f"NNCF {nncf.__version__} failed on {source} (KeyError {e}), a failure seen on TorchScript-exported "
-            "graphs (Gather nodes). Re-export with the dynamo exporter (the default; drop --no-dynamo), or quantize "
+            "graphs (Gather nodes). Re-export with the dynamo exporter (the default: `edgeformer export --exporter "
+            "dynamo`), or quantize "
             "with `edgeformer quantize` and compile the QDQ model with --precision int8."
         ) from e
     except Exception as e:  # NNCF's failures share no base class; keep the cause chained for a bug report

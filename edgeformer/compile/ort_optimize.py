@@ -286,7 +286,8 @@ def _optimize(ort: Any, source: Path, target: Path, config: OrtOptimizeConfig, *
     except _native_errors() as e:
         raise ModelFileError(
             f"onnxruntime {ort.__version__} cannot optimize {source.name} at level {config.graph_optimization!r} "
-            f"on {config.execution_provider}: {_first_line(e)}; try a lower --graph-optimization, or re-export."
+            f"on {config.execution_provider}: {_first_line(e)}; try a lower level (--set graph_optimization=basic), "
+            "or re-export."
         ) from e
     if not target.is_file():
         raise ModelFileError(f"onnxruntime wrote no optimized model to {target}; check the disk and retry.")
@@ -358,7 +359,7 @@ def _fidelity(parent: Artifact, folder: Path, manifest: Manifest, config: OrtOpt
     if config.min_cosine is not None and (reason := failing(config.min_cosine)):
         raise QualityGateError(
             f"the ORT-optimized {config.precision} model disagrees with the ONNX parent: {reason}; nothing was "
-            "written. Try --precision fp32, or a lower --graph-optimization."
+            "written. Try --precision fp32, or a lower level (--set graph_optimization=basic)."
         )
     return report
 

@@ -294,7 +294,11 @@ def _convert(src: Any, cfg: CoreMlConfig) -> tuple[Any, list[str]]:
                 mlmodel = _quantize_weights(mlmodel)
     except Exception as e:  # torch and coremltools raise many internal types; all mean "did not convert"
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__).rstrip(".")
-        other = "capture='export' (--capture export)" if cfg.capture == "trace" else "capture='trace' (the default)"
+        other = (
+            "capture='export' (compile --set capture=export)"
+            if cfg.capture == "trace"
+            else "capture='trace' (the default)"
+        )
         raise InvalidInputError(
             f"{src.name}: {stage} failed: {type(e).__name__}: {first[:300]}. Try {other}, "
             "another minimum_deployment_target, or --format onnx/openvino."
