@@ -22,7 +22,7 @@ from ..export.source import prepare_source
 from ..models import get_spec
 from ..profiling import ProfileConfig, build_feeds
 from ..profiling.interleave import Contender, InterleaveConfig
-from ..profiling.side_by_side import artifact_contender
+from ..profiling.side_by_side import artifact_contender, model_size_bytes
 from ..quant import QuantConfig, open_calibration
 from ..runtimes import Session
 from .report import BenchConfig, BenchRow
@@ -126,7 +126,7 @@ class BenchContext:
             backend=backend,
             status="ok",
             reason=reason,
-            size_mb=artifact.size_bytes() / 1e6,
+            size_mb=model_size_bytes(artifact) / 1e6,
             parity_cosine=None if fid is None or fid.problem else fid.cosine,
             top1_agreement=None if fid is None else fid.top1_agreement,
             parity_samples=None if fid is None else fid.samples,

@@ -299,6 +299,8 @@ def _write_ort_format(ort: Any, source: Path, folder: Path, config: OrtOptimizeC
     target = folder / ORT_FILE
     _optimize(ort, source, target, config, ort_format=True)
     ops_config = folder / OPS_CONFIG
+    # the generator logs "Created config in <tmp>" at INFO on its own logger: noise under a progress bar
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
     create_config_from_models([target], ops_config, enable_type_reduction=False)
     # the generator names the model by its absolute (temporary) path; keep the artifact relocatable
     ops_config.write_text(ops_config.read_text(encoding="utf-8").replace(str(target), ORT_FILE), encoding="utf-8")

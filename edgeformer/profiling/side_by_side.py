@@ -79,6 +79,18 @@ def artifact_contender(
     return Contender(name, open_, reopen=reopens(backend))
 
 
+ORT_FORMAT_FILES = ("model.ort", "model.required_operators.config")
+
+
+def model_size_bytes(artifact: Artifact) -> int:
+    """Bytes of what the row loads: the artifact's files, less the ``.ort`` copy an ORT-optimized artifact carries
+    beside its ONNX (or only that copy, for the ``.ort`` row)."""
+    if artifact.manifest.main_file == "model.ort":
+        return artifact.model_path.stat().st_size
+    extra = sum((artifact.path / f).stat().st_size for f in ORT_FORMAT_FILES if f in artifact.manifest.files)
+    return artifact.size_bytes() - extra
+
+
 def ort_format_artifact(artifact: Artifact) -> Artifact | None:
     """The ``model.ort`` beside an ORT-optimized artifact (``compile --save-ort-format``) as an artifact, or None."""
     if not (artifact.path / "model.ort").is_file():

@@ -347,3 +347,19 @@ def test_default_table_benches_a_user_module_export_and_eager(tmp_path):
     assert rows[("pytorch", "eager", "fp32")].status == "ok"
     assert isinstance(report.best(), BenchRow)
     assert (tmp_path / "bench.json").is_file() and (tmp_path / "bench.md").is_file()
+
+
+def test_the_ort_format_row_shares_the_ort_compile_and_reports_start_up(tmp_path):
+    """``ort-fp32`` and ``ort-fp32-ort-format`` come from one compile; each row's size is the file it loads."""
+    config = BenchConfig(warmup=1, runs=6, rounds=3, parity_samples=2, rows=("ort-fp32", "ort-fp32-ort-format"))
+    report = bench(TinyNet(), example_inputs=(torch.randn(1, 3, 32, 32),), out=tmp_path / "b", threads=1, config=config)
+    onnx_row, ort_row = report.rows
+    assert (onnx_row.name, ort_row.name) == ("ort-fp32", "ort-fp32-ort-format")
+    assert onnx_row.status == ort_row.status == "ok", (onnx_row.reason, ort_row.reason)
+    folder = tmp_path / "b" / "ort-fp32"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == ["onnx-fp32", "ort-fp32"]
+    assert ort_row.size_mb == pytest.approx((folder / "model.ort").stat().st_size / 1e6)
+    assert onnx_row.size_mb == pytest.approx((folder / "model.onnx").stat().st_size / 1e6)
+    assert ort_row.startup_ms > 0 and onnx_row.startup_ms > 0
+    assert ort_row.parity_cosine > 0.99999 and "ORT format" in ort_row.reason
+    assert report.verdict is not None and report.verdict.aa.a == "ort-fp32"  # no plain ONNX row: the first one
