@@ -60,6 +60,17 @@ def profile_cmd(
     isolate: Annotated[
         bool, typer.Option(help="Load the model once in a child process first, so a native crash cannot take us down.")
     ] = True,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="Another artifact to time side by side with ARTIFACT (repeatable): rows take turns in --rounds "
+            "rounds, each p50 with a 95 % interval, each ratio to ARTIFACT with its interval, and an A/A check.",
+        ),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=3, help="Rounds of --compare (time per row: --min-time).")
+    ] = 10,
     device: DeviceOpt = None,
     token_file: TokenFileOpt = None,
     fleet: FleetOpt = None,
@@ -80,6 +91,13 @@ def profile_cmd(
       edgeformer profile build/l1 --device agent://pi5.local:8765 --token-file pi5.token
 
       edgeformer profile build/l1 --fleet fleet.toml --executor ray --ray-address auto
+
+      edgeformer profile build/l1 --compare build/l1-int8 --compare build/l1-ort --threads 2
+
+    With --compare the artifacts are timed together, taking turns (A B C, B C A, …), so load that comes and
+    goes hits them alike; a row is called faster only when its ratio's interval excludes 1, and the first
+    artifact is also timed as a second row (A/A): if the two disagree beyond their interval, the machine is
+    too noisy to rank them.
     """
 
     setup_logging(verbose)
@@ -98,6 +116,11 @@ def profile_cmd(
         top_n=top,
     )
     art = Artifact.load(artifact)
+    if compare:
+        if device is not None or fleet is not None or per_op:
+            raise ConfigError("--compare times here, whole models: drop --device/--fleet/--per-op, or profile apart.")
+        _compare([art, *(Artifact.load(p) for p in compare)], backend, config, rounds, isolate, json_out)
+        return
     if fleet is not None:
         fleet_ = Fleet.load(fleet)
         status = f"profiling {art.manifest.model_name} on {len(fleet_.labels)} devices…"
@@ -126,6 +149,7 @@ def profile_cmd(
         ("mean ± std ms", f"{fmt_ms(lat.mean_ms)} ± {fmt_ms(lat.std_ms)}"),
         ("throughput", f"{lat.throughput:.1f} items/s (batch {lat.batch})"),
         ("stable", "yes" if lat.stable else f"NO — {lat.unstable_reason}"),
+        ("start-up ms", "-" if result.startup_ms is None else f"{result.startup_ms:.0f} (session + first call)"),
         ("peak RSS MB", f"{result.peak_rss_mb:.0f}"),
         ("size MB", f"{result.size_bytes / 1e6:.2f}"),
     ]
@@ -134,6 +158,49 @@ def profile_cmd(
         console.print(result.per_op.to_markdown(top))
         if latency_table is not None:
             print_measured_vs_predicted(result.per_op, art.manifest, latency_table)
+
+
+def _compare(arts: list[Artifact], backend: str, config: ProfileConfig, rounds: int, isolate: bool, json_out: bool):
+    """``--compare``: every artifact timed in turns, each held against the first; the verdict and the A/A check."""
+    from ..profiling.interleave import InterleaveConfig
+    from ..profiling.side_by_side import compare_artifacts
+
+    for a in arts:  # a model from elsewhere may crash the runtime: find out in a child process, not here
+        if isolate and backend in ("auto", "ort") and a.format == "onnx":
+            probe_in_subprocess(a.model_path)
+    cfg = InterleaveConfig(rounds=rounds, min_rounds=3, round_time_s=config.min_time_s / rounds, warmup=config.warmup)
+    with console.status(f"timing {len(arts)} artifacts side by side…", spinner="dots"):
+        result = compare_artifacts(
+            arts,
+            backend=backend,
+            threads=config.threads,
+            batch=config.batch,
+            resolution=config.resolution,
+            seed=config.seed,
+            config=cfg,
+        )
+    if json_out:
+        print_json(result)
+        return
+    body = [
+        (
+            ("★ " if r.name == result.verdict.star else "") + r.name,
+            r.backend,
+            f"{fmt_ms(r.p50_ms)} [{fmt_ms(r.ci_low_ms)}, {fmt_ms(r.ci_high_ms)}]",
+            "1 (reference)" if r.vs_first is None else r.vs_first.describe(),
+            "-" if r.startup_ms is None else f"{r.startup_ms:.0f}",
+            "-" if r.memory_mb is None else f"{r.memory_mb:.0f}",
+            f"{r.size_mb:.2f}",
+        )
+        for r in result.rows
+    ]
+    cols = ("artifact", "backend", "p50 ms [95 % CI]", "vs first [95 % CI]", "start ms", "memory MB", "size MB")
+    console.print(table("profile --compare", cols, body))
+    console.print(f"Timing: {result.timing}; {result.rows[0].timed_with}.", markup=False)
+    if result.verdict.aa is not None:
+        aa = result.verdict.aa
+        console.print(f"A/A check: ratio {aa.describe()}, {'failed' if aa.decided else 'ok'}.", markup=False)
+    console.print(f"Verdict: {result.verdict.message}", markup=False)
 
 
 def _print_fleet(art: Artifact, rows: list[FleetRow], json_out: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ class ProfileResult(Record):
     size_bytes: int
     memory: MemoryStats
     config: ProfileConfig
+    startup_ms: float | None = None  # session creation + the first call: what a cold start of the app waits
 
     @property
     def peak_rss_mb(self) -> float:
@@ -79,6 +81,7 @@ class ProfileResult(Record):
             f"- inputs: {shapes}",
             f"- size on disk: {self.size_bytes / 1e6:.2f} MB · peak RSS {self.peak_rss_mb:.1f} MB "
             f"(+{self.memory.delta_mb:.1f} MB while loading and running; {self.memory.method})",
+            *([f"- start-up: {self.startup_ms:.1f} ms (session creation + first call)"] if self.startup_ms else []),
             f"- warm-up ({len(lat.warmup_ms)} runs, excluded): {warm} ms",
             f"- stability: {stability}",
             "",
@@ -129,9 +132,12 @@ def profile(
 
     # Memory covers session creation too: loading weights and planning the arena is where the peak is.
     with MemorySampler() as mem:
+        t0 = time.perf_counter_ns()
         session = open_session(artifact, backend=backend, options=SessionOptions(threads=config.threads))
         try:
             feeds = check_feeds(session.inputs, feeds)
+            session.run(feeds)
+            startup_ms = (time.perf_counter_ns() - t0) / 1e6
             latency = measure(lambda: session.run(feeds), config)
         finally:
             session.close()
@@ -156,6 +162,7 @@ def profile(
         size_bytes=artifact.size_bytes(),
         memory=mem.result,
         config=config,
+        startup_ms=startup_ms,
     )
 
 

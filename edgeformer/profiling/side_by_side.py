@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..artifact import Artifact
+from ..errors import ConfigError
 from ..records import Record
 from ..runtimes.base import SessionOptions
 from ..runtimes.feeds import check_feeds
-from .interleave import Contender, Interleaved, RatioEstimate
+from ..runtimes.session import backend_for
+from .interleave import Contender, InterleaveConfig, Interleaved, RatioEstimate, interleave
 from .profile import build_feeds, open_session
 
 AA_SUFFIX = " (A/A)"
@@ -172,3 +174,101 @@ def rank(entries: Sequence[Entry], timing: Interleaved, aa: tuple[str, str] | No
 def _tie_key(e: Entry) -> tuple[float, float]:
     cosine = round(e.cosine, FIDELITY_DECIMALS) if e.cosine is not None else -1.0
     return cosine, -(e.size_mb if e.size_mb is not None else float("inf"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComparedRow(Record):
+    """One artifact of ``profile --compare``: its interleaved figures and its ratio to the first artifact."""
+
+    name: str
+    path: str
+    backend: str
+    p50_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    p90_ms: float
+    startup_ms: float | None
+    memory_mb: float | None
+    size_mb: float
+    timed_with: str
+    vs_first: RatioEstimate | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison(Record):
+    """``edgeformer profile A B … --compare``: the rows, the verdict (A/A check included) and how they were timed."""
+
+    rows: tuple[ComparedRow, ...]
+    verdict: Verdict
+    timing: str
+
+
+def compare_artifacts(
+    artifacts: Sequence[Artifact],
+    *,
+    backend: str | None,
+    threads: int | None,
+    batch: int = 1,
+    resolution: int | None = None,
+    seed: int = 0,
+    config: InterleaveConfig = InterleaveConfig(),
+    aa: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Comparison:
+    """Time ``artifacts`` side by side (the first one twice for the A/A check when ``aa``) and rank them.
+
+    Every artifact gets the same session settings of its backend; there is no fidelity to rank by here, so
+    a tie goes to the smaller file.
+    """
+    if len(artifacts) < 2:
+        raise ConfigError("--compare needs at least two artifacts: the first and one or more to hold against it.")
+    names = _unique_names([str(a.path) for a in artifacts])
+    backends = [backend_for(a, backend) for a in artifacts]
+    contenders = [
+        artifact_contender(n, a, b, threads=threads, batch=batch, resolution=resolution, seed=seed)
+        for n, a, b in zip(names, artifacts, backends, strict=True)
+    ]
+    pair = None
+    if aa:
+        pair = (names[0], names[0] + AA_SUFFIX)
+        contenders.append(
+            artifact_contender(
+                pair[1], artifacts[0], backends[0], threads=threads, batch=batch, resolution=resolution, seed=seed
+            )
+        )
+    result = interleave(contenders, config, progress=progress)
+    rows = []
+    for n, a, b in zip(names, artifacts, backends, strict=True):
+        t = result.row(n)
+        rows.append(
+            ComparedRow(
+                name=n,
+                path=str(a.path),
+                backend=b,
+                p50_ms=t.p50_ms,
+                ci_low_ms=t.ci_low_ms,
+                ci_high_ms=t.ci_high_ms,
+                p90_ms=t.p90_ms,
+                startup_ms=t.startup_ms,
+                memory_mb=t.memory_mb,
+                size_mb=model_size_bytes(a) / 1e6,
+                timed_with=session_settings(b, threads, t.reopened),
+                vs_first=None if n == names[0] else result.ratio(n, names[0]),
+            )
+        )
+    entries = [Entry(name=r.name, eligible=True, size_mb=r.size_mb) for r in rows]
+    verdict = rank(entries, result, pair)
+    how = (
+        f"interleaved, {len(result.names)} rows × {len(result.round_medians)} rounds, order rotating, "
+        f"≥ {config.round_time_s:.2f} s per row per round; p50 = median of round medians, [95 % CI] by bootstrap"
+    )
+    return Comparison(rows=tuple(rows), verdict=verdict, timing=how)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} #{seen[n]}")
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeformer.errors import ConfigError
 from edgeformer.profiling.interleave import Contender, InterleaveConfig, _result, interleave
 from edgeformer.profiling.side_by_side import Entry, artifact_contender, rank, session_settings
 
@@ -84,3 +85,28 @@ def test_a_fixed_batch_that_differs_is_refused_before_any_timing(tmp_path, make_
     close()
     with pytest.raises(ConfigError, match="fixed batch of 1"):
         artifact_contender("a", art, "ort", threads=1, batch=2)
+
+
+def test_profile_reports_start_up_and_it_round_trips(tiny_artifact):
+    from edgeformer.profiling import ProfileConfig, ProfileResult, profile
+
+    result = profile(tiny_artifact, ProfileConfig(warmup=1, runs=3, threads=1))
+    assert result.startup_ms is not None and result.startup_ms > 0
+    assert ProfileResult.from_dict(result.to_dict()).startup_ms == result.startup_ms
+    assert "start-up:" in result.to_markdown()
+
+
+def test_compare_artifacts_holds_every_one_against_the_first(tmp_path, make_artifact):
+    from edgeformer.profiling.side_by_side import compare_artifacts
+
+    a = make_artifact(tmp_path / "a", ("batch", 3, 32, 32))
+    b = make_artifact(tmp_path / "b", ("batch", 3, 32, 32), seed=1)
+    cfg = InterleaveConfig(rounds=4, min_rounds=3, round_time_s=0.01, warmup=1, bootstrap=200)
+    res = compare_artifacts([a, b, a], backend=None, threads=1, config=cfg)
+    names = [r.name for r in res.rows]
+    assert names == [str(a.path), str(b.path), f"{a.path} #2"]  # the same path twice stays two rows
+    assert res.rows[0].vs_first is None and res.rows[1].vs_first.b == str(a.path)
+    assert res.verdict.aa is not None and res.verdict.aa.b == f"{a.path} (A/A)"
+    assert all(r.backend == "ort" and r.size_mb > 0 for r in res.rows)
+    with pytest.raises(ConfigError, match="at least two"):
+        compare_artifacts([a], backend=None, threads=1, config=cfg)
