@@ -12,9 +12,8 @@ runner-up beyond the interval of their paired ratio (a tie goes to fidelity, the
 
 Every row that ran is checked against PyTorch on the same inputs (:meth:`BenchContext.parity`): the
 cosine of the outputs and top-1 agreement, on held-out calibration samples when ``calib`` is given,
-else on seeded random inputs. The table's marker goes to the fastest row that meets the fidelity bar
-(``BenchConfig.min_cosine``), not merely the fastest one: a fast row that computes something else is
-not a result.
+else on seeded random inputs. Only rows that meet the fidelity bar (``BenchConfig.min_cosine``) can get the
+marker: a fast row that computes something else is not a result.
 
 The report folder holds ``bench.json``, ``bench.md``, ``bench.png`` (latency vs fidelity) and every
 artifact the producers wrote.
