@@ -85,7 +85,8 @@ class Artifact:
                 )
             try:
                 data = json.loads(mpath.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            # ValueError: also an int past Python's 4300 digits; RecursionError: arrays nested thousands deep
+            except (ValueError, RecursionError) as e:
                 raise ModelFileError(f"{mpath}: corrupt manifest ({e}); re-run the step that made it.") from e
             artifact = cls(path, Manifest.load(data, source=str(mpath)))
             if verify:

@@ -87,7 +87,7 @@ def input_spec_from_dict(d: Mapping[str, Any], where: str = "preprocessing", *, 
         ModelFileError: not a mapping, an unknown ``kind``, unknown fields or wrong types.
     """
     kind = d.get("kind", "image") if isinstance(d, Mapping) else None
-    cls = {"image": ImageInput, "audio": AudioInput}.get(kind)  # type: ignore[arg-type]
+    cls = {"image": ImageInput, "audio": AudioInput}.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ModelFileError(f"{where}: {d!r:.80} is not an image or audio spec; re-export the artifact.")
     # the fields whose defaults would silently preprocess wrongly (ImageNet mean on a digits model)

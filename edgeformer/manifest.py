@@ -155,6 +155,12 @@ class Manifest(Record):
                 f"({SCHEMA_VERSION}); upgrade edgeformer."
             )
         if version < 2:
+            extra = d.get("extra") or {}  # the upgrade unpacks these two as objects
+            if not isinstance(extra, Mapping) or not isinstance(extra.get("runtime") or {}, Mapping):
+                raise ModelFileError(
+                    f"{source}: schema-1 manifest whose extra or extra.runtime is not an object; "
+                    "re-export the artifact."
+                )
             d = _upgrade_v1(d)
         if isinstance(d.get("preprocessing"), Mapping):  # parsed once, here, with the required-field check
             d = {**d, "preprocessing": input_spec_from_dict(d["preprocessing"], where=f"{source}: preprocessing")}
