@@ -27,7 +27,7 @@ from ..artifact import sha256_file, write_json_atomic
 from ..compile import compile as compile_artifact
 from ..errors import ConfigError, LatencyTableError
 from ..export.onnx import OnnxExportConfig, export_onnx
-from ..models import create_model, get_spec, slice_weights
+from ..models import create_model, get_spec
 from ..models.complexity import count_params
 from ..models.reference import list_references, load_reference, read_reference_meta
 from ..quant import quantize
@@ -371,9 +371,10 @@ def _deliver(
     slim_t, cand_t = timed[0], timed[1:]
     j = min(range(len(cands)), key=lambda k: abs(cand_t[k].p50_ms - slim_t.p50_ms))
     u_arch = cands[j]
-    u_child = finetune(slice_weights(parent, u_arch), parent, data, epochs=epochs, seed=seed) if epochs else None
-    if u_child is None:
-        u_child = evaluate.child(u_arch)
+    # the same start as the slimmed model: inherited weights with BatchNorm re-estimated, then the same fine-tuning
+    u_child = evaluate.child(u_arch)
+    if epochs:
+        u_child = finetune(u_child, parent, data, epochs=epochs, seed=seed)
     u_path = _export(u_child, model, space, work / "uniform", dev.precision, data, dev.backend)
     s_t2, u_t, _ = timer.time([child_path, u_path, parent_path])
     slim_rec = SlimModel(
