@@ -2,15 +2,27 @@
 
 INT8 is not free: every Q/DQ pair ORT cannot fuse away is extra memory traffic, and a small or
 memory-bound block can run slower in INT8 than in FP32. The search starts from the transformer-aware
-:func:`~edgeformer.quant.recipe.default_plan` and, one node group (block) at a time, times the current
-placement against the same placement with that group in float, the two taking turns in short rounds
-(median of the rounds' p50s; sessions without spin-waiting, so a busy machine shifts both alike). A group
-whose INT8 saves less than ``min_gain`` of the latency goes back to float. Every candidate's fidelity is
-checked on ORT with full optimisation, where fused INT8 kernels run (and where the fused-attention bug
-showed up); a placement under ``min_cosine`` is never chosen.
+:func:`~edgeformer.quant.recipe.default_plan` and, one node group (block) at a time, times the same
+placement with that group in float (the candidate) against the current one (the reference), the two
+interleaved in rotating rounds until the paired ratio's interval excludes 1 or the decision's share of the
+budget runs out (:mod:`.timing`). Whole-model differences of one group are 1-3 %, often less than the
+noise of a shared machine, so each decision says what the timing could tell:
+
+* float faster beyond the interval (by more than ``min_gain``): the group goes to float;
+* INT8 faster beyond the interval: it stays INT8;
+* within noise: chosen by fidelity, then size: INT8 stays (its weights are 4x smaller) unless only the
+  float placement meets ``min_cosine``; the note says "within noise".
+
+Every candidate's fidelity is checked on ORT with full optimisation, where fused INT8 kernels run (and
+where the fused-attention bug showed up); a placement under ``min_cosine`` is never chosen.
+
+With a :data:`LatencyFn` (a remote device's ``latency_fn``, a test's cost model) each round is one call
+of it, reference and candidate alternating in order, and the same paired statistics decide.
 
 The search is bounded: at most ``max_candidates`` groups (those with the most quantized nodes first) and
-``time_budget_s`` of wall time; groups beyond either bound keep the default decision and say so.
+``time_budget_s`` of wall time; groups beyond either bound keep the default decision and say so. It
+follows measured timings, so two runs can choose different plans: the chosen plan is written to the
+artifact (``plan.json``) and ``quantize --plan`` rebuilds exactly that one.
 
 Example::
 
@@ -25,7 +37,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +51,9 @@ from .config import QuantConfig, SearchConfig, rounded_fields
 from .ort_adapter import write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
+from .timing import Comparator, LatencyFn, PairTiming, latency_comparator, ort_comparator, pair_config
 
 log = logging.getLogger(__name__)
-
-# ``latency(paths) -> p50 ms of each``; injectable so that the decision logic can be tested exactly
-LatencyFn = Callable[[Sequence[Path]], list[float]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +68,11 @@ class GroupDecision:
     latency_float_ms: float | None = None  # the same placement with the group in float
     cosine_float: float | None = None  # worst cosine with the group in float; None where it could not be measured
     note: str = ""
+    ratio: float | None = None  # float / INT8 placement latency, paired by round (< 1: float is faster)
+    ratio_low: float | None = None  # its interval
+    ratio_high: float | None = None
+    decided: bool | None = None  # the interval excludes 1; False: within noise, chosen by fidelity/size
+    rounds: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return rounded_fields(self)
@@ -174,20 +189,15 @@ def search_placement(
         groups: the node groups switched as one (:func:`node_groups`).
         feeds, reference: held-out inputs and their FP32 outputs, for every candidate's fidelity check.
         workdir: folder for candidate model files.
-        latency: the timing function; :func:`ort_latency` on ``feeds[0]`` by default.
+        latency: a timing function (a remote device, a test); without it, the pairs are timed interleaved
+            in ORT CPU sessions on ``feeds[0]`` (:func:`~.timing.ort_comparator`).
 
     Raises:
         QualityGateError: even the default placement with every failing group in float misses ``min_cosine``.
     """
     t0 = time.monotonic()
     workdir = Path(workdir)
-    latency = latency or ort_latency(
-        feeds[0],
-        threads=search.threads,
-        rounds=search.rounds,
-        runs_per_round=search.runs_per_round,
-        warmup=search.warmup,
-    )
+    compare = comparator(feeds[0], search, latency)
     counter = iter(range(10**9))
 
     def write(p: QuantPlan) -> Path:
@@ -229,13 +239,13 @@ def search_placement(
         cand = current.without(nodes, reason="latency: INT8 not faster on the target (placement search)")
         cand_path = write(cand)
         cand_fid = fidelity(cand_path)
-        t_int8, t_float = latency([current_path, cand_path])
+        timing = compare(current_path, cand_path)
         if not candidates:
             candidates.append(
                 Candidate(
                     label="default",
                     quantized_nodes=len(current.nodes_to_quantize),
-                    latency_ms=t_int8,
+                    latency_ms=timing.reference_ms,
                     cosine=current_fid.cosine,
                 )
             )
@@ -243,31 +253,32 @@ def search_placement(
             Candidate(
                 label=f"{g.name} float",
                 quantized_nodes=len(cand.nodes_to_quantize),
-                latency_ms=t_float,
+                latency_ms=timing.candidate_ms,
                 cosine=cand_fid.cosine,
             )
         )
-        gain = (t_float - t_int8) / t_float if t_float > 0 else 0.0
-        float_fails = fails(cand_fid)
-        pays = gain > search.min_gain or bool(float_fails)
-        note = f"INT8 saves {gain:+.1%} of the placement's latency"
-        if float_fails and gain <= search.min_gain:  # INT8 stays only because the float placement misses the bar
-            note += f"; float placement fails: {float_fails}"
+        to_float, note = decide_group(timing, fails(cand_fid), search)
+        r = timing.ratio
         decisions[g.name] = GroupDecision(
             group=g.name,
             quantized_nodes=len(nodes),
-            decision="int8" if pays else "float",
+            decision="float" if to_float else "int8",
             reason="latency",
-            latency_int8_ms=t_int8,
-            latency_float_ms=t_float,
+            latency_int8_ms=timing.reference_ms,
+            latency_float_ms=timing.candidate_ms,
             cosine_float=cand_fid.cosine,
             note=note,
+            ratio=r.ratio,
+            ratio_low=r.low,
+            ratio_high=r.high,
+            decided=r.decided,
+            rounds=r.rounds,
         )
-        if pays:
-            cand_path.unlink(missing_ok=True)
-        else:
+        if to_float:
             current_path.unlink(missing_ok=True)
             current, current_path, current_fid = cand, cand_path, cand_fid
+        else:
+            cand_path.unlink(missing_ok=True)
     for g, nodes in members:
         if g.name not in decisions:
             why = "search off" if not search.enabled else f"not searched ({stopped or 'single group'})"
@@ -275,10 +286,11 @@ def search_placement(
                 group=g.name, quantized_nodes=len(nodes), decision="int8", reason="default", note=why
             )
     log.info(
-        "placement search: %d group(s) timed in %.1fs, %d kept float for latency",
+        "placement search: %d group(s) timed in %.1fs, %d kept float for latency, %d within noise",
         searched,
         time.monotonic() - t0,
         sum(d.decision == "float" and d.reason == "latency" for d in decisions.values()),
+        sum(d.decided is False for d in decisions.values()),
     )
     return PlacementResult(
         plan=current,
@@ -290,6 +302,35 @@ def search_placement(
         stopped=stopped,
         path=current_path,
     )
+
+
+def comparator(feeds: Mapping[str, np.ndarray], search: SearchConfig, latency: LatencyFn | None) -> Comparator:
+    """How the search times a pair: ``latency`` called round by round if given, else ORT interleaved on ``feeds``."""
+    config = pair_config(search)
+    if latency is not None:
+        return latency_comparator(latency, config)
+    return ort_comparator(feeds, threads=search.threads, config=config)
+
+
+def decide_group(timing: PairTiming, float_fails: str | None, search: SearchConfig) -> tuple[bool, str]:
+    """Whether a group goes to float (``timing``: float placement vs the INT8 one), and the report's note.
+
+    Float only when it is faster beyond the interval by more than ``min_gain`` and meets the fidelity bar;
+    within noise, fidelity then size decide, and the INT8 placement, which meets the bar, is 4x smaller.
+    """
+    r = timing.ratio
+    gain = 1.0 - r.ratio  # of the INT8 placement's latency that float would save (negative: INT8 saves)
+    measured = f"float/INT8 {r.describe()} over {r.rounds} rounds ({timing.method})"
+    if not r.decided:
+        why = f"float placement fails: {float_fails}" if float_fails else "both meet the bar, INT8 weights 4x smaller"
+        return False, f"{measured}: within noise; chose INT8 by fidelity/size ({why})"
+    if r.b_faster:
+        return False, f"{measured}: INT8 faster by {-gain:.1%}"
+    if gain <= search.min_gain:
+        return False, f"{measured}: float saves only {gain:.1%} (min_gain {search.min_gain:.1%})"
+    if float_fails:  # faster in float, but only the INT8 placement meets the bar
+        return False, f"{measured}: float faster by {gain:.1%} but fails fidelity ({float_fails}); kept INT8"
+    return True, f"{measured}: float faster by {gain:.1%}"
 
 
 def _repair_fidelity(plan, members, decisions, write, fidelity, fails, search):
