@@ -252,7 +252,7 @@ class BenchReport:
         lines = [f"Timing: {self.timing}."] if self.timing else []
         v = self.verdict
         if v is not None and v.aa is not None:
-            status = "failed — no ranking" if v.aa.decided else "ok"
+            status = "ok" if v.aa_ok else "failed — no ranking"
             lines.append(f"A/A check ({v.aa.a} vs {v.aa.b}): ratio {v.aa.describe()}, {status}.")
         if v is not None:
             lines.append(f"Verdict: {v.message}")

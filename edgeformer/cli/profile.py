@@ -199,7 +199,7 @@ def _compare(arts: list[Artifact], backend: str, config: ProfileConfig, rounds: 
     console.print(f"Timing: {result.timing}; {result.rows[0].timed_with}.", markup=False)
     if result.verdict.aa is not None:
         aa = result.verdict.aa
-        console.print(f"A/A check: ratio {aa.describe()}, {'failed' if aa.decided else 'ok'}.", markup=False)
+        console.print(f"A/A check: ratio {aa.describe()}, {'ok' if result.verdict.aa_ok else 'failed'}.", markup=False)
     console.print(f"Verdict: {result.verdict.message}", markup=False)
 
 

@@ -8,10 +8,11 @@ Used by ``edgeformer bench`` (one contender per table row) and ``edgeformer prof
   and the row records it (:func:`session_settings`). OpenVINO rows are opened and closed around every round: its
   idle TBB workers stay alive between calls (the report says "reopened per round").
 * :func:`rank` decides the ★. An **A/A check** comes first: the reference artifact opened twice, as two rows;
-  their paired ratio must contain 1 in its interval, or the machine is too noisy for any ranking and no row is
-  marked. Then the fastest eligible row gets the ★ only if it is faster than the runner-up *beyond the interval*
-  of their paired ratio; otherwise every row within the noise of the fastest is tied, and the tie goes to the
-  best fidelity (cosine, to 6 decimals), then the smallest file — and the verdict says so.
+  their paired ratio must contain 1 in its interval and lie within ``MAX_AA_DEVIATION`` of 1, or the machine is
+  too noisy for any ranking and no row is marked. Then the fastest eligible row gets the ★ only if it is faster
+  than the runner-up *beyond the interval* of their paired ratio; otherwise every row within the noise of the
+  fastest is tied, and the tie goes to the best fidelity (cosine, to 6 decimals), then the smallest file — and
+  the verdict says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from .interleave import Contender, InterleaveConfig, Interleaved, RatioEstimate,
 from .profile import build_feeds, open_session
 
 AA_SUFFIX = " (A/A)"
+# the same artifact twice further apart than this is a machine too noisy to rank on, even when the interval is so
+# wide that it still holds 1 (seen under load: A/A 1.50 [0.72, 2.10])
+MAX_AA_DEVIATION = 0.10
 # cosines closer than this are the same fidelity for a tie-break: 1e-6 is below what any check here resolves
 FIDELITY_DECIMALS = 6
 
@@ -123,21 +127,31 @@ class Verdict(Record):
 
     @property
     def aa_ok(self) -> bool | None:
-        return None if self.aa is None else not self.aa.decided
+        return None if self.aa is None else aa_ok(self.aa)
+
+
+def aa_ok(est: RatioEstimate) -> bool:
+    """The A/A pair agrees: 1 inside the interval and the ratio within ``MAX_AA_DEVIATION`` of 1."""
+    return not est.decided and abs(est.ratio - 1) <= MAX_AA_DEVIATION
 
 
 def rank(entries: Sequence[Entry], timing: Interleaved, aa: tuple[str, str] | None) -> Verdict:
     """The ★ of ``entries`` from their interleaved ``timing``; ``aa`` names the two rows of one artifact."""
     aa_est = timing.ratio(*aa) if aa is not None else None
-    if aa_est is not None and aa_est.decided:
+    if aa_est is not None and not aa_ok(aa_est):
+        why = (
+            "outside what its interval allows"
+            if aa_est.decided
+            else f"more than {MAX_AA_DEVIATION:.0%} from 1 (its interval is too wide to say more)"
+        )
         return Verdict(
             star=None,
             how="noisy",
             aa=aa_est,
             message=(
                 f"A/A check failed: the same artifact timed as two rows came out at a ratio of {aa_est.describe()}, "
-                "outside what its interval allows: this machine is too noisy for a ranking, so no row is marked "
-                "(rerun on a quieter machine, or with more --rounds)."
+                f"{why}: this machine is too noisy for a ranking, so no row is marked (rerun on a quieter machine, "
+                "or with more --rounds)."
             ),
         )
     ok = sorted((e for e in entries if e.eligible), key=lambda e: timing.row(e.name).p50_ms)

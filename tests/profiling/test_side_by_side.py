@@ -59,6 +59,16 @@ def test_a_failed_a_a_check_marks_no_row():
     assert "too noisy" in v.message
 
 
+def test_an_a_a_pair_far_apart_fails_even_when_its_interval_is_too_wide_to_exclude_1():
+    wide = cols(a=1.0, aa=1.0, b=0.5)
+    wide["aa"] = [v * f for v, f in zip(wide["aa"], [1.9, 0.8, 1.6, 1.7, 0.9, 1.5, 1.4, 0.95, 1.8, 1.2], strict=True)]
+    t = timing(wide)
+    est = t.ratio("a", "aa")
+    assert not est.decided and est.ratio < 0.9  # the interval holds 1, the point is > 10 % off
+    v = rank([Entry(name="a", eligible=True), Entry(name="b", eligible=True)], t, ("a", "aa"))
+    assert v.star is None and v.how == "noisy" and "more than 10%" in v.message
+
+
 def test_only_eligible_rows_are_ranked():
     t = timing(cols(a=1.0, b=0.5))
     assert rank([Entry(name="a", eligible=True), Entry(name="b", eligible=False)], t, None).star == "a"
