@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 
 from ..profiling.interleave import ContenderFailed, Interleaved, interleave
@@ -143,6 +144,8 @@ def _how(result: Interleaved, live: dict[str, Timed], ctx: BenchContext) -> str:
     ]
     if any(t.backend == "ort" for t in live.values()) and ctx.agent is None:
         parts.append(f"every ORT row: threads={ctx.threads or 'default'}, spinning off, kept open")
+    if any(t.backend == "eager" for t in live.values()):
+        parts.append(f"PyTorch rows with OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (spinning)')}")
     if any(t.backend == "openvino" for t in live.values()) and ctx.agent is None:
         parts.append("OpenVINO rows reopened per round (their idle workers would slow the others)")
     return "; ".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -208,6 +209,10 @@ def bench_cmd(
     With --device every artifact row is timed on that device agent (so is the INT8 placement search);
     builds and parity checks run here, PyTorch rows are skipped.
     """
+    # Rows take turns: torch's OpenMP workers busy-wait after each eager call by default and would steal the cores
+    # from the row timed next. Only effective before torch loads (the CLI keeps it out until here); a user's own
+    # setting wins. The report's timing line says which policy was in force.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..bench import BenchConfig, bench
     from ..models import get_spec
     from ..models.reference import list_references
