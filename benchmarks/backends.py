@@ -38,6 +38,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# before torch loads (the edgeformer imports below): eager rows' spinning OpenMP workers would slow the next row
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from edgeformer.bench import BenchConfig, BenchContext, BenchRow, RowProducer, Timed, bench, torch_contender
 from edgeformer.bench.report import p50_cell
 from edgeformer.bench.rows import ROW_PRODUCERS
