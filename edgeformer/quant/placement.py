@@ -51,7 +51,7 @@ from .config import QuantConfig, SearchConfig, rounded_fields
 from .ort_adapter import write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
-from .timing import Comparator, LatencyFn, PairTiming, latency_comparator, ort_comparator, pair_config
+from .timing import Comparator, LatencyFn, PairTiming, Speedup, latency_comparator, ort_comparator, pair_config
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,25 @@ def comparator(feeds: Mapping[str, np.ndarray], search: SearchConfig, latency: L
     if latency is not None:
         return latency_comparator(latency, config)
     return ort_comparator(feeds, threads=search.threads, config=config)
+
+
+def measure_speedup(
+    fp32: str | Path,
+    int8: str | Path,
+    feeds: Mapping[str, np.ndarray],
+    search: SearchConfig,
+    latency: LatencyFn | None = None,
+) -> Speedup:
+    """FP32 / INT8 latency of the delivered model, timed as the search times its pairs (:func:`comparator`).
+
+    INT8 that is slower than FP32 beyond the interval is logged as a warning here, and ``int8_slower`` carries it
+    into the report, the manifest and the CLI's one line: INT8 must never lose silently.
+    """
+    timing = comparator(feeds, search, latency)(Path(fp32), Path(int8))
+    speedup = Speedup.of(timing, backend="ort" if latency is None else "latency_fn", threads=search.threads)
+    if speedup.int8_slower:
+        log.warning("the INT8 model is slower than FP32: %s", speedup.describe())
+    return speedup
 
 
 def decide_group(timing: PairTiming, float_fails: str | None, search: SearchConfig) -> tuple[bool, str]:

@@ -56,6 +56,7 @@ class QuantReport:
     accuracy: dict[str, Any] | None = None
     search: dict[str, Any] = dataclasses.field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    speedup: dict[str, Any] | None = None  # timing.Speedup.to_dict(): FP32/INT8 paired, interval, int8_slower
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,6 +72,7 @@ class QuantReport:
                 "accuracy": sum(g["reason"] == "accuracy" for g in kept),
             },
             "accuracy": self.accuracy,
+            "speedup": self.speedup,
             "files": [JSON_NAME, MD_NAME, PNG_NAME],
         }
 
@@ -91,6 +93,17 @@ class QuantReport:
             f"{_num(fid.get('cosine_mean'), '.5f')}, top-1 agreement {_num(fid.get('top1_agreement'), '.3f')}."
             + (f" **Not measurable: {fid['problem']}.**" if fid.get("problem") else ""),
         ]
+        if (sp := self.speedup) is not None:  # paired timing: say whether the speed-up is beyond the noise
+            verdict = (
+                "**INT8 is slower than FP32** beyond the interval"
+                if sp["int8_slower"]
+                else ("INT8 faster beyond the interval" if sp["decided"] else "within noise")
+            )
+            lines += [
+                "",
+                f"Paired FP32/INT8: {sp['ratio']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}] over {sp['rounds']} "
+                f"rounds ({sp['method']}, {sp['backend']}): {verdict}.",
+            ]
         if self.calibration:
             c = self.calibration
             method = str(c.get("method"))

@@ -150,3 +150,16 @@ def test_pure_noise_rarely_passes_for_a_difference(tmp_path):
         noise = lambda paths, rng=rng: [7.0 * rng.uniform(0.9, 1.1) for _ in paths]  # noqa: E731
         decided += latency_comparator(noise, config)(a, b).decided
     assert decided <= 12
+
+
+def test_int8_slower_than_fp32_is_said_in_the_report_and_the_manifest(artifact, calib_npz, tmp_path):
+    """A latency where every INT8 node costs twice its float self: the delivered model loses, and says so."""
+    from edgeformer.artifact import Artifact
+    from edgeformer.quant import QuantConfig, quantize
+
+    slow = cost_model({n: (1.0, 2.0) for n in ("pw", "q", "k", "v", "proj", "residual", "head")})
+    search = SearchConfig(rounds=1, min_cosine=0.999, max_sensitivity_groups=0, max_candidates=1)
+    out = quantize(artifact, QuantConfig(search=search), calib=calib_npz, out=tmp_path / "int8", latency=slow).path
+    speedup = Speedup.from_dict(Artifact.load(out).manifest.extra["placement"]["speedup"])
+    assert speedup.int8_slower and speedup.decided and speedup.ratio < 1 and speedup.method == "alternating calls"
+    assert "**INT8 is slower than FP32**" in (out / "quant_report.md").read_text()
