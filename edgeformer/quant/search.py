@@ -23,7 +23,7 @@ from ..profiling import device_card
 from .budget import apply_budget, load_eval, top1
 from .config import QuantConfig
 from .core import Calibration, quantize_core
-from .placement import LatencyFn, ort_latency, search_placement
+from .placement import LatencyFn, measure_speedup, ort_latency, search_placement
 from .recipe import default_plan, node_groups
 from .report import QuantReport, write_report
 from .sensitivity import group_alone, group_sqnr, tensor_sqnr
@@ -145,7 +145,8 @@ def search_build(
         else:
             accuracy = {"fp32_top1": round(fp32_top1, 4), "int8_top1": round(top1(chosen, eval_set), 4)}
     fidelity = compare_outputs(reference, run_all(ort_runner(chosen, search.threads), feeds), rows=True, on=on)
-    t_fp32, t_int8 = lat([src.model_path, chosen])
+    speedup = measure_speedup(src.model_path, chosen, feeds[0], search, latency)  # paired, with its interval
+    t_fp32, t_int8 = speedup.fp32_ms, speedup.int8_ms
     manifest = quantize_core(src, config, calibration, folder, io=io, plan=plan)
     report = QuantReport(
         model=src.manifest.model_name,
@@ -153,7 +154,7 @@ def search_build(
         latency={
             "fp32_ms": round(t_fp32, 4),
             "int8_ms": round(t_int8, 4),
-            "speedup": round(t_fp32 / t_int8, 3) if t_int8 > 0 else None,
+            "speedup": round(speedup.ratio, 3),
             "threads": search.threads,
         },
         fidelity=fidelity.to_dict(),
@@ -176,6 +177,7 @@ def search_build(
             "elapsed_s": round(placed.elapsed_s, 2),
         },
         calibration=data.summary.to_dict(),
+        speedup=speedup.to_dict(),
     )
     write_report(folder, report)
     log.info(
