@@ -145,7 +145,8 @@ def read_table(path: str | Path) -> LatencyTable:
         raise LatencyTableError(f"{path}: corrupt latency table (not UTF-8 text); rebuild it.") from e
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as e:
+    # ValueError: also an int past Python's 4300 digits; RecursionError: arrays nested thousands deep
+    except (ValueError, RecursionError) as e:
         raise LatencyTableError(
             f"{path}: corrupt latency table ({e}); rebuild it with `edgeformer latency build`."
         ) from e

@@ -1,0 +1,144 @@
+"""The parsers' fuzz harnesses (``fuzz/``): every seed replayed, a bounded atheris run each, and each crash the
+harnesses found kept as a regression test.
+
+Replaying runs every file of ``fuzz/corpus/<name>/`` through the harness's ``test_one_input`` in this process:
+fast and deterministic, and it holds the inputs of past crashes (``crash-*``), so a fix that regresses fails
+here. The bounded run starts ``python fuzz/<name>.py -max_total_time=S`` in a subprocess, ``S`` from
+``$EDGEFORMER_FUZZ_SECONDS`` (CI sets 60; a developer's run uses 5), and fails on any crash, hang or
+out-of-memory, printing the input that caused it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeformer.artifact import Artifact
+from edgeformer.errors import LatencyTableError, ModelFileError
+from edgeformer.nas.table import read_table
+
+REPO = Path(__file__).resolve().parents[1]
+FUZZ = REPO / "fuzz"
+HARNESSES = ("modelfile", "manifest", "calib_arrays", "calib_wav", "calib_image", "table", "agent", "records")
+SECONDS = int(os.environ.get("EDGEFORMER_FUZZ_SECONDS", "5"))
+
+pytest.importorskip("atheris", reason="atheris (the test extra) has wheels for Linux only")
+
+
+@pytest.fixture(scope="module")
+def harness():
+    """Import ``fuzz/<name>.py`` as ``fuzz_<name>``: plain ``agent`` or ``table`` could be other modules here
+    (``tests/agent`` is a package named ``agent`` under pytest's rootdir imports)."""
+    sys.path.insert(0, str(FUZZ))  # for their ``from _harness import ...``
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"fuzz_{name}", FUZZ / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    try:
+        yield load
+    finally:
+        sys.path.remove(str(FUZZ))
+
+
+def test_every_harness_has_a_seed_corpus_and_the_harness_files_match_the_list():
+    assert sorted(
+        p.stem for p in FUZZ.glob("*.py") if not p.name.startswith("_") and p.stem != "make_corpus"
+    ) == sorted(HARNESSES)
+    for name in HARNESSES:
+        seeds = [p for p in (FUZZ / "corpus" / name).iterdir() if not p.name.startswith("crash-")]
+        assert len(seeds) >= 3, name
+
+
+@pytest.mark.parametrize("name", HARNESSES)
+def test_every_corpus_file_replays_through_its_harness(harness, name):
+    h = harness(name)
+    files = sorted((FUZZ / "corpus" / name).iterdir())
+    for f in files:
+        try:
+            h.test_one_input(f.read_bytes())
+        except Exception as e:
+            pytest.fail(f"fuzz/corpus/{name}/{f.name}: {type(e).__name__}: {e}")
+
+
+_DONE = re.compile(r"Done (\d+) runs in (\d+) second")
+_CRASH = re.compile(r"(crash|timeout|oom|leak)-[0-9a-f]{40}")
+
+
+@pytest.mark.parametrize("name", HARNESSES)
+def test_a_bounded_fuzz_run_finds_no_crash(name, tmp_path):
+    """``$EDGEFORMER_FUZZ_SECONDS`` of atheris on one harness, niced; new corpus entries go to ``tmp_path``."""
+    work = tmp_path / "corpus"
+    work.mkdir()
+    cmd = [
+        sys.executable,
+        str(FUZZ / f"{name}.py"),
+        f"-max_total_time={SECONDS}",
+        "-timeout=30",
+        f"-artifact_prefix={tmp_path}/",
+        "-print_final_stats=1",
+        str(work),
+        str(FUZZ / "corpus" / name),
+    ]
+    # generous: start-up (torch for the table and records harnesses) and the seeds' first pass come on top
+    proc = subprocess.run(
+        ["nice", "-n", "10", *cmd], cwd=FUZZ, capture_output=True, text=True, timeout=SECONDS * 3 + 180
+    )
+    log = proc.stdout + proc.stderr
+    found = sorted(tmp_path.glob("*-*"))
+    found = [p for p in found if _CRASH.fullmatch(p.name)]
+    if proc.returncode != 0 or found:
+        inputs = "\n".join(f"{p.name}: {p.read_bytes()[:2000]!r}" for p in found)
+        pytest.fail(f"fuzz/{name}.py exited {proc.returncode}:\n{log[-6000:]}\nfailing input(s):\n{inputs}")
+    assert _DONE.search(log), log[-3000:]
+
+
+# --- regressions: each crash the harnesses found, pinned on the parser itself ------------------------------------
+def _artifact_with_manifest(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "artifact.json").write_text(text, encoding="utf-8")
+    return folder
+
+
+_MINIMAL = {"format": "onnx", "precision": "fp32", "model_name": "m", "main_file": "m.onnx"}
+
+
+def _manifest(**fields) -> str:
+    return json.dumps({**_MINIMAL, **fields})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        # fuzz/corpus/manifest/crash-v1-extra-not-an-object.json: dict("TT") in the v1 upgrade (ValueError)
+        (_manifest(extra="TT"), "extra"),
+        (_manifest(extra={"runtime": [1]}), "extra.runtime"),
+        # crash-nested-past-the-recursion-limit.json: json.loads raised RecursionError
+        ("[" * 100_000 + "]" * 100_000, "corrupt manifest"),
+        # an int json.loads cannot convert (ValueError, not JSONDecodeError)
+        ('{"schema_version": ' + "1" * 5000 + "}", "corrupt manifest"),
+        # crash-preprocessing-kind-a-list.json: a dict lookup with a list key (TypeError)
+        (_manifest(schema_version=2, preprocessing={"kind": ["image"]}), "not an image or audio spec"),
+    ],
+)
+def test_a_corrupt_manifest_is_a_model_file_error(tmp_path, text, needle):
+    with pytest.raises(ModelFileError, match=re.escape(needle)):
+        Artifact.load(_artifact_with_manifest(tmp_path / "art", text))
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"schema": ' + "1" * 5000 + "}"])
+def test_a_latency_table_nested_too_deep_or_with_a_huge_int_is_corrupt(tmp_path, text):
+    # fuzz/corpus/table/crash-nested-past-the-recursion-limit.json: read_table raised RecursionError
+    path = tmp_path / "table.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(LatencyTableError, match="corrupt latency table"):
+        read_table(path)
