@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,8 @@ from .manifest import now_iso as now_iso
 from .manifest import sha256_file as sha256_file
 from .manifest import tool_versions as tool_versions
 from .modelfile import manifest_for_bare_file
+from .scratch import disk_full, folder_size, is_disk_full, make_scratch_dir, owner_prefix, prune_dead
+from .scratch import scratch_dir as scratch_dir  # for steps that need a system temp folder: the owner is in its name
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,9 @@ class ArtifactWriter:
     """Build an artifact in a temp folder beside ``dest`` and rename it into place on :meth:`commit`.
 
     If the block raises (or the process dies), ``dest`` keeps its previous content: an existing
-    artifact is only moved aside after the new one is complete, then deleted.
+    artifact is only moved aside after the new one is complete, then deleted. The temp folder is named after
+    its owner (:mod:`edgeformer.scratch`), so the next write beside it removes it if the owner was killed; a
+    full disk is a :class:`~edgeformer.errors.DiskFullError` naming ``dest``, with the temp folder removed.
     """
 
     def __init__(self, dest: str | Path, *, overwrite: bool = False, inputs: Iterable[Path] = ()) -> None:
@@ -172,7 +175,7 @@ class ArtifactWriter:
 
     def __enter__(self) -> ArtifactWriter:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        self.dir = make_scratch_dir("tmp", self.dest.parent, beside=self.dest.name)  # prunes dead owners' first
         return self
 
     def commit(self, manifest: Manifest) -> Artifact:
@@ -197,7 +200,8 @@ class ArtifactWriter:
         if self.dest.exists():
             if not self.overwrite:
                 raise OutputExistsError(f"output {self.dest} appeared while writing; pass --overwrite.")
-            old = self.dest.parent / f".{self.dest.name}.old-{os.getpid()}"
+            # owned like a temp folder: if this process dies before the next rename, the next run puts it back
+            old = self.dest.parent / owner_prefix("old", self.dest.name).rstrip("-")
             os.replace(self.dest, old)
         os.replace(self.dir, self.dest)
         self._committed = True
@@ -207,8 +211,12 @@ class ArtifactWriter:
         return Artifact(self.dest, manifest)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self._committed:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if self._committed:
+            return
+        written = folder_size(self.dir) if is_disk_full(exc) else 0
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full(exc, self.dest, written) from exc
 
 
 def _fsync(path: Path) -> None:
@@ -226,13 +234,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` via temp + fsync + rename, so readers never see a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` via temp + fsync + rename, so readers never see a torn file (nor a temp file left behind:
+    a full disk is a :class:`~edgeformer.errors.DiskFullError`, the temp file of a killed writer is removed by
+    the next write in that folder)."""
+    path = Path(path)
+    prune_dead(path.parent)
+    tmp = path.with_name(owner_prefix("tmp", path.name).rstrip("-"))
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full(e, path, written) from e
+        raise
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

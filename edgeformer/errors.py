@@ -141,6 +141,13 @@ class AgentUnreachableError(BackendUnavailableError):
     """A device agent did not answer after the retries (down, wrong address), or lost a job (it died mid-job)."""
 
 
+class DiskFullError(EdgeformerError, OSError):
+    """The disk (or quota) filled up mid-write; the partial output was removed, the previous one is intact.
+    Not a ``BackendUnavailableError``: bench must not show it as a row this machine cannot run."""
+
+    exit_code = 5
+
+
 # --- 6: quality gates ---------------------------------------------------------------------------
 class QualityGateError(EdgeformerError, RuntimeError):
     """A result was produced but failed a fidelity or accuracy gate."""

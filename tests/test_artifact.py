@@ -183,7 +183,7 @@ def test_sigkill_mid_save_leaves_the_previous_artifact_intact(tmp_path):
     )
     try:
         assert child.stdout.readline().strip() == "writing"
-        temp = [p for p in tmp_path.iterdir() if p.name.startswith(".art.tmp-")]
+        temp = [p for p in tmp_path.iterdir() if p.name.startswith(".art.edgeformer-tmp-")]
         assert temp and (temp[0] / "model.onnx").stat().st_size >= 3 << 20  # really mid-write
         os.kill(child.pid, signal.SIGKILL)
     finally:

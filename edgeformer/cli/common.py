@@ -23,6 +23,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ..errors import EdgeformerError
+from ..scratch import disk_full, is_disk_full
 
 # tables are laid out for 120 columns (bench keeps its cells on one line at that width); when stdout is not a
 # terminal rich would assume 80 and fold every cell
@@ -91,6 +92,10 @@ def command(fn: F) -> F:
             if err is None:
                 raise
             fail(err, as_json)
+        except OSError as e:  # a full disk that no writer worded (a system temp folder, a library's own write)
+            if not is_disk_full(e):
+                raise
+            fail(disk_full(e, Path(e.filename) if getattr(e, "filename", None) else Path.cwd(), 0), as_json)
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]: nothing was written for the unfinished step.")
             raise typer.Exit(130) from None

@@ -36,7 +36,6 @@ import collections
 import dataclasses
 import importlib.util
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +56,7 @@ from ..modelfile import embed_manifest, load_onnx
 from ..records import Record
 from ..runtimes.base import SessionOptions
 from ..runtimes.ort import OrtSession, _first_line, _native_errors
+from ..scratch import scratch_dir
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 from .openvino import SUSPECT_COSINE, fidelity_inputs
 from .tensorrt import FP32_OPS, to_fp16
@@ -186,7 +186,7 @@ def _build(artifact: Artifact, config: OrtOptimizeConfig, folder: Path) -> Manif
     _require_provider(ort, config.execution_provider)
     proto = load_onnx(artifact.model_path)  # external data is vetted before ORT reads any of it
     convert = config.precision == "fp16" and artifact.precision == "fp32"
-    with tempfile.TemporaryDirectory(prefix=".ort-optimize-", dir=folder.parent) as tmp:
+    with scratch_dir("ort-optimize", folder.parent, beside=folder.name) as tmp:
         source = artifact.model_path
         if convert:
             source = Path(tmp) / "model_fp16.onnx"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from ..runtimes.tensorrt import (
     trt_logger,
     trt_major,
 )
+from ..scratch import scratch_dir
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 from .tensorrt_cache import attach_timing_cache, save_timing_cache
 from .tensorrt_cache import quarantine as quarantine  # re-exported for existing imports
@@ -357,7 +357,7 @@ def _build_artifact(
         )
     trt = import_tensorrt()
     plan = build_plan(trt.__version__, config.precision, artifact.precision)
-    with tempfile.TemporaryDirectory(prefix=".trt-build-", dir=folder.parent) as tmp:
+    with scratch_dir("trt-build", folder.parent, beside=folder.name) as tmp:
         source = artifact.model_path
         if plan.convert_to_fp16:
             import onnx

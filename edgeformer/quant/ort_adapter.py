@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import onnx
 
 from ..errors import CalibrationError, ConfigError, ModelFileError
+from ..scratch import disk_full, is_disk_full, scratch_dir
 from .calibration import CalibrationReader, CalibrationSummary
 from .config import QuantConfig
 from .graph import fuse_gelu
@@ -46,7 +46,7 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out_path, model_path = Path(out_path), Path(model_path).resolve()  # before the chdir below: a relative path
-    with tempfile.TemporaryDirectory(prefix="edgeformer-pre-") as tmp:
+    with scratch_dir("pre") as tmp:
         staged = Path(tmp) / "pre.onnx"
         try:
             # on failure ORT's symbolic inference saves its partial model (plus external data) as
@@ -54,6 +54,8 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
             with _quiet_ort(), _working_dir(tmp):
                 quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=False)
         except Exception as e:  # ORT's symbolic inference raises a bare Exception on ops it cannot follow
+            if is_disk_full(e):  # not a shape inference problem: the fallback would fail the same way
+                raise disk_full(e, staged, 0) from e
             # ONNX's own shape inference still gives the quantizer the shapes it needs; only symbolic dims
             # (e.g. a dynamic batch through a Reshape) stay unknown, which costs nothing at a static shape
             log.warning(
@@ -110,7 +112,7 @@ def compute_ranges(
         method = _fallback(config, expected, summary)
     model = onnx.load(str(model_path))
     names = _float_tensors(model)
-    with tempfile.TemporaryDirectory(prefix="edgeformer-calib-") as tmp:
+    with scratch_dir("calib") as tmp:
         augmented = Path(tmp) / "augmented.onnx"
         _expose(model, names)  # graph inputs are read from the feeds instead
         onnx.save(model, str(augmented))
@@ -177,7 +179,7 @@ def write_qdq(
         for name, (lo, hi) in ranges.ranges.items()
     }
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="edgeformer-qdq-") as tmp:
+    with scratch_dir("qdq") as tmp:
         cache = Path(tmp) / "ranges.json"
         # the final ranges are already computed; ORT's MinMax path just reads them back from the cache
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelFileError, did_you_mean
 from ..manifest import RuntimeSettings
+from ..scratch import scratch_dir
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 from .child import run_in_child
 
@@ -323,7 +323,7 @@ def probe_in_subprocess(
     Raises:
         BackendUnavailableError: the child crashed or hung; the message names the workaround.
     """
-    with tempfile.TemporaryDirectory(prefix="edgeformer-ovprobe-") as tmp:
+    with scratch_dir("ovprobe") as tmp:
         npz = Path(tmp) / "feeds.npz"
         np.savez(npz, **{f"{i}/{name}": x for i, sample in enumerate(feeds.values()) for name, x in sample.items()})
         _, failure = run_in_child(_PROBE, [str(xml), device, hint, str(npz)], timeout)

@@ -45,7 +45,7 @@ def assert_fails(result, code: int, out: Path, *needles: str) -> str:
     assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
-    assert not out.exists() and not list(out.parent.glob(f".{out.name}.tmp-*"))  # nothing half-written
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.edgeformer-tmp-*"))  # nothing half-written
     return errors[0]
 
 
