@@ -183,12 +183,15 @@ def main() -> None:
             console.print(table)
             for line in report.footer():
                 console.print(line, markup=False)
-            console.print(
-                f"marked {summary['marked']}: {summary['marked_vs_best_peer_any']}x the best peer "
-                f"({summary['best_peer_any']}, cosine {summary['best_peer_any_cosine']}), "
-                f"{summary['marked_vs_best_peer_meeting_bar']}x the best peer meeting the bar "
-                f"({summary['best_peer_meeting_bar']}); goal <= {GOAL}x"
-            )
+            if summary["marked"] is None:
+                console.print("no row marked (see the verdict above)")
+            else:
+                console.print(
+                    f"marked {summary['marked']}: {summary['marked_vs_best_peer_any']}x the best peer "
+                    f"({summary['best_peer_any']}, cosine {summary['best_peer_any_cosine']}), "
+                    f"{summary['marked_vs_best_peer_meeting_bar']}x the best peer meeting the bar "
+                    f"({summary['best_peer_meeting_bar']}); goal <= {GOAL}x"
+                )
             args.json.write_text(json.dumps(result, indent=2, default=str))
     result["load_avg_end"] = os.getloadavg()
     args.json.write_text(json.dumps(result, indent=2, default=str))
