@@ -24,7 +24,7 @@ from .budget import apply_budget, load_eval, top1
 from .config import QuantConfig
 from .core import Calibration, quantize_core
 from .placement import LatencyFn, measure_speedup, ort_latency, search_placement
-from .recipe import default_plan, node_groups
+from .recipe import QuantPlan, default_plan, node_groups
 from .report import QuantReport, write_report
 from .sensitivity import group_alone, group_sqnr, tensor_sqnr
 
@@ -42,6 +42,7 @@ def search_build(
     max_drop: float | None,
     latency: LatencyFn | None,
     workdir: Path,
+    start: QuantPlan | None = None,
 ) -> Manifest:
     """Search the placement of ``config.search`` over one calibration, apply the ``max_drop`` budget on
     ``eval_data``, write the chosen plan (:func:`~.core.quantize_core`) and the report into ``folder``; the manifest
@@ -55,7 +56,7 @@ def search_build(
     (tmp / "cands").mkdir()
     data, pre, ranges = calibration.data, calibration.model_path, calibration.ranges
     pre_model = onnx.load(str(pre))
-    plan0 = default_plan(pre_model, config)
+    plan0 = start or default_plan(pre_model, config)  # start: the fidelity fallback's plan (quantize.py)
     groups = node_groups(pre_model, search.level)
     feeds, on = _fidelity_feeds(data, config)
     reference = run_all(ort_runner(src.model_path, search.threads), feeds)
