@@ -167,7 +167,7 @@ def main() -> None:
                 "parity_on": report.parity_on,
             }
             table = Table(title=f"{name} · threads {args.threads} · {report.device.get('cpu_model')}")
-            for col in ("row", "peer", "status", "p50 ms [95 % CI]", "start ms", "MB rss", "cos vs torch", "note"):
+            for col in ("row", "peer", "status", "p50 ms [95 % CI]", "start ms", "RSS+ MB", "cos vs torch", "note"):
                 table.add_column(col)
             for r in report.rows:
                 table.add_row(

@@ -228,7 +228,7 @@ class BenchReport:
             f"{self.config.min_cosine} beyond the timing interval (a tie goes to fidelity, then size).",
             "",
             "| | row | precision | backend | status | size MB | cos vs torch | top-1 agree | p50 ms [95 % CI] | "
-            "p90 ms | fps | start-up ms | memory MB | tools | note |",
+            "p90 ms | fps | start-up ms | peak RSS added MB | tools | note |",
             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for r in self.rows:

@@ -194,7 +194,7 @@ def _compare(arts: list[Artifact], backend: str, config: ProfileConfig, rounds: 
         )
         for r in result.rows
     ]
-    cols = ("artifact", "backend", "p50 ms [95 % CI]", "vs first [95 % CI]", "start ms", "memory MB", "size MB")
+    cols = ("artifact", "backend", "p50 ms [95 % CI]", "vs first [95 % CI]", "start ms", "RSS added MB", "size MB")
     console.print(table("profile --compare", cols, body))
     console.print(f"Timing: {result.timing}; {result.rows[0].timed_with}.", markup=False)
     if result.verdict.aa is not None:
