@@ -249,6 +249,7 @@ class Record:
         """Parse ``text`` and build the record; bad JSON is a :class:`ConfigError` too."""
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        # ValueError: also an int past Python's 4300 digits; RecursionError: arrays nested thousands deep
+        except (ValueError, RecursionError) as e:
             raise ConfigError(f"{where or cls.__name__}: not valid JSON ({e}); fix or regenerate the file") from e
         return from_dict(cls, d, where)

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from edgeformer.artifact import Artifact
-from edgeformer.errors import LatencyTableError, ModelFileError
+from edgeformer.compile.tensorrt import TensorRtConfig
+from edgeformer.errors import ConfigError, LatencyTableError, ModelFileError
+from edgeformer.inputs import ImageInput
 from edgeformer.nas.table import read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,3 +144,16 @@ def test_a_latency_table_nested_too_deep_or_with_a_huge_int_is_corrupt(tmp_path,
     path.write_text(text, encoding="utf-8")
     with pytest.raises(LatencyTableError, match="corrupt latency table"):
         read_table(path)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"resolution": ' + "1" * 5000 + "}"])
+def test_a_record_file_nested_too_deep_or_with_a_huge_int_is_a_config_error(text):
+    # fuzz/corpus/records/crash-nested-past-the-recursion-limit: Record.from_json raised RecursionError
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        ImageInput.from_json(text, where="spec.json")
+
+
+def test_a_timing_cache_name_the_os_refuses_is_a_config_error():
+    # fuzz/corpus/records/crash-tensorrt-timing-cache-name-too-long: is_dir() raised OSError (ENAMETOOLONG)
+    with pytest.raises(ConfigError, match="timing_cache must be a file path"):
+        TensorRtConfig(timing_cache=Path("a" * 300))

@@ -124,8 +124,12 @@ class TensorRtConfig(Record):
         res = self.resolution
         if res is not None and (isinstance(res, bool) or not isinstance(res, int) or res < 1):
             problems.append(f"resolution must be a positive int, got {self.resolution!r} (--resolution)")
-        if self.timing_cache is not None and (not isinstance(self.timing_cache, Path) or self.timing_cache.is_dir()):
-            problems.append(f"timing_cache must be a file path, got {self.timing_cache!r}")
+        try:  # a path the OS refuses outright (a name past 255 bytes) is no file path either
+            bad_cache = not isinstance(self.timing_cache, Path) or self.timing_cache.is_dir()
+        except OSError:
+            bad_cache = True
+        if self.timing_cache is not None and bad_cache:
+            problems.append(f"timing_cache must be a file path, got {self.timing_cache!r:.200}")
         if problem := min_cosine_problem(self.min_cosine):
             problems.append(problem)
         if problems:
