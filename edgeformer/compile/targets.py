@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from ..artifact import MANIFEST_NAME, Artifact, check_output_path, input_paths
 from ..errors import BackendUnavailableError, ConfigError, did_you_mean
+from ..runtimes.isolation import probe_before_loading
 from ..steps import USE_DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ def compile(
     Raises:
         ConfigError: unknown target/option, unsupported precision, or ``out`` exists (exit 2).
         BackendUnavailableError: the target cannot run here; the message says why (exit 5).
+        ModelFileError: the ONNX parent crashes or hangs onnxruntime, found in a child process (exit 3).
     """
     name = str(getattr(target, "value", target)).lower()
     t = get_target(name)
@@ -200,6 +202,10 @@ def compile(
     reason = target_unavailable(name)
     if reason:
         raise BackendUnavailableError(f"--format {name} cannot run here: {reason}")
+    if artifact.format == "onnx":
+        # the target's checks load the parent in this process (fidelity on onnxruntime): a model that crashes or
+        # hangs the runtime must fail here, in a child. An op onnxruntime lacks is left to the target to report.
+        probe_before_loading(artifact, "ort", refusal_ok=True)
     log.info("compiling %s for %s (%s) into %s", artifact.model_path, name, cfg.precision, dest)
     return _resolve(t.entry)(artifact, cfg, dest, overwrite, cache=cache)
 

@@ -8,12 +8,33 @@ The device agent runs every profiling job the same way (``edgeformer.agent.jobs`
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
+
+from ..errors import ConfigError
+
+PROBE_TIMEOUT_ENV = "EDGEFORMER_PROBE_TIMEOUT"
+DEFAULT_PROBE_TIMEOUT = 300.0
+
+
+def probe_timeout() -> float:
+    """Seconds a probe child may take before the model is reported as hanging: ``$EDGEFORMER_PROBE_TIMEOUT``,
+    default 300 (a large model on a slow device takes minutes to load; a hang takes forever)."""
+    raw = os.environ.get(PROBE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PROBE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{PROBE_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds (default 300).")
+    return value
 
 
 class ChildFailure(NamedTuple):

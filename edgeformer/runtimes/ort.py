@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelFileError, did_you_mean
 from ..modelfile import require_onnx, sniff
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
-from .child import run_in_child
+from .child import PROBE_TIMEOUT_ENV, probe_timeout, run_in_child
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -251,14 +251,17 @@ print(json.dumps({"outputs": [list(o.shape) for o in outs]}))
 """
 
 
-def probe_in_subprocess(path: str | Path, timeout: float = 300.0) -> dict[str, Any]:
+def probe_in_subprocess(path: str | Path, timeout: float | None = None, *, refusal_ok: bool = False) -> dict[str, Any]:
     """Load ``path`` and run it once on zeros in a child process, so a native crash cannot kill the caller.
 
     Used before profiling or checking a model of unknown origin. Dynamic dims are set to 1.
 
     Args:
         path: an ONNX (or ``.ort``) model file.
-        timeout: seconds before the child is killed and the model reported as hanging.
+        timeout: seconds before the child is killed and the model reported as hanging (default:
+            ``$EDGEFORMER_PROBE_TIMEOUT``, else 300).
+        refusal_ok: return ``{}`` when onnxruntime merely refuses the model (an op it lacks, which another
+            backend may have): only a crash or a hang is an error then.
 
     Returns:
         ``{"outputs": [shape, ...]}`` as the child reported it.
@@ -266,21 +269,24 @@ def probe_in_subprocess(path: str | Path, timeout: float = 300.0) -> dict[str, A
     Raises:
         ModelFileError: the child crashed (signal), hung, or onnxruntime refused the model.
     """
-    return _run_probe(Path(path), _PROBE, timeout)
+    return _run_probe(Path(path), _PROBE, probe_timeout() if timeout is None else timeout, refusal_ok=refusal_ok)
 
 
-def _run_probe(path: Path, script: str, timeout: float) -> dict[str, Any]:
-    stdout, failure = run_in_child(script, [str(path)], timeout)
+def _run_probe(path: Path, script: str, timeout: float, *, refusal_ok: bool = False) -> dict[str, Any]:
+    stdout, failure = run_in_child(script, [str(path)], timeout, own_group=True)
     if failure is not None and failure.kind == "timeout":
         raise ModelFileError(
-            f"{path}: onnxruntime did not finish loading and running the model within {timeout:g} s; "
-            "the model may be malformed or far too large for this machine."
+            f"{path}: onnxruntime did not finish loading and running the model on zeros within {timeout:g} s "
+            f"(run in a child process, now killed); the model hangs the runtime, or is far too large for this "
+            f"machine ({PROBE_TIMEOUT_ENV} sets the limit)."
         )
     if failure is not None and failure.kind == "signal":
         raise ModelFileError(
             f"onnxruntime crashed loading {path} ({failure.detail}); the file is malformed or triggers a runtime "
             "bug. Do not load it in-process; re-export it or report it to onnxruntime."
         )
+    if failure is not None and refusal_ok:
+        return {}
     if failure is not None:
         raise ModelFileError(
             f"{path}: onnxruntime refused the model: {failure.detail}; re-export it or check it with onnx.checker."
