@@ -176,9 +176,15 @@ class QuantConfig:
         min_samples_for_method: entropy/percentile need at least this many samples for a histogram.
         too_few_samples: what to do below that: ``fail``, or fall back to ``minmax`` (and say so).
         fidelity_samples: samples held out of calibration to compare the result with FP32.
-        min_cosine: refuse to write a model whose worst held-out cosine vs FP32 is below this (``None``:
-            never). The default only catches broken placements (the fused-attention bug gave 0.39);
-            accuracy budgets belong to the caller.
+        min_cosine: the fidelity bar: the worst held-out cosine vs FP32 the written model must reach. Below it,
+            the fewest most sensitive ops go back to float until it holds (``fallback_max_ops``; a ``plan`` given
+            by the caller is never changed), and a model that still misses it is refused (``None``: no bar, no
+            fallback). With the placement search on (the default, as ``edgeformer quantize`` runs it) the bar is
+            the higher of this and ``SearchConfig.min_cosine`` (0.999): the default path aims at 0.999. The core
+            alone (search off) keeps 0.9, a gate against broken placements (the fused-attention bug gave 0.39);
+            set 0.999 to hold it to the same bar.
+        fallback_max_ops: at most this many ops go back to float to reach ``min_cosine`` (0: no fallback, a
+            model under the bar is refused at once); see :mod:`edgeformer.quant.fallback`.
         min_range: smallest activation range written; constant tensors are widened to it.
         fuse_gelu: rewrite the exported erf-GELU subgraph into ORT's fused ``Gelu`` (a ``com.microsoft``
             op, so ``ort-cpu`` only); ``None`` means on for ``ort-cpu``, off elsewhere.
@@ -210,6 +216,7 @@ class QuantConfig:
     too_few_samples: Literal["fail", "minmax"] = "fail"
     fidelity_samples: int = 8
     min_cosine: float | None = 0.9
+    fallback_max_ops: int = 32
     min_range: float = 1e-4
     fuse_gelu: bool | None = None
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -245,7 +252,12 @@ class QuantConfig:
             p.append(f"quant_format qoperator: only ORT runs QLinear* ops; {self.target} needs quant_format='qdq'")
         if not 0.0 < self.percentile <= 100.0:
             p.append(f"percentile: must be in (0, 100], got {self.percentile!r}; 99.999 is a common choice")
-        for name, low in (("calib_size", 1), ("min_samples_for_method", 1), ("fidelity_samples", 0)):
+        for name, low in (
+            ("calib_size", 1),
+            ("min_samples_for_method", 1),
+            ("fidelity_samples", 0),
+            ("fallback_max_ops", 0),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 p.append(f"{name}: must be an int >= {low}, got {v!r}")
@@ -277,6 +289,13 @@ class QuantConfig:
                 "weight_type uint8 with symmetric_weights: a symmetric uint8 range wastes half the codes; use int8"
             )
         return p
+
+    def fidelity_bar(self, *, searching: bool) -> float | None:
+        """The cosine the fidelity fallback aims at: ``min_cosine``, raised to ``search.min_cosine`` when the
+        placement search runs (it would otherwise repair the shortfall by whole groups); None: no fallback."""
+        if self.min_cosine is None or not self.fallback_max_ops:
+            return None
+        return max(self.min_cosine, self.search.min_cosine) if searching else self.min_cosine
 
     @property
     def gelu_fusion(self) -> bool:

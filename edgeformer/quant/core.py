@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ from ..manifest import CalibrationRecord
 from ..modelfile import QUANT_OPS, embed_manifest, graph_io, load_onnx
 from .calibration import CalibrationData, open_calibration
 from .config import QuantConfig
+from .fallback import fit_fidelity, timed
 from .ort_adapter import compute_ranges, preprocess, write_qdq
+from .placement import LatencyFn, ort_latency
 from .ranges import TensorRanges
 from .recipe import QuantPlan, default_plan
 
@@ -82,18 +84,44 @@ def quantize_core(
     io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
     plan: QuantPlan | None = None,
 ) -> Manifest:
-    """Write the QDQ model of ``plan`` (:func:`default_plan` if None) over ``cal``'s ranges into ``folder`` with its
-    ``plan.json``, checked against FP32; the manifest to commit (``quantize()`` commits it, the search adds to it).
+    """Write the QDQ model of ``plan`` over ``cal``'s ranges into ``folder`` with its ``plan.json``, checked against
+    FP32; the manifest to commit (``quantize()`` commits it, the search adds to it).
+
+    Without ``plan``, the :func:`default_plan`; if that misses ``config.min_cosine``, the fewest most sensitive ops
+    go back to float until it holds (:func:`~.fallback.fit_fidelity`), and ``extra["fallback"]`` says which and
+    what they cost in latency against the all-INT8 plan. A given ``plan`` is written as it is.
 
     Raises:
-        QualityGateError: outputs diverge from FP32 below ``config.min_cosine``.
+        QualityGateError: outputs diverge from FP32 below ``config.min_cosine`` (with the fallback's ops in float).
     """
     data, pre, ranges = cal.data, cal.model_path, cal.ranges
     pre_model = onnx.load(str(pre))
+    given = plan is not None
     plan = plan or default_plan(pre_model, config)
+    fallback = None
     with tempfile.TemporaryDirectory(prefix="edgeformer-qdq-") as tmp:
         staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
-        fidelity = check_fidelity(src.model_path, staged, data, config)
+        measure = fidelity_check(src.model_path, data, config)
+        fidelity = measure(staged)
+        bar = config.fidelity_bar(searching=False)
+        if not given and bar is not None and fidelity.samples and fidelity.meets(min_cosine=bar):
+            fallback = fit_fidelity(
+                pre,
+                ranges,
+                plan,
+                config,
+                bar=bar,
+                max_ops=config.fallback_max_ops,
+                fidelity=measure,
+                feeds=data.fidelity_feeds(config.fidelity_samples)[0][:4],
+                workdir=tmp,
+                start=(staged, fidelity),
+            )
+            if fallback is not None and fallback.path is not None:
+                plan, staged = fallback.plan, fallback.path
+                fidelity = measure(staged)
+                fallback = timed(fallback, staged, fallback_latency(data, config), threads=config.search.threads)
+        gate_fidelity(fidelity, config)
         qmodel = onnx.load(str(staged))
     summary = data.summary
     manifest = Manifest(
@@ -119,9 +147,14 @@ def quantize_core(
                 "tensors": len(ranges),
                 "widened": list(ranges.widened),
             },
+            # timings vary run to run: the model file embeds the ops but not their latency cost, so that the same
+            # inputs still give a byte-identical model (the cost is in artifact.json and the report)
+            **({"fallback": {**fallback.to_dict(), "latency": None}} if fallback is not None else {}),
         },
     )
     embed_manifest(qmodel, dataclasses.replace(manifest, created="", tool_versions={}))
+    if fallback is not None:
+        manifest = dataclasses.replace(manifest, extra={**manifest.extra, "fallback": fallback.to_dict()})
     onnx.save(qmodel, str(folder / MODEL_FILE))
     write_json_atomic(folder / "plan.json", plan.to_dict())
     log.info(
@@ -175,15 +208,32 @@ def check_fidelity(
     Raises:
         QualityGateError: the worst sample's cosine is below ``config.min_cosine``, or an output is NaN/Inf.
     """
+    return gate_fidelity(fidelity_check(fp32_path, data, config)(int8_path), config)
+
+
+def fidelity_check(fp32_path: str | Path, data: CalibrationData, config: QuantConfig) -> Callable[[Path], Agreement]:
+    """A function comparing a model file with ``fp32_path`` on the held-out samples, as :func:`check_fidelity`
+    does; FP32 runs once, however many candidates are compared."""
     feeds, on = data.fidelity_feeds(config.fidelity_samples)
-    fidelity = compare_outputs(
-        run_all(ort_runner(fp32_path), feeds), run_all(ort_runner(int8_path), feeds), rows=True, on=on
-    )
+    reference = run_all(ort_runner(fp32_path), feeds)
+
+    def measure(int8_path: Path) -> Agreement:
+        return compare_outputs(reference, run_all(ort_runner(int8_path), feeds), rows=True, on=on)
+
+    return measure
+
+
+def gate_fidelity(fidelity: Agreement, config: QuantConfig) -> Agreement:
+    """``fidelity`` if it meets ``config.min_cosine`` (a far-off mean only warns).
+
+    Raises:
+        QualityGateError: it does not, or an output is NaN/Inf; the message says what to try.
+    """
     if config.min_cosine is not None and (reason := fidelity.meets(min_cosine=config.min_cosine)):
         raise QualityGateError(
-            f"the quantized model diverges from FP32 on {fidelity.samples} {on}: {reason}; nothing was written. "
-            "Keep more nodes float (keep_float_op_types / keep_float_nodes), leave quantize_attention_matmuls off, "
-            "or try method='percentile'."
+            f"the quantized model diverges from FP32 on {fidelity.samples} {fidelity.on}: {reason}; nothing was "
+            "written. Keep more nodes float (keep_float_op_types / keep_float_nodes, fallback_max_ops), leave "
+            "quantize_attention_matmuls off, or try method='percentile'."
         )
     if not fidelity.cosine_mean >= 0.99:  # NaN (no gate, an output with a problem) warns too
         log.warning(
@@ -191,6 +241,13 @@ def check_fidelity(
             fidelity.cosine_mean,
         )
     return fidelity
+
+
+def fallback_latency(data: CalibrationData, config: QuantConfig) -> LatencyFn:
+    """The timing of the fallback's cost: the search's ORT CPU rounds on the first held-out feed."""
+    s = config.search
+    feeds, _ = data.fidelity_feeds(config.fidelity_samples)
+    return ort_latency(feeds[0], threads=s.threads, rounds=s.rounds, runs_per_round=s.runs_per_round, warmup=s.warmup)
 
 
 def check_calibration(cal: Calibration, src: Artifact, config: QuantConfig) -> None:
@@ -230,6 +287,9 @@ __all__ = [
     "check_fidelity",
     "checked_config",
     "checked_io",
+    "fallback_latency",
+    "fidelity_check",
+    "gate_fidelity",
     "quantize_core",
     "refuse_quantized",
     "source_artifact",

@@ -44,6 +44,8 @@ class QuantReport:
         search: the search settings and bounds met.
         calibration: ``CalibrationSummary.to_dict()``: samples used and skipped, the method used (a fallback
             from the one requested shows here) and the warnings.
+        fallback: ``FidelityFallback.to_dict()`` (:mod:`.fallback`): the ops kept float to reach the cosine bar
+            and their latency cost against the same placement all in INT8; ``None`` when the default plan met it.
     """
 
     model: str
@@ -57,9 +59,19 @@ class QuantReport:
     search: dict[str, Any] = dataclasses.field(default_factory=dict)
     calibration: dict[str, Any] | None = None
     speedup: dict[str, Any] | None = None  # timing.Speedup.to_dict(): FP32/INT8 paired, interval, int8_slower
+    fallback: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantReport:
+        """Read back :meth:`to_dict` output (``quant_report.json``); unknown or missing required keys raise."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown quantization report field(s): {', '.join(unknown)}")
+        return cls(**d)
 
     def summary(self) -> dict[str, Any]:
         """The headline figures, for the manifest's ``extra``."""
@@ -73,6 +85,7 @@ class QuantReport:
             },
             "accuracy": self.accuracy,
             "speedup": self.speedup,
+            "fallback_ops": [op["node"] for op in (self.fallback or {}).get("float_ops", [])],
             "files": [JSON_NAME, MD_NAME, PNG_NAME],
         }
 
@@ -130,6 +143,7 @@ class QuantReport:
                     f"- {f['group']} back to float for accuracy: top-1 {_num(f['metric'], '.2f')}, latency "
                     f"{_num(f['latency_before_ms'])} -> {_num(f['latency_after_ms'])} ms"
                 )
+        lines += fallback_markdown(self.fallback)
         lines += [
             "",
             "## Groups",
@@ -148,6 +162,37 @@ class QuantReport:
         for t in sorted(self.tensors, key=lambda t: math.inf if t["sqnr_db"] is None else t["sqnr_db"]):
             lines.append(f"| {t['tensor']} | {t['kind']} | {t['node']} | {_num(t['sqnr_db'], '.1f')} |")
         return "\n".join(lines) + "\n"
+
+
+def fallback_markdown(fallback: dict[str, Any] | None) -> list[str]:
+    """The report's section on the ops kept float for fidelity (none when the default plan met the bar)."""
+    if not fallback or not fallback.get("float_ops"):
+        return []
+    lat = fallback.get("latency") or {}
+    lines = [
+        "",
+        "## Kept float for fidelity",
+        "",
+        f"The default plan missed the cosine bar {fallback['bar']} vs FP32 (worst held-out cosine "
+        f"{_num(fallback.get('cosine_before'), '.5f')}); with these {len(fallback['float_ops'])} op(s) in float it "
+        f"reaches {_num(fallback.get('cosine_after'), '.5f')}. They are the fewest of the most sensitive ops (lowest "
+        "SQNR first) found in "
+        + f"{fallback.get('trials')} trial(s)"
+        + ("; each one, quantized again alone, misses the bar." if fallback.get("minimal") else ".")
+        + " The placement search started from this plan.",
+        "",
+        "| op | type | worst SQNR dB |",
+        "|---|---|---:|",
+    ]
+    lines += [f"| {op['node']} | {op['op_type']} | {_num(op.get('sqnr_db'), '.1f')} |" for op in fallback["float_ops"]]
+    if lat:
+        lines += [
+            "",
+            f"Latency cost ({lat.get('threads')} thread(s), the two timed in alternating rounds): all-INT8 "
+            f"{_num(lat.get('int8_ms'))} ms, delivered {_num(lat.get('delivered_ms'))} ms "
+            f"({_num(lat.get('cost_ms'), '+.3f')} ms, {_num(lat.get('cost_pct'), '+.1f')}%).",
+        ]
+    return lines
 
 
 def write_report(folder: str | Path, report: QuantReport) -> list[str]:

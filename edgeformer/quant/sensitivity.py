@@ -147,6 +147,66 @@ def tensor_sqnr(
     return out
 
 
+def node_sqnr(
+    model_path: str | Path,
+    ranges: TensorRanges,
+    plan: QuantPlan,
+    config: QuantConfig,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+) -> dict[str, float]:
+    """The worst SQNR (dB) of every tensor each node of ``plan`` puts through Q/DQ: its activation inputs, its
+    weight, and its outputs (ORT's QDQ quantizes a node's outputs too, so an op whose own output range is
+    stretched by a few large channels is charged for it even when its consumer stays float).
+
+    An activation counts with the lower of its whole-tensor SQNR and its channel-averaged SQNR (the mean of each
+    channel's dB): beside a few channels ~100x the others, the whole-tensor figure is the big channels' alone
+    and looks fine (OutlierNet's residual stream: 30 dB whole, under 0 dB for the small channels, which the
+    one activation scale rounds to zero). Unlike :func:`tensor_sqnr`, a tensor read by several quantized nodes
+    counts for each: this ranks *ops*, for keeping the most damaging ones float (:mod:`.fallback`). Nodes with no
+    measurable tensor (constant inputs only) get ``inf``.
+    """
+    model = onnx.load(str(model_path))
+    g = GraphIndex(model)
+    chosen = set(plan.nodes_to_quantize)
+    nodes = [n for n in model.graph.node if n.name in chosen]
+    acts = sorted({t for n in nodes for t in (*n.input, *n.output) if t and t in ranges and not g.is_constant(t)})
+    values = _activations(model, acts, feeds, flat=False) if acts and feeds else {}
+    act_sqnr = {}
+    for t in acts:
+        if t in values:
+            x = values[t]
+            xq = fake_quant(x, *ranges[t], dtype=config.activation_type, symmetric=config.symmetric_activations)
+            act_sqnr[t] = min(sqnr_db(x, xq), channel_sqnr_db(x, xq))
+    bits = 7 if config.reduce_range else 8
+    out: dict[str, float] = {}
+    for n in nodes:
+        worst = min((act_sqnr[t] for t in (*n.input, *n.output) if t in act_sqnr), default=math.inf)
+        if n.op_type in _WEIGHTED and len(n.input) > 1 and n.input[1] in g.initializers:
+            w = g.constant(n.input[1])
+            axis = _weight_axis(g, n, w) if config.per_channel else None
+            worst = min(worst, sqnr_db(w, fake_quant_weight(w, axis=axis, bits=bits)))
+        out[n.name] = worst
+    return out
+
+
+def channel_sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """The mean over channels of each channel's SQNR (dB): axis 1 of NCHW maps, the last axis of token (B, N, C)
+    and (B, C) tensors. Channels with no signal are left out; a tensor with none at all (or 0-d/1-d) gets its
+    whole-tensor :func:`sqnr_db`."""
+    r, t = np.asarray(reference, np.float64), np.asarray(test, np.float64)
+    if r.ndim < 2:
+        return sqnr_db(r, t)
+    axis = 1 if r.ndim == 4 else r.ndim - 1
+    r, t = np.moveaxis(r, axis, 0).reshape(r.shape[axis], -1), np.moveaxis(t, axis, 0).reshape(r.shape[axis], -1)
+    signal, noise = np.sum(r**2, axis=1), np.sum((r - t) ** 2, axis=1)
+    live = signal > 0
+    if not live.any():
+        return sqnr_db(r, t)
+    # a channel quantized exactly adds no noise: cap it at the float32 ceiling rather than let inf swamp the mean
+    per = 10.0 * np.log10(signal[live] / np.maximum(noise[live], signal[live] * 1e-15))
+    return float(np.mean(per))
+
+
 def group_sqnr(groups: Sequence[NodeGroup], sqnr: Sequence[TensorSqnr]) -> dict[str, float]:
     """The worst (lowest) tensor SQNR of each group's quantized nodes; groups without any are left out."""
     by_node: dict[str, float] = {}
@@ -231,9 +291,10 @@ def _weight_axis(g: GraphIndex, node: onnx.NodeProto, w: np.ndarray) -> int | No
 
 
 def _activations(
-    model: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]
+    model: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]], *, flat: bool = True
 ) -> dict[str, np.ndarray]:
-    """Values of ``names`` over all ``feeds`` (concatenated on axis 0), read from one unoptimised ORT run."""
+    """Values of ``names`` over all ``feeds``, read from one unoptimised ORT run: flattened and concatenated, or
+    with ``flat=False`` concatenated on axis 0 (the batch) keeping their shape (scalars are flattened)."""
     import onnxruntime as ort
 
     m = onnx.ModelProto()
@@ -255,7 +316,9 @@ def _activations(
         for n in names:
             if n in inputs:
                 collected[n].append(f[n])
-    return {n: np.concatenate([v.reshape(-1) for v in vs]) for n, vs in collected.items() if vs}
+    if flat:
+        return {n: np.concatenate([v.reshape(-1) for v in vs]) for n, vs in collected.items() if vs}
+    return {n: np.concatenate([np.atleast_1d(v) for v in vs]) for n, vs in collected.items() if vs}
 
 
 def _finite(v: float) -> float | None:
