@@ -9,7 +9,8 @@ import typer
 
 from ..errors import ConfigError
 from ..quant import QuantConfig, SearchConfig, quantize
-from ..quant.fallback import summary_line as fallback_summary
+from ..quant.plan import load_plan
+from ..quant.timing import Speedup
 from ..steps import USE_DEFAULT_CACHE
 from .common import (
     ArtifactArg,
@@ -47,13 +48,25 @@ def quantize_cmd(
     ] = None,
     max_drop: Annotated[float | None, typer.Option(help="Accepted top-1 drop in points (needs --eval).")] = None,
     search: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--search/--no-search",
-            help="Placement search: keep in float the node groups that are not faster quantized (timings decide, so "
-            "two runs may differ; --no-search uses the default plan and is byte-deterministic).",
+            help="Placement search (on by default): keep in float the node groups that are not faster quantized, "
+            "timed against each other until the difference is beyond the noise. Timings decide, so two runs may "
+            "differ; --no-search uses the default plan and is byte-deterministic.",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="Build exactly this placement, no search: a plan.json, or a quantized artifact folder holding one "
+            "(every quantize writes it). With the same input, --calib and flags as the run it came from, the "
+            "model.onnx is byte-identical to that run's.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of calibration sampling.")] = 0,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
@@ -63,15 +76,27 @@ def quantize_cmd(
 ) -> None:
     """Quantize an FP32 ONNX artifact to INT8 (QDQ), keeping in float what costs accuracy or speed.
 
+    Deterministic (byte-identical model.onnx for the same input, data and flags): seeded calibration, the
+    default plan (--no-search) and --plan. Not deterministic: the placement search (the default), which
+    follows measured timings; the plan it chose is saved as plan.json in the artifact, and --plan rebuilds it.
+    When the delivered INT8 model is slower than FP32 beyond the timing's interval, one line says so.
+
     \b
     Examples:
       edgeformer quantize build/l1 --calib images/ --out build/l1-int8
+      edgeformer quantize build/l1 --calib images/ --out build/l1-again --plan build/l1-int8   # same bytes
       edgeformer quantize build/kws --calib wavs/ --eval heldout.npz --max-drop 0.5
       edgeformer quantize build/l1 --calib images/ --preset tensorrt   # symmetric, for TensorRT
     """
     setup_logging(verbose)
     if max_drop is not None and eval_data is None:
         raise ConfigError("--max-drop needs --eval (labelled data to measure the drop on).")
+    if plan is not None and (search or eval_data is not None):
+        raise ConfigError(
+            "--plan builds the given placement without searching: drop --search"
+            + (" and --eval/--max-drop (the accuracy budget searches too)." if eval_data is not None else ".")
+        )
+    given = load_plan(plan) if plan is not None else None  # a bad file fails before any work
     config = QuantConfig.for_target(
         preset,
         method=method,
@@ -80,7 +105,9 @@ def quantize_cmd(
         on_bad_sample=on_bad_sample,
         too_few_samples=too_few_samples,
         seed=seed,
-        search=SearchConfig(enabled=search),
+        # with --plan the search settings stay as given (default: on) though nothing is searched: they are part of
+        # the model file's embedded manifest, which must match the run the plan came from
+        search=SearchConfig(enabled=search is not False),
     )
     out = out or Path(f"{str(artifact).rstrip('/')}-int8")
     with console.status("calibrating and quantizing…", spinner="dots"):
@@ -94,6 +121,7 @@ def quantize_cmd(
             eval_data=eval_data,
             max_drop=max_drop,
             cache=None if no_cache else USE_DEFAULT_CACHE,
+            plan=given,
         )
     if json_out:
         print_json({"artifact": str(result.path), "manifest": result.manifest.to_dict()})
@@ -111,12 +139,26 @@ def quantize_cmd(
             markup=False,
             soft_wrap=True,
         )
-    if line := fallback_summary(result.manifest.extra.get("fallback")):  # ops kept float to meet the cosine bar
-        console.print(line, markup=False, soft_wrap=True)
     shown = fidelity.to_dict() if fidelity is not None else {}
     rows = [(k, v) for k, v in shown.items() if v is not None and not isinstance(v, (dict, list))]
     if rows:
         console.print(table("fidelity vs FP32", ("metric", "value"), rows))
+    if line := slower_line(result.manifest.extra):
+        console.print(line, markup=False, soft_wrap=True)
     report = result.path / "quant_report.md"
     if report.is_file():
         console.print(f"report: {report}")
+
+
+def slower_line(extra: dict) -> str | None:
+    """The one line saying the delivered INT8 model is slower than FP32 beyond the interval (None otherwise)."""
+    raw = (extra.get("placement") or {}).get("speedup")
+    if not raw:
+        return None
+    speedup = Speedup.from_dict(raw, where="manifest extra.placement.speedup")
+    if not speedup.int8_slower:
+        return None
+    return (
+        f"! INT8 is slower than FP32 here: {speedup.describe()} (fp32 {speedup.fp32_ms:.3f} ms, int8 "
+        f"{speedup.int8_ms:.3f} ms); deploy the FP32 model on this target, or see the report for the groups."
+    )
