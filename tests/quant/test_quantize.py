@@ -130,12 +130,16 @@ def test_the_search_is_a_config_field_on_by_default_and_recorded_in_the_step_con
         QuantConfig(search={"enabled": False})
 
 
-def test_a_plan_with_the_search_on_is_refused_before_any_work(artifact, calib_npz, tmp_path):
+def test_a_plan_with_eval_data_is_refused_before_any_work_and_with_the_search_on_skips_it(
+    artifact, calib_npz, tmp_path
+):
     plan = _plan_of(quantize(artifact, FAST, calib=calib_npz, out=tmp_path / "core"))
-    for config, extra in ((FAST.replace(search=SearchConfig()), {}), (FAST, {"eval_data": calib_npz})):
-        with pytest.raises(ConfigError, match="plan= fixes the placement"):
-            quantize(artifact, config, calib=calib_npz, out=tmp_path / "q", plan=plan, **extra)
+    with pytest.raises(ConfigError, match="plan= fixes the placement"):
+        quantize(artifact, FAST, calib=calib_npz, out=tmp_path / "q", plan=plan, eval_data=calib_npz)
     assert not (tmp_path / "q").exists()
+    fewer = plan.without(["head"], reason="test")
+    q = quantize(artifact, FAST.replace(search=SearchConfig()), calib=calib_npz, out=tmp_path / "q", plan=fewer)
+    assert _plan_of(q) == fewer and not (q.path / "quant_report.md").exists()  # the plan as given, no search
 
 
 def test_the_search_fails_before_calibrating_without_matplotlib_but_the_core_runs(
