@@ -9,6 +9,7 @@ import typer
 
 from ..errors import ConfigError
 from ..quant import QuantConfig, SearchConfig, quantize
+from ..quant.fallback import summary_line as fallback_summary
 from ..quant.plan import load_plan
 from ..quant.timing import Speedup
 from ..steps import USE_DEFAULT_CACHE
@@ -139,6 +140,8 @@ def quantize_cmd(
             markup=False,
             soft_wrap=True,
         )
+    if line := fallback_summary(result.manifest.extra.get("fallback")):  # ops kept float to meet the cosine bar
+        console.print(line, markup=False, soft_wrap=True)
     shown = fidelity.to_dict() if fidelity is not None else {}
     rows = [(k, v) for k, v in shown.items() if v is not None and not isinstance(v, (dict, list))]
     if rows:

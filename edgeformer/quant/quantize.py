@@ -14,20 +14,37 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import onnx
 
 from ..artifact import Artifact, Manifest, input_paths
 from ..cache import StepCache
 from ..errors import ConfigError
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 from .config import QuantConfig
-from .core import Calibration, calibrate, check_calibration, checked_config, checked_io, quantize_core, source_artifact
+from .core import (
+    MODEL_FILE,
+    Calibration,
+    calibrate,
+    check_calibration,
+    checked_config,
+    checked_io,
+    fallback_latency,
+    fidelity_check,
+    quantize_core,
+    source_artifact,
+)
+from .fallback import FidelityFallback, fit_fidelity, timed
+from .ort_adapter import write_qdq
 from .placement import LatencyFn
 from .plan import check_plan
-from .recipe import QuantPlan
-from .report import require_plotting
+from .recipe import QuantPlan, default_plan
+from .report import JSON_NAME, QuantReport, require_plotting, write_report
 from .search import search_build
 
 
@@ -132,23 +149,81 @@ def quantize(
                 config=config,
                 workdir=tmp,
             )
-            if searching:
-                return search_build(
-                    src,
-                    config,
-                    cal,
-                    folder,
-                    io=io,
-                    eval_data=eval_data,
-                    max_drop=max_drop,
-                    latency=latency,
-                    workdir=Path(tmp),
-                )
-            if plan is not None:
-                check_plan(plan, cal.model_path)  # before writing: name the nodes this graph lacks
-            return quantize_core(src, config, cal, folder, io=io, plan=plan)
+            if not searching:
+                if plan is not None:
+                    check_plan(plan, cal.model_path)  # before writing: name the nodes this graph lacks
+                return quantize_core(src, config, cal, folder, io=io, plan=plan)
+            # the fallback runs before the search, so that the search starts from a plan that meets its bar (its
+            # own repair can only return whole groups to float)
+            fallback = _search_fallback(src, config, cal, Path(tmp))
+            manifest = search_build(
+                src,
+                config,
+                cal,
+                folder,
+                io=io,
+                eval_data=eval_data,
+                max_drop=max_drop,
+                latency=latency,
+                workdir=Path(tmp),
+                start=fallback.plan if fallback is not None else None,
+            )
+            if fallback is None:
+                return manifest
+            return _record_search_fallback(manifest, fallback, src, config, cal, folder, latency, Path(tmp))
 
     return run_step(spec, build, out=out, guard=input_paths(src), overwrite=overwrite, cache=cache)
+
+
+def _search_fallback(src: Artifact, config: QuantConfig, cal: Calibration, tmp: Path) -> FidelityFallback | None:
+    """The fidelity fallback on the default plan, at the bar of the search (:meth:`QuantConfig.fidelity_bar`)."""
+    bar = config.fidelity_bar(searching=True)
+    if bar is None:
+        return None
+    pre_model = onnx.load(str(cal.model_path))
+    measure = fidelity_check(src.model_path, cal.data, config)
+    folder = tmp / "fallback"
+    folder.mkdir()
+    return fit_fidelity(
+        cal.model_path,
+        cal.ranges,
+        default_plan(pre_model, config),
+        config,
+        bar=bar,
+        max_ops=config.fallback_max_ops,
+        fidelity=measure,
+        feeds=cal.data.fidelity_feeds(config.fidelity_samples)[0][:4],
+        workdir=folder,
+    )
+
+
+def _record_search_fallback(
+    manifest: Manifest,
+    fallback: FidelityFallback,
+    src: Artifact,
+    config: QuantConfig,
+    cal: Calibration,
+    folder: Path,
+    latency: LatencyFn | None,
+    tmp: Path,
+) -> Manifest:
+    """Time the delivered model against the same placement with the fallback's ops in INT8 (rounds alternate),
+    and put both the ops and that cost into the report and the manifest's ``extra["fallback"]``."""
+    delivered = QuantPlan.from_dict(json.loads((folder / "plan.json").read_text(encoding="utf-8")))
+    all_int8 = delivered.with_nodes(fallback.nodes)
+    candidate = write_qdq(cal.model_path, cal.ranges, all_int8, config, tmp / "fallback" / "all_int8.onnx")
+    fallback = dataclasses.replace(fallback, candidate=all_int8, candidate_path=candidate)
+    fallback = timed(
+        fallback, folder / MODEL_FILE, latency or fallback_latency(cal.data, config), threads=config.search.threads
+    )
+    report_path = folder / JSON_NAME
+    extra = {**manifest.extra, "fallback": fallback.to_dict()}
+    if report_path.is_file():
+        report = QuantReport.from_dict(json.loads(report_path.read_text(encoding="utf-8")))
+        report = dataclasses.replace(report, fallback=fallback.to_dict())
+        write_report(folder, report)
+        extra["placement"] = report.summary()
+    return dataclasses.replace(manifest, extra=extra)
 
 
 __all__ = ["quantize"]
