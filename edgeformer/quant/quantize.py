@@ -88,7 +88,10 @@ def quantize(
     Returns:
         The new artifact; its manifest's ``calibration`` and ``fidelity`` say what calibration used and how
         close the result is to FP32, ``extra`` holds the ``plan`` and ``ranges`` summaries (and with the search,
-        ``placement``: the report's headline figures; the report is ``quant_report.{json,md,png}``).
+        ``placement``: the report's headline figures; the report is ``quant_report.{json,md,png}``), and
+        ``fallback`` when the default plan missed the cosine bar: the ops kept float to reach it and their latency
+        cost (:mod:`.fallback`; the bar is :meth:`QuantConfig.fidelity_bar`: 0.999 with the search, as
+        ``edgeformer quantize`` runs, else ``config.min_cosine``).
 
     Raises:
         ConfigError: neither or both of ``calib`` and ``calibration``, a ``calibration`` made from another model
@@ -99,8 +102,9 @@ def quantize(
         DynamicShapeError: synthetic calibration of a model with dynamic non-batch dimensions.
         BackendUnavailableError: the search's report plot needs matplotlib (the 'export' extra); checked before
             calibrating.
-        QualityGateError: outputs diverge from FP32 below ``config.min_cosine`` (or no placement reaches
-            ``search.min_cosine``); nothing is written.
+        QualityGateError: outputs diverge from FP32 below the bar even with ``config.fallback_max_ops`` of the
+            most sensitive ops in float (the message names them), or below ``config.min_cosine`` with a given
+            ``plan``; nothing is written.
         AccuracyBudgetError: no placement meets ``max_drop``.
         OutputExistsError: ``out`` exists (without ``overwrite``) or overlaps the input.
     """
