@@ -75,6 +75,8 @@ def test_one_input(data: bytes) -> None:
             up.write(BLOB)
             up.commit(BLOB_SHA)
         app = create_app(AgentConfig(store=root, token=TOKEN), store)
+        # the ASGI spec has the query string percent-encoded (a server hands nothing else over); headers are bytes
+        query = quote_from_bytes(query, safe="=&").encode()
         status, reply = asyncio.run(_request(app, method, path, raw_path, query, headers, body))
     finally:
         store.close()

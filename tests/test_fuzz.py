@@ -10,6 +10,8 @@ out-of-memory, printing the input that caused it.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import importlib.util
 import json
 import os
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeformer.agent.server import AgentConfig, create_app
+from edgeformer.agent.store import ModelStore
 from edgeformer.artifact import Artifact
 from edgeformer.compile.tensorrt import TensorRtConfig
 from edgeformer.errors import ConfigError, LatencyTableError, ModelFileError
@@ -157,3 +161,31 @@ def test_a_timing_cache_name_the_os_refuses_is_a_config_error():
     # fuzz/corpus/records/crash-tensorrt-timing-cache-name-too-long: is_dir() raised OSError (ENAMETOOLONG)
     with pytest.raises(ConfigError, match="timing_cache must be a file path"):
         TensorRtConfig(timing_cache=Path("a" * 300))
+
+
+def _agent_request(harness, tmp_path, method: str, path: str, body: bytes, headers=()) -> tuple[int, dict]:
+    """One request to the agent's real ASGI app, in-process, as the agent harness sends it."""
+    h = harness("agent")
+    store = ModelStore(tmp_path / "store", cap_bytes=1 << 20, max_upload_bytes=1 << 16)
+    try:
+        app = create_app(AgentConfig(store=tmp_path / "store", token=h.TOKEN), store)
+        auth = [(b"authorization", f"Bearer {h.TOKEN}".encode())]
+        status, reply = asyncio.run(h._request(app, method, path, path, b"", [*auth, *headers], body))
+    finally:
+        store.close()
+    return status, json.loads(reply)
+
+
+def test_the_agent_answers_400_to_a_job_nested_past_the_recursion_limit(harness, tmp_path):
+    # fuzz/corpus/agent/crash-job-nested-past-the-recursion-limit.bin: RecursionError, answered 500 "agent bug"
+    status, reply = _agent_request(harness, tmp_path, "POST", "/v1/jobs", b"[" * 30_000 + b"]" * 30_000)
+    assert status == 400 and "not valid JSON" in reply["error"]["message"]
+
+
+def test_the_agent_refuses_a_content_length_with_a_non_ascii_digit(harness, tmp_path):
+    # fuzz/corpus/agent/crash-content-length-superscript-digit.bin: "9¹" passed isdigit() and int() raised (500)
+    sha = hashlib.sha256(b"abc").hexdigest()
+    status, reply = _agent_request(
+        harness, tmp_path, "PUT", f"/v1/models/{sha}", b"abc", headers=[(b"content-length", "9\xb9".encode("latin-1"))]
+    )
+    assert status == 413 and "limit" in reply["error"]["message"]

@@ -134,7 +134,10 @@ def create_app(config: AgentConfig, store: ModelStore) -> Starlette:
     async def model_put(request: Request) -> Response:
         sha = _sha(request)
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > store.max_upload_bytes):
+        # isdigit() alone takes "¹" (a latin-1 header byte) for a digit, which int() refuses
+        if declared is not None and (
+            not declared.isdecimal() or not declared.isascii() or int(declared) > store.max_upload_bytes
+        ):
             return _error(413, f"upload larger than this agent's limit of {store.max_upload_bytes} bytes")
         try:
             with store.upload() as up:
@@ -243,7 +246,8 @@ async def _json(request: Request) -> Any:
             raise HTTPException(413, f"JSON body larger than {MAX_JSON_BYTES} bytes")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    # ValueError: bad JSON or UTF-8, or an int past Python's 4300 digits; RecursionError: arrays nested deep
+    except (ValueError, RecursionError) as e:
         raise HTTPException(400, f"the body is not valid JSON ({e})") from e
 
 
