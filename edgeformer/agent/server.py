@@ -134,9 +134,12 @@ def create_app(config: AgentConfig, store: ModelStore) -> Starlette:
     async def model_put(request: Request) -> Response:
         sha = _sha(request)
         declared = request.headers.get("content-length")
-        # isdigit() alone takes "¹" (a latin-1 header byte) for a digit, which int() refuses
+        # isdigit() alone takes "¹" (a latin-1 header byte) for a digit, and int() refuses past 4300 digits
+        limit = store.max_upload_bytes
         if declared is not None and (
-            not declared.isdecimal() or not declared.isascii() or int(declared) > store.max_upload_bytes
+            not (declared.isascii() and declared.isdecimal())
+            or len(declared.lstrip("0")) > len(str(limit))
+            or int(declared) > limit
         ):
             return _error(413, f"upload larger than this agent's limit of {store.max_upload_bytes} bytes")
         try:
