@@ -64,6 +64,7 @@ from ..runtimes.openvino import (
     precision_problem,
     probe_in_subprocess,
 )
+from ..runtimes.unsupported import describe, openvino_unsupported
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 
 log = logging.getLogger(__name__)
@@ -319,9 +320,11 @@ def _build(artifact: Artifact, config: OpenVinoConfig, folder: Path) -> Manifest
     try:
         model = ov.convert_model(str(artifact.model_path))
     except Exception as e:  # OpConversionFailure and friends share no public base class but Exception
+        nodes = openvino_unsupported(artifact.model_path, config.device)
+        what = f"has no conversion for {describe(nodes)}" if nodes else f"cannot convert it: {_first_line(e)}"
         raise ModelFileError(
-            f"OpenVINO {ov.__version__.split('-')[0]} cannot convert {artifact.model_path}: {_first_line(e)}; these "
-            "ops are unsupported by OpenVINO's ONNX frontend: use --format ort, or change the model."
+            f"{artifact.model_path}: OpenVINO {ov.__version__.split('-')[0]} {what}; these ops are unsupported by "
+            "OpenVINO's ONNX frontend: use --format ort, or change the model."
         ) from e
     if config.nncf:
         model, version = _nncf_quantize(model, feeds, config, artifact.model_path)

@@ -54,6 +54,7 @@ from ..runtimes.tensorrt import (
     trt_logger,
     trt_major,
 )
+from ..runtimes.unsupported import tensorrt_parser_nodes
 from ..scratch import scratch_dir
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, run_step
 from .tensorrt_cache import attach_timing_cache, save_timing_cache
@@ -405,7 +406,11 @@ def _build(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
-        listed = describe_parser_errors([(e.node_name(), e.node_operator(), e.desc()) for e in errors])
+        # the parser leaves the name or operator empty for some errors: its node index finds them in the graph
+        rows = tensorrt_parser_nodes(
+            [(e.node(), e.node_name(), e.node_operator(), e.desc()) for e in errors], onnx_path
+        )
+        listed = describe_parser_errors([(node.name, node.op_type, desc) for node, desc in rows])
         raise ModelFileError(
             f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {listed}. These ops or "
             "attributes are unsupported by TensorRT; use --format ort or openvino, or change the model."

@@ -61,6 +61,7 @@ from ..errors import (
 )
 from ..records import Record
 from ..runtimes import coreml as rt
+from ..runtimes.unsupported import coreml_unsupported, describe, torch_nodes
 from ..steps import USE_DEFAULT_CACHE, StepSpec, run_step
 from .formats import source_sha
 from .parity import compare_on, parity_inputs
@@ -265,6 +266,7 @@ def _convert(src: Any, cfg: CoreMlConfig) -> tuple[Any, list[str]]:
             return tuple(src.flatten_outputs(self.module(*args)))
 
     stage = "torch.jit.trace" if cfg.capture == "trace" else "torch.export"
+    graph: Any = None
     try:
         with rt.quiet_coremltools() as caught, torch.no_grad():
             if cfg.capture == "trace":
@@ -294,6 +296,8 @@ def _convert(src: Any, cfg: CoreMlConfig) -> tuple[Any, list[str]]:
                 mlmodel = _quantize_weights(mlmodel)
     except Exception as e:  # torch and coremltools raise many internal types; all mean "did not convert"
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__).rstrip(".")
+        if nodes := coreml_unsupported(e, torch_nodes(graph)) if graph is not None else []:
+            first = f"no conversion for {describe(nodes)}"  # coremltools names the op or the node, not both
         other = (
             "capture='export' (compile --set capture=export)"
             if cfg.capture == "trace"

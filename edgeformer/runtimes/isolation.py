@@ -59,7 +59,7 @@ def probe_before_loading(
         log.info("probing %s with onnxruntime in a child process", artifact.model_path)
         probe_in_subprocess(artifact.model_path, timeout, refusal_ok=refusal_ok)
         return True
-    if backend == "openvino" and artifact.format in ("onnx", "openvino"):
+    if backend == "openvino" and artifact.format == "openvino":
         log.info("probing %s with OpenVINO in a child process", artifact.model_path)
         _probe_openvino(artifact.model_path, timeout, refusal_ok)
         return True

@@ -34,6 +34,7 @@ from ..manifest import RuntimeSettings
 from ..scratch import scratch_dir
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 from .child import run_in_child
+from .unsupported import describe, openvino_unsupported
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -185,6 +186,12 @@ class OpenVinoSession(BackendSession):
             model = core.read_model(str(self.path))
             self._compiled = core.compile_model(model, device, props)
         except RuntimeError as e:
+            nodes = openvino_unsupported(self.path, device) if self.path.suffix == ".onnx" else []
+            if nodes:  # OpenVINO lists op types only, and our first line cuts even that
+                raise ModelFileError(
+                    f"{self.path}: OpenVINO {ov.__version__.split('-')[0]} cannot run {describe(nodes)} on {device}; "
+                    "run it on onnxruntime (--backend ort), or re-export the model without them."
+                ) from e
             raise ModelFileError(
                 f"{self.path}: OpenVINO {ov.__version__.split('-')[0]} cannot load this IR on {device} "
                 f"({_first_line(e)}); recompile it with `edgeformer compile --format openvino`."

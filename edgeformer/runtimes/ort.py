@@ -28,6 +28,7 @@ from ..errors import BackendUnavailableError, ConfigError, InvalidInputError, Mo
 from ..modelfile import require_onnx, sniff
 from .base import Backend, BackendSession, SessionOptions, TensorInfo
 from .child import PROBE_TIMEOUT_ENV, probe_timeout, run_in_child
+from .unsupported import describe, ort_unsupported
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -117,6 +118,12 @@ class OrtSession(BackendSession):
                 str(self.path), sess_options=_ort_options(ort, options), providers=list(requested)
             )
         except _native_errors() as e:
+            nodes = ort_unsupported(self.path, e)
+            if nodes:  # onnxruntime names the op or the node, rarely both: the graph gives the other
+                raise ModelFileError(
+                    f"{self.path}: onnxruntime {ort.__version__} cannot run {describe(nodes)} ({_first_line(e)}); "
+                    "run it on a backend that has the op (--backend openvino), or re-export the model without it."
+                ) from e
             raise ModelFileError(
                 f"{self.path}: onnxruntime {ort.__version__} cannot load this model ({_first_line(e)}); re-export "
                 "it, or upgrade onnxruntime if the model needs a newer one."
@@ -287,6 +294,11 @@ def _run_probe(path: Path, script: str, timeout: float, *, refusal_ok: bool = Fa
         )
     if failure is not None and refusal_ok:
         return {}
+    if failure is not None and (nodes := ort_unsupported(path, failure.detail)):
+        raise ModelFileError(
+            f"{path}: onnxruntime cannot run {describe(nodes)}; run it on a backend that has the op "
+            "(--backend openvino), or re-export the model without it."
+        )
     if failure is not None:
         raise ModelFileError(
             f"{path}: onnxruntime refused the model: {failure.detail}; re-export it or check it with onnx.checker."

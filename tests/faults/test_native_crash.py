@@ -10,6 +10,7 @@ each is refused with a message or runs), so the crash path is pinned with a real
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,8 +18,10 @@ import sys
 import numpy as np
 import pytest
 
+from edgeformer.artifact import Artifact
 from edgeformer.errors import ConfigError, ModelFileError
 from edgeformer.runtimes.child import probe_timeout
+from edgeformer.runtimes.isolation import probe_before_loading
 from edgeformer.runtimes.ort import _run_probe
 
 from .models import hanging_loop
@@ -51,10 +54,17 @@ def _assert_hang_reported(proc, model, runtime):
     assert "within 3 s" in first and "EDGEFORMER_PROBE_TIMEOUT" in first and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("backend", ["ort", "openvino"])
-def test_predict_on_a_model_that_hangs_the_runtime_is_exit_3(hang, backend):
-    proc = _cli("predict", str(hang), str(hang.parent / "x.npy"), "--backend", backend)
-    _assert_hang_reported(proc, hang, {"ort": "onnxruntime", "openvino": "OpenVINO"}[backend])
+def test_predict_on_a_model_that_hangs_the_runtime_is_exit_3(hang):
+    _assert_hang_reported(_cli("predict", str(hang), str(hang.parent / "x.npy")), hang, "onnxruntime")
+
+
+def test_an_openvino_ir_that_hangs_the_runtime_is_a_model_file_error(hang, tmp_path):
+    ov = pytest.importorskip("openvino")
+    ov.save_model(ov.convert_model(str(hang)), str(tmp_path / "ir" / "model.xml"))
+    bare = Artifact.load(hang)
+    ir = Artifact(tmp_path / "ir", dataclasses.replace(bare.manifest, format="openvino", main_file="model.xml"))
+    with pytest.raises(ModelFileError, match=r"model\.xml: OpenVINO did not finish .* within 3 s"):
+        probe_before_loading(ir, "openvino", timeout=3)
 
 
 def test_profile_on_a_model_that_hangs_the_runtime_is_exit_3(hang):
