@@ -183,8 +183,9 @@ class QuantConfig:
             the higher of this and ``SearchConfig.min_cosine`` (0.999): the default path aims at 0.999. The core
             alone (search off) keeps 0.9, a gate against broken placements (the fused-attention bug gave 0.39);
             set 0.999 to hold it to the same bar.
-        fallback_max_ops: at most this many ops go back to float to reach ``min_cosine`` (0: no fallback, a
-            model under the bar is refused at once); see :mod:`edgeformer.quant.fallback`.
+        fallback_max_ops: at most this many ops go back to float to reach the bar; ``None``: as many as it takes,
+            all but one (the trained keywords_audioformer on 18 calibration clips needs more than 32); ``0``: no
+            fallback, a model under the bar is refused at once. See :mod:`edgeformer.quant.fallback`.
         min_range: smallest activation range written; constant tensors are widened to it.
         fuse_gelu: rewrite the exported erf-GELU subgraph into ORT's fused ``Gelu`` (a ``com.microsoft``
             op, so ``ort-cpu`` only); ``None`` means on for ``ort-cpu``, off elsewhere.
@@ -216,7 +217,7 @@ class QuantConfig:
     too_few_samples: Literal["fail", "minmax"] = "fail"
     fidelity_samples: int = 8
     min_cosine: float | None = 0.9
-    fallback_max_ops: int = 32
+    fallback_max_ops: int | None = None
     min_range: float = 1e-4
     fuse_gelu: bool | None = None
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -256,11 +257,13 @@ class QuantConfig:
             ("calib_size", 1),
             ("min_samples_for_method", 1),
             ("fidelity_samples", 0),
-            ("fallback_max_ops", 0),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 p.append(f"{name}: must be an int >= {low}, got {v!r}")
+        v = self.fallback_max_ops
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            p.append(f"fallback_max_ops: must be an int >= 0 or None (no limit), got {v!r}")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
             p.append(f"min_cosine: must be in [-1, 1] or None, got {self.min_cosine!r}")
         if not (isinstance(self.min_range, (int, float)) and self.min_range > 0):
@@ -293,7 +296,7 @@ class QuantConfig:
     def fidelity_bar(self, *, searching: bool) -> float | None:
         """The cosine the fidelity fallback aims at: ``min_cosine``, raised to ``search.min_cosine`` when the
         placement search runs (it would otherwise repair the shortfall by whole groups); None: no fallback."""
-        if self.min_cosine is None or not self.fallback_max_ops:
+        if self.min_cosine is None or self.fallback_max_ops == 0:
             return None
         return max(self.min_cosine, self.search.min_cosine) if searching else self.min_cosine
 

@@ -122,8 +122,17 @@ def test_fallback_that_cannot_reach_the_bar_fails_with_exit_6_naming_the_ops(out
         quantize(outside["outlier"], CORE.replace(fallback_max_ops=2), calib=outside["calib"], out=tmp_path / "q")
     msg = str(e.value)
     assert e.value.exit_code == 6 and "below the cosine bar 0.999" in msg and "nothing was written" in msg
-    assert "2 most sensitive op(s)" in msg and "(Conv, SQNR" in msg and "fallback_max_ops" in msg
+    assert "the 2 most sensitive op(s)" in msg and "(Conv, SQNR" in msg and "fallback_max_ops" in msg
     assert not (tmp_path / "q").exists()
+
+
+def test_a_bar_no_int8_op_can_meet_fails_naming_the_most_sensitive_ops(outside, tmp_path):
+    # cosine 1.0 is out of reach with any op in INT8: the fallback stops at every op but one in float
+    with pytest.raises(QualityGateError) as e:
+        quantize(outside["outlier"], CORE.replace(min_cosine=1.0), calib=outside["calib"], out=tmp_path / "q")
+    msg = str(e.value)
+    assert e.value.exit_code == 6 and "below the cosine bar 1.0 even with every quantized op but one" in msg
+    assert "node_conv2d_1 (Conv, SQNR" in msg and "fallback_max_ops" not in msg and not (tmp_path / "q").exists()
 
 
 def test_no_fallback_keeps_the_old_gate(outside, tmp_path):
