@@ -11,7 +11,8 @@ from ..agent import AgentClient, Fleet, FleetRow, fleet_profile, make_executor, 
 from ..artifact import Artifact
 from ..errors import ConfigError, PartialFailureError
 from ..profiling import ProfileConfig, profile
-from ..runtimes.ort import probe_in_subprocess
+from ..runtimes import backend_for
+from ..runtimes.isolation import probe_before_loading
 from .common import (
     ArtifactArg,
     BackendOpt,
@@ -133,8 +134,8 @@ def profile_cmd(
         with console.status(f"profiling {art.manifest.model_name} on {device}…", spinner="dots"):
             result = client.profile(artifact, config, backend=backend)
     else:
-        if isolate and backend in ("auto", "ort") and art.format == "onnx":
-            probe_in_subprocess(art.model_path)
+        if isolate:  # onnxruntime for ONNX, OpenVINO for an IR; a refusal is left to the load, naming op and node
+            probe_before_loading(art, backend_for(art, backend), refusal_ok=True)
         with console.status(f"profiling {art.manifest.model_name} on {backend}…", spinner="dots"):
             result = profile(art, config, backend=backend)
     if json_out:
@@ -166,8 +167,8 @@ def _compare(arts: list[Artifact], backend: str, config: ProfileConfig, rounds: 
     from ..profiling.side_by_side import compare_artifacts
 
     for a in arts:  # a model from elsewhere may crash the runtime: find out in a child process, not here
-        if isolate and backend in ("auto", "ort") and a.format == "onnx":
-            probe_in_subprocess(a.model_path)
+        if isolate:
+            probe_before_loading(a, backend_for(a, backend), refusal_ok=True)
     cfg = InterleaveConfig(rounds=rounds, min_rounds=3, round_time_s=config.min_time_s / rounds, warmup=config.warmup)
     with console.status(f"timing {len(arts)} artifacts side by side…", spinner="dots"):
         result = compare_artifacts(
