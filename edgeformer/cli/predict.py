@@ -40,8 +40,8 @@ def predict_cmd(
         bool,
         typer.Option(
             help="Load and run the model once in a child process first, so that a model that crashes or hangs the "
-            "native runtime is an error (exit 3) instead of the end of this command; costs about a second. The "
-            "limit is $EDGEFORMER_PROBE_TIMEOUT seconds (default 300)."
+            "native runtime is an error (exit 3) instead of the end of this command; costs one more load of the model "
+            "(about 0.6 s for a small one). The limit is $EDGEFORMER_PROBE_TIMEOUT seconds (default 300)."
         ),
     ] = True,
     verbose: VerboseOpt = False,
