@@ -104,7 +104,7 @@ def search_build(
         reference=reference,
         workdir=tmp / "cands",
         search=search,
-        latency=lat,
+        latency=latency,  # None: pairs timed interleaved in open ORT sessions (timing.ort_comparator)
     )
     plan, chosen, decisions = placed.plan, placed.path, {d.group: d for d in placed.decisions}
     accuracy = None
