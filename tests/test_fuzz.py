@@ -26,9 +26,12 @@ from edgeformer.agent.server import AgentConfig, create_app
 from edgeformer.agent.store import ModelStore
 from edgeformer.artifact import Artifact
 from edgeformer.compile.tensorrt import TensorRtConfig
-from edgeformer.errors import ConfigError, LatencyTableError, ModelFileError
+from edgeformer.errors import CalibrationError, ConfigError, LatencyTableError, ModelFileError
 from edgeformer.inputs import ImageInput
+from edgeformer.manifest import TensorSpec
 from edgeformer.nas.table import read_table
+from edgeformer.quant.calibration import open_calibration
+from edgeformer.quant.config import QuantConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = REPO / "fuzz"
@@ -191,3 +194,17 @@ def test_the_agent_refuses_a_content_length_int_cannot_read(harness, tmp_path, d
         harness, tmp_path, "PUT", f"/v1/models/{sha}", b"abc", headers=[(b"content-length", declared)]
     )
     assert status == 413 and "limit" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("crash", sorted(p.name for p in (FUZZ / "corpus" / "calib_arrays").glob("crash-*")))
+def test_a_corrupt_calibration_array_file_is_a_calibration_error(tmp_path, crash):
+    # each crash-* of fuzz/corpus/calib_arrays escaped ArraySource as TokenError, NotImplementedError,
+    # OverflowError or SyntaxError; its first byte picks .npy (even) or .npz (odd), as in the harness
+    data = (FUZZ / "corpus" / "calib_arrays" / crash).read_bytes()
+    npz = data[0] & 1
+    path = tmp_path / ("calib.npz" if npz else "calib.npy")
+    path.write_bytes(data[1:])
+    x = TensorSpec(name="x", shape=(1, 3, 4, 4), dtype="float32")
+    inputs = [x, TensorSpec(name="y", shape=("batch", 8), dtype="float32")] if npz else [x]
+    with pytest.raises(CalibrationError, match="cannot read calibration arrays"):
+        open_calibration(path, inputs=inputs, preprocessing=None, config=QuantConfig(calib_size=4, fidelity_samples=1))
