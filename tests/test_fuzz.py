@@ -26,6 +26,7 @@ from edgeformer.agent.server import AgentConfig, create_app
 from edgeformer.agent.store import ModelStore
 from edgeformer.artifact import Artifact
 from edgeformer.compile.tensorrt import TensorRtConfig
+from edgeformer.data.audio import AudioFileError, read_wav
 from edgeformer.errors import CalibrationError, ConfigError, LatencyTableError, ModelFileError
 from edgeformer.inputs import ImageInput
 from edgeformer.manifest import TensorSpec
@@ -208,3 +209,9 @@ def test_a_corrupt_calibration_array_file_is_a_calibration_error(tmp_path, crash
     inputs = [x, TensorSpec(name="y", shape=("batch", 8), dtype="float32")] if npz else [x]
     with pytest.raises(CalibrationError, match="cannot read calibration arrays"):
         open_calibration(path, inputs=inputs, preprocessing=None, config=QuantConfig(calib_size=4, fidelity_samples=1))
+
+
+def test_a_wav_whose_chunk_size_runs_past_its_end_is_an_audio_file_error():
+    # fuzz/corpus/calib_wav/crash-chunk-size-past-its-end.wav: the stdlib's chunk reader raised RuntimeError
+    with pytest.raises(AudioFileError, match="corrupt WAV file"):
+        read_wav(FUZZ / "corpus" / "calib_wav" / "crash-chunk-size-past-its-end.wav")

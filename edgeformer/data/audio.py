@@ -78,6 +78,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         fmt, channels, rate, width, data, frames = _read_riff(path)
     except EOFError as e:
         raise AudioFileError(f"{path}: truncated WAV header; the file is incomplete, re-export or re-copy it.") from e
+    except RuntimeError as e:  # the stdlib's chunk reader says so for a chunk size past the chunk's end
+        raise AudioFileError(f"{path}: corrupt WAV file (a chunk's size is wrong); re-export or re-copy it.") from e
     frame_bytes = channels * width
     if frames == 0:
         raise AudioFileError(f"{path}: WAV file holds no samples.")
