@@ -98,7 +98,7 @@ def model_size_bytes(artifact: Artifact) -> int:
 
 
 def ort_format_artifact(artifact: Artifact) -> Artifact | None:
-    """The ``model.ort`` beside an ORT-optimized artifact (``compile --save-ort-format``) as an artifact, or None."""
+    """The ``model.ort`` beside an ORT-optimized artifact (``compile --set save_ort_format=true``), or None."""
     if not (artifact.path / "model.ort").is_file():
         return None
     return Artifact(path=artifact.path, manifest=dataclasses.replace(artifact.manifest, main_file="model.ort"))
