@@ -118,8 +118,11 @@ def test_bench_fp32_formats_table(tmp_path):
         str(out),
     )
     assert proc.returncode == 0, proc.stderr
-    assert "★" in proc.stdout and "openvino-fp32" in proc.stdout and "⏭" in proc.stdout
+    assert "openvino-fp32" in proc.stdout and "⏭" in proc.stdout and "A/A check" in proc.stdout
     report = json.loads((out / "bench.json").read_text())
+    # the ★ needs the A/A check to pass; a loaded CI machine may fail it, and then the table says so and marks none
+    noisy = report["verdict"]["how"] == "noisy"
+    assert ("too noisy" in proc.stdout and "★" not in proc.stdout) if noisy else "★" in proc.stdout, proc.stdout
     rows = {r["name"]: r for r in report["rows"]}
     assert list(rows) == ["onnx-fp32-ort", "openvino-fp32", "tensorrt-fp32", "coreml-fp32"]
     for name in ("onnx-fp32-ort", "openvino-fp32"):
@@ -127,7 +130,7 @@ def test_bench_fp32_formats_table(tmp_path):
         assert rows[name]["versions"]
     assert rows["tensorrt-fp32"]["status"] == "skipped" and "GPU" in rows["tensorrt-fp32"]["reason"]
     assert rows["coreml-fp32"]["status"] == "skipped" and "macOS" in rows["coreml-fp32"]["reason"]
-    assert report["best"] in ("onnx-fp32-ort", "openvino-fp32")
+    assert report["best"] is None if noisy else report["best"] in ("onnx-fp32-ort", "openvino-fp32")
     assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from importlib.metadata import version
@@ -133,7 +134,9 @@ def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, m
     assert ok.top1_agreement == 1.0 and ok.parity_samples == 6
     assert ok.versions == {"onnxruntime": version("onnxruntime")} and ok.name == "onnx-fp32-ort"
     assert ok.artifact_path == str(out / "onnx-fp32")
-    assert report.best() in (report.rows[1], report.rows[5])
+    # the ★ needs the A/A check to pass, which a loaded CI machine may not: then no row is marked, and it says so
+    noisy = report.verdict.how == "noisy"
+    assert report.best() is None if noisy else report.best() in (report.rows[1], report.rows[5])
     assert report.failed == (crash, int8_a, int8_b)
     assert [c[0] for c in calls[:7]] == [0, 1, 2, 3, 4, 5, 6] and calls[1] == (1, 7, "onnx-fp32-ort")
     assert calls[6] == (6, 7, "timing every row, interleaved")
@@ -151,10 +154,12 @@ def test_failing_rows_do_not_stop_the_others_and_reports_are_written(tmp_path, m
     saved = json.loads((out / "bench.json").read_text())
     assert [r["status"] for r in saved["rows"]] == [s for _, _, s in status]
     assert saved["device"]["device_id"] and saved["batch"] == 2 and saved["threads"] == 1
-    assert saved["fastest"]["status"] == "ok" and saved["best"] in ("onnx-fp32-ort", "onnx-fp32-ort-again")
+    assert saved["fastest"]["status"] == "ok" and saved["verdict"]["how"] == report.verdict.how
+    assert saved["best"] is None if noisy else saved["best"] in ("onnx-fp32-ort", "onnx-fp32-ort-again")
     assert "seeded random" in saved["parity_on"]
     md = (out / "bench.md").read_text()
-    assert md.count("| ok |") == 2 and "converter exploded" in md and "| skipped |" in md and "★" in md
+    assert md.count("| ok |") == 2 and "converter exploded" in md and "| skipped |" in md
+    assert ("too noisy" in md) if noisy else ("| ★ |" in md), md
     assert (out / "onnx-fp32" / "artifact.json").is_file()
     with Image.open(out / "bench.png") as png:
         assert png.format == "PNG" and png.size[0] > 400
@@ -172,7 +177,11 @@ def test_the_marker_goes_to_the_fastest_row_that_meets_the_fidelity_bar(tmp_path
         RowProducer("onnx", "fp32", "ort", row(0, "a"), variant="right"),
         RowProducer("onnx", "fp32", "ort", row(1, "b"), variant="wrong"),
     ]
-    report = bench(twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=FAST, producers=producers)
+    # no A/A row: this test is about fidelity, and the A/A check may (rightly) refuse to rank on a loaded machine
+    config = dataclasses.replace(FAST, aa_check=False)
+    report = bench(
+        twin, example_inputs=TWIN_INPUTS, out=tmp_path, batch=2, threads=1, config=config, producers=producers
+    )
     right, wrong = report.rows
     assert right.parity_cosine > 0.99999 and wrong.parity_cosine < 0.9
     assert report.best() is right
@@ -338,7 +347,7 @@ def test_parity_cosine_takes_the_worst_output_at_any_depth():
 @pytest.mark.slow  # the dynamo exporter takes ~20 s even for a tiny module
 @pytest.mark.skipif(not _exporter_available(), reason="edgeformer.export.onnx is not written yet")
 def test_default_table_benches_a_user_module_export_and_eager(tmp_path):
-    config = BenchConfig(warmup=1, runs=5, formats=("pytorch", "onnx"))
+    config = BenchConfig(warmup=1, runs=5, formats=("pytorch", "onnx"), aa_check=False)
     report = bench(TinyNet(), out=tmp_path, threads=1, config=config, example_inputs=(torch.randn(1, 3, 16, 16),))
     rows = {(r.format, r.backend, r.precision): r for r in report.rows}
     fp32 = rows[("onnx", "ort", "fp32")]
