@@ -26,8 +26,7 @@ def model(tmp_path) -> Path:
 
 @pytest.fixture
 def calib(tmp_path) -> Path:
-    """Image-like inputs in [0, 1): the default plan meets the search's cosine bar (0.999) on them, so the fidelity
-    fallback keeps nothing float and the searched run's config is the one the CLI builds (see the report note)."""
+    """Image-like inputs in [0, 1): the default plan meets the search's cosine bar (0.999) on them."""
     path = tmp_path / "calib.npz"
     np.savez(path, input=np.random.default_rng(1).uniform(0, 1, (40, 3, RES, RES)).astype(np.float32))
     return path
@@ -61,13 +60,19 @@ def test_a_searched_plan_rebuilds_byte_identical_models(model, calib, tmp_path):
     assert len(hashes) == 1, hashes
 
 
-def test_a_plan_from_a_short_search_rebuilds_byte_identical_models_through_the_api(model, calib, tmp_path):
-    """The fast twin of the CLI test above: a short search, then its plan.json given back twice, uncached."""
+@pytest.mark.parametrize("inputs", ["image-like", "normal"])
+def test_a_plan_from_a_short_search_rebuilds_byte_identical_models_through_the_api(model, calib, tmp_path, inputs):
+    """The fast twin of the CLI test above: a short search, then its plan.json given back twice, uncached. On normal
+    inputs the default plan misses the search's cosine bar, so the fidelity fallback keeps an op float first."""
     from edgeformer import quantize as api_quantize
     from edgeformer.quant import QuantConfig, SearchConfig
 
+    if inputs == "normal":
+        calib = tmp_path / "normal.npz"
+        np.savez(calib, input=np.random.default_rng(1).standard_normal((40, 3, RES, RES)).astype(np.float32))
     config = QuantConfig(search=SearchConfig(rounds=1, max_candidates=2, max_sensitivity_groups=0, time_budget_s=2))
     searched = api_quantize(model, config, calib=calib, out=tmp_path / "searched", cache=None)
+    assert ("fallback" in searched.manifest.extra) == (inputs == "normal")
     assert (searched.path / "quant_report.md").is_file()
     plan = load_plan(searched.path)
     again = [api_quantize(model, config, calib=calib, out=tmp_path / f"a{i}", cache=None, plan=plan) for i in (0, 1)]
