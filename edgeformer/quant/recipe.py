@@ -35,10 +35,11 @@ vs the FP32 export, p10 of 60 interleaved runs); kernel figures are single-op mo
 * A Relu/Clip right after a quantized op (its only consumer) joins the plan (:func:`_fold_activations`). Left
   out, ORT still drops the Relu but keeps a DequantizeLinear -> QuantizeLinear requantization of the tensor
   between the producer's range and the Relu's; in the plan, ORT's quantizer gives the producer the Relu's
-  output range (zero point at 0 clamps the negatives) and removes the node. Measured interleaved at 2 threads
-  on a Sapphire Rapids (AVX-512 VNNI) VM, ``benchmarks/int8_small.py``: SHViT-S1 INT8/FP32 0.82 -> 0.67
-  (1.22x -> 1.49x), SHViT-S4 0.66 -> 0.53, with the FFN's expanded tensor no longer requantized. Only with
-  asymmetric activations: with symmetric ones (TensorRT) ORT keeps the Relu between a DQ and a Q.
+  output range (zero point at 0 clamps the negatives) and removes the node. INT8/FP32, paired ratio of
+  interleaved rounds at 2 threads on a shared Sapphire Rapids (AVX-512 VNNI) VM, ``benchmarks/int8_small.py``
+  (load average ~2.3): SHViT-S1 0.797 -> 0.694 (1.25x -> 1.44x), SHViT-S4 0.454 -> 0.411 (2.20x -> 2.43x);
+  Q/DQ kernels fell from 23 % to 14 % of S1's INT8 kernel time, the FFN's expanded tensor no longer requantized.
+  Only with asymmetric activations: with symmetric ones (TensorRT) ORT keeps the Relu between a DQ and a Q.
 * Mul and AveragePool stay float: quantizing Muls was within noise, AveragePool cost L1 a quarter of
   its gain (1.59x -> 1.23x). QOperator instead of QDQ was within noise (ORT fuses QDQ to the same
   kernels), so QDQ, which every runtime reads, is the default.
