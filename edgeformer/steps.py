@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from .artifact import Artifact, ArtifactWriter, check_output_path
 from .cache import StepCache, step_key
 from .errors import EdgeformerError
 from .manifest import Manifest, sha256_file, tool_versions
+from .scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def run_step(
 
 
 def _from_cache(cache: StepCache, key: str, out: Path, guard: list[Path], overwrite: bool) -> Artifact | None:
-    with tempfile.TemporaryDirectory(prefix=".edgeformer-hit-", dir=_existing_parent(out)) as tmp:
+    with scratch_dir("hit", parent=_existing_parent(out), beside=out.name) as tmp:
         staged = Path(tmp) / "entry"
         if not cache.copy_out(key, staged):
             return None

@@ -16,7 +16,6 @@ Peers (``peer=True``) are what a user gets without edgeformer: eager PyTorch, pl
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..profiling.side_by_side import ort_format_artifact
 from ..quant import QuantConfig, SearchConfig, open_calibration, quantize
 from ..quant.ort_adapter import preprocess
 from ..runtimes import get_backend
+from ..scratch import scratch_dir
 from .context import BenchContext, RowProducer, Timed, torch_contender
 from .report import BenchRow
 
@@ -171,7 +171,7 @@ def quantize_static_defaults(fp32: Artifact, calib: Any, dest: Path) -> Artifact
     data = open_calibration(
         calib or "synthetic", inputs=fp32.manifest.inputs, preprocessing=fp32.manifest.preprocessing, config=config
     )
-    with ArtifactWriter(dest, overwrite=True, inputs=[fp32.path]) as w, tempfile.TemporaryDirectory() as tmp:
+    with ArtifactWriter(dest, overwrite=True, inputs=[fp32.path]) as w, scratch_dir("bench-static") as tmp:
         pre = preprocess(fp32.model_path, Path(tmp) / "pre.onnx", dataclasses.replace(config, fuse_gelu=False))
         data.reader.rewind()
         quantize_static(str(pre), str(w.dir / "model.onnx"), data.reader)

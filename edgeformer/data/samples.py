@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, OutputExistsError, did_you_mean
+from ..scratch import make_scratch_dir
 from .audio import KWS_LABELS
 from .reference import DIGIT_LABELS, ZOO_WEIGHTS_DIR, digits_images, keywords_split
 
@@ -102,7 +102,7 @@ def _first_per_class(labels: np.ndarray, n_classes: int, per_class: int) -> list
 def _write_folder(out: Path, name: str, items: list[tuple[str, str, object]], overwrite: bool) -> list[SampleFile]:
     out.mkdir(parents=True, exist_ok=True)
     final = out / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
+    tmp = make_scratch_dir("samples", parent=out, beside=name)
     try:
         counts: dict[str, int] = {}
         names = []

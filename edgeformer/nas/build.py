@@ -13,7 +13,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AgentUnreachableError, BackendUnavailableError, ConfigError, LatencyTableError
+from ..scratch import scratch_dir
 from .artifacts import BACKENDS, PRECISIONS, backend_unavailable, export_arch, export_module
 from .blocks import build_model, segment_modules, segments
 from .complexity import arch_complexity
@@ -112,7 +112,7 @@ def build_table(
     done = total - len(todo) - len(whole_todo)
     if progress:
         progress(done, total, f"{len(todo)} blocks and {len(whole_todo)} whole models to time")
-    with tempfile.TemporaryDirectory(prefix="edgeformer-latency-") as tmp:
+    with scratch_dir("latency") as tmp:
         work = Path(tmp)
         for start in range(0, len(todo), timing.batch_size):
             batch = todo[start : start + timing.batch_size]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from ..quant import quantize
 from ..quant.config import QuantConfig, SearchConfig
 from ..records import Record
 from ..runtimes import Session
+from ..scratch import scratch_dir
 from .data import SlimData, npz_data, reference_data
 from .evaluate import Evaluator
 from .finetune import finetune
@@ -204,7 +204,7 @@ def slim(
     evaluate = Evaluator(parent, data, seed=seed)
     say = progress or (lambda d, n, w: None)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgeformer-slim-") as tmp:
+    with scratch_dir("slim") as tmp:
         work = Path(tmp)
         say(0, len(budgets_ms) + 1, "measuring the parent")
         parent_path = _export(parent, model, space, work / "parent", dev.precision, data, dev.backend)

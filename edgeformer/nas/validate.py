@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..records import Record
+from ..scratch import scratch_dir
 from .artifacts import export_arch
 from .build import _whole, calibration_archs
 from .model import LatencyModel
@@ -164,7 +164,7 @@ def validate(
     have = {arch_id(w.arch): w for w in table.whole if w.purpose == "validation"}
     todo = [a for a in archs if arch_id(arch_dict(a)) not in have]
     anchor_ref = next((w.p50_ms for w in calib if arch_id(w.arch) == arch_id(arch_dict(space.parent))), None)
-    with tempfile.TemporaryDirectory(prefix="edgeformer-validate-") as tmp:
+    with scratch_dir("validate") as tmp:
         anchor = None
         if todo and anchor_ref is not None:
             anchor = export_arch(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ..records import Record
 from ..runtimes import open_session
 from ..runtimes.base import SessionOptions
 from ..runtimes.feeds import check_feeds
+from ..scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def profile_ops(
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
         trace = _run_profiled(artifact, feeds, warmup + runs, threads, Path(profile_dir))
         return _with_segments(parse_trace(trace, warmup), artifact, Path(profile_dir))
-    with tempfile.TemporaryDirectory(prefix="edgeformer-ort-profile-") as tmp:
+    with scratch_dir("ort-profile") as tmp:
         breakdown = parse_trace(_run_profiled(artifact, feeds, warmup + runs, threads, Path(tmp)), warmup)
         return _with_segments(dataclasses.replace(breakdown, trace_path=None), artifact, Path(tmp))
 
