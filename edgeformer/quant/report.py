@@ -173,10 +173,10 @@ def fallback_markdown(fallback: dict[str, Any] | None) -> list[str]:
         "",
         "## Kept float for fidelity",
         "",
-        f"The default plan missed the cosine bar {fallback['bar']} vs FP32 (worst held-out cosine "
-        f"{_num(fallback.get('cosine_before'), '.5f')}); with these {len(fallback['float_ops'])} op(s) in float it "
-        f"reaches {_num(fallback.get('cosine_after'), '.5f')}. They are the fewest of the most sensitive ops (lowest "
-        "SQNR first) found in "
+        f"The default plan missed the cosine bar {fallback['bar']} vs FP32 (worst cosine "
+        f"{_num(fallback.get('cosine_before'), '.5f')} on {fallback.get('on', 'held-out samples')}); with these "
+        f"{len(fallback['float_ops'])} op(s) in float it reaches {_num(fallback.get('cosine_after'), '.5f')}. "
+        "They are the fewest of the most sensitive ops (lowest SQNR first) found in "
         + f"{fallback.get('trials')} trial(s)"
         + ("; each one, quantized again alone, misses the bar." if fallback.get("minimal") else ".")
         + " The placement search started from this plan.",
