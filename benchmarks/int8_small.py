@@ -43,6 +43,7 @@ from edgeformer.artifact import Artifact
 from edgeformer.profiling.interleave import Contender, InterleaveConfig, interleave
 from edgeformer.profiling.per_op import profile_ops
 from edgeformer.quant import QuantConfig, SearchConfig, calibrate, default_plan, write_qdq
+from edgeformer.quant.timing import ort_session
 
 COMPUTE = {
     "Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NhwcFusedConv", "MatMul", "FusedMatMul",
@@ -96,15 +97,7 @@ def build(name: str, folder: Path) -> tuple[dict[str, Path], dict[str, np.ndarra
 
 def opener(path: Path, feeds: dict[str, np.ndarray], threads: int):
     def open_():
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        # no spin-waiting: an idle spinning worker burns a core the other session (or another process) needs
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = ort_session(path, threads)  # the placement search's settings: spin-waiting off
         return (lambda: session.run(None, feeds)), (lambda: None)
 
     return open_

@@ -51,7 +51,16 @@ from .config import QuantConfig, SearchConfig, rounded_fields
 from .ort_adapter import write_qdq
 from .ranges import TensorRanges
 from .recipe import NodeGroup, QuantPlan
-from .timing import Comparator, LatencyFn, PairTiming, Speedup, latency_comparator, ort_comparator, pair_config
+from .timing import (
+    Comparator,
+    LatencyFn,
+    PairTiming,
+    Speedup,
+    latency_comparator,
+    ort_comparator,
+    ort_session,
+    pair_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +141,7 @@ def ort_latency(
     """
 
     def latency(paths: Sequence[Path]) -> list[float]:
-        sessions = [_session(p, threads) for p in paths]
+        sessions = [ort_session(p, threads) for p in paths]
         # short rounds are flagged "unstable" one by one; the median over rounds is the figure that counts
         harness_log = logging.getLogger("edgeformer.profiling.harness")
         level = harness_log.level
@@ -153,18 +162,6 @@ def ort_latency(
         return [statistics.median(v) for v in per]
 
     return latency
-
-
-def _session(path: Path, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def search_placement(

@@ -175,17 +175,22 @@ def _paired(rounds: list[tuple[float, float]], config: InterleaveConfig) -> Inte
     )
 
 
+def ort_session(path: Path, threads: int | None):
+    """An ORT CPU session as every quantization timing opens it: ``threads`` intra-op threads, no spin-waiting."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def _ort_opener(path: Path, feeds: Mapping[str, np.ndarray], threads: int | None):
     def open_() -> tuple[Callable[[], Any], Callable[[], None]]:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = ort_session(path, threads)
         fed = dict(feeds)
         return (lambda: session.run(None, fed)), (lambda: None)
 
