@@ -20,8 +20,9 @@ from edgeformer.errors import QualityGateError
 from edgeformer.inputs import ImageInput
 from edgeformer.quant import QuantConfig, QuantPlan, SearchConfig, calibrate, default_plan, quantize, write_qdq
 from edgeformer.quant.core import fidelity_check
-from edgeformer.quant.fallback import summary_line
+from edgeformer.quant.fallback import _prune, summary_line
 from edgeformer.quant.report import QuantReport
+from edgeformer.quant.sensitivity import channel_sqnr_db, fake_quant, sqnr_db
 
 from . import outside_models as om
 
@@ -219,3 +220,25 @@ def test_cli_default_quantize_reports_the_float_ops_and_their_cost(outside, tmp_
     md = (out / "quant_report.md").read_text()
     assert "## Kept float for fidelity" in md and "Latency cost" in md
     assert all(f"| {op['node']} |" in md for op in fb["float_ops"])
+
+
+def test_prune_keeps_exactly_the_needed_ops_and_says_when_its_bound_stopped_it():
+    needed = {"b", "e"}
+    tried: list[frozenset[str]] = []
+
+    def meets(floats):
+        tried.append(frozenset(floats))
+        return needed <= set(floats)
+
+    assert _prune(list("abcdefgh"), meets, max_trials=64) == (["b", "e"], True)
+    assert len(tried) < 8 * 2  # chunks first: fewer trials than one per op and pass
+    assert _prune(list("abcdefgh"), meets, max_trials=2)[1] is False
+
+
+def test_channel_sqnr_sees_small_channels_that_one_big_channel_hides():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 6, 6)).astype(np.float32)
+    x[:, 3] *= 100.0  # one massive channel sets the activation range
+    xq = fake_quant(x, float(x.min()), float(x.max()))
+    assert sqnr_db(x, xq) > 25.0 and channel_sqnr_db(x, xq) < 10.0
+    assert channel_sqnr_db(x, x) > 100.0  # exact channels are capped, not infinite
