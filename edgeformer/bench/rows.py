@@ -72,7 +72,8 @@ def int8_placement(ctx: BenchContext) -> Artifact:
     )
     config = QuantConfig(search=search)
     # with --device the search times its candidates there: a placement is only as good as the device it was timed on
-    latency = None if ctx.agent is None else ctx.agent.latency_fn(ctx.profile_config, backend="ort")
+    # one profile per call: the search's comparator calls it once per round and pairs the rounds itself
+    latency = None if ctx.agent is None else ctx.agent.latency_fn(ctx.profile_config, backend="ort", rounds=1)
     return ctx.artifact(
         "onnx-int8",
         lambda dest: quantize(fp32, config, calib=ctx.calib or "synthetic", out=dest, overwrite=True, latency=latency),

@@ -11,7 +11,6 @@ from edgeformer.profiling.interleave import (
     ContenderFailed,
     InterleaveConfig,
     Interleaved,
-    decide_pair,
     interleave,
 )
 
@@ -74,7 +73,10 @@ def test_a_contender_that_raises_still_closes_every_opened_one():
 
 def test_a_clearly_slower_contender_is_ranked_beyond_the_interval_and_stops_early():
     # 8x the arithmetic (192^3 vs 96^3 multiply-adds): far outside any noise this machine makes
-    ratio, res = decide_pair(_contender("ref", 192), _contender("cand", 96), FAST)
+    res = interleave(
+        [_contender("ref", 192), _contender("cand", 96)], FAST, decided=lambda r: r.ratio("cand", "ref").decided
+    )
+    ratio = res.ratio("cand", "ref")
     assert ratio.a == "cand" and ratio.b == "ref"
     assert ratio.a_faster and ratio.decided and ratio.high < 1
     assert ratio.low <= ratio.ratio <= ratio.high
