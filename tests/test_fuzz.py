@@ -21,13 +21,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from edgeformer.agent.server import AgentConfig, create_app
 from edgeformer.agent.store import ModelStore
 from edgeformer.artifact import Artifact
 from edgeformer.compile.tensorrt import TensorRtConfig
 from edgeformer.data.audio import AudioFileError, read_wav
-from edgeformer.errors import CalibrationError, ConfigError, LatencyTableError, ModelFileError
+from edgeformer.data.images import load_image, preprocess_image
+from edgeformer.errors import CalibrationError, ConfigError, InvalidInputError, LatencyTableError, ModelFileError
 from edgeformer.inputs import ImageInput
 from edgeformer.manifest import TensorSpec
 from edgeformer.nas.table import read_table
@@ -215,3 +217,17 @@ def test_a_wav_whose_chunk_size_runs_past_its_end_is_an_audio_file_error():
     # fuzz/corpus/calib_wav/crash-chunk-size-past-its-end.wav: the stdlib's chunk reader raised RuntimeError
     with pytest.raises(AudioFileError, match="corrupt WAV file"):
         read_wav(FUZZ / "corpus" / "calib_wav" / "crash-chunk-size-past-its-end.wav")
+
+
+def test_an_image_pillow_cannot_decode_is_invalid_input():
+    # fuzz/corpus/calib_image/crash-tiff-rational-where-an-int-goes.tif: the TIFF reader raised TypeError
+    with pytest.raises(InvalidInputError, match="cannot read the image"):
+        load_image(
+            FUZZ / "corpus" / "calib_image" / "crash-tiff-rational-where-an-int-goes.tif", ImageInput(resolution=16)
+        )
+
+
+def test_an_image_whose_resize_would_pass_the_pixel_limit_is_refused():
+    # fuzz/corpus/calib_image/oom-tiff-6x8847365.tif: 230 bytes, resized to 16x23592973 it took 3.7 GB
+    with pytest.raises(InvalidInputError, match="less extreme aspect ratio"):
+        preprocess_image(Image.new("L", (1, Image.MAX_IMAGE_PIXELS // 8)), ImageInput(resolution=16, crop_pct=1.0))
