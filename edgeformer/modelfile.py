@@ -155,7 +155,9 @@ def _sniff_zip(path: Path) -> tuple[str, str]:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
+    # zipfile raises more than BadZipFile on a damaged directory (NotImplementedError for a "zip file version 13.1",
+    # found by fuzz/modelfile.py); the block only lists names, so any failure means an unreadable archive
+    except Exception:
         return "truncated", "zip archive (a PyTorch checkpoint?) without its central directory"
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         return "torch-zip", ""
@@ -197,7 +199,7 @@ def _sniff_protobuf(f, size: int, head: bytes) -> tuple[str, str]:
             else:
                 length = 8 if wire == 1 else 4
             pos += length
-            f.seek(pos)
+            f.seek(min(pos, size))  # a 10-byte varint length is past any offset seek() takes (fuzz/modelfile.py)
         fields.append(number)
         if pos > size:
             break
@@ -278,6 +280,9 @@ def check_external_data(proto: onnx.ModelProto, base_dir: str | Path, source: st
         entries = {e.key: e.value for e in t.external_data}
         location = entries.get("location", "")
         where = f"{source}: tensor {t.name!r}"
+        # bytes: protobuf's form of a string that is not UTF-8, which onnx's data loader then chokes on
+        if isinstance(t.name, bytes) or any(isinstance(x, bytes) for kv in entries.items() for x in kv):
+            raise ModelFileError(f"{where}: its name or an external-data entry is not UTF-8 text; re-export the model.")
         if not location:
             raise ModelFileError(f"{where} is stored externally but names no data file; re-export the model.")
         try:
@@ -401,6 +406,14 @@ def _load_checked(path: Path, full_check: bool) -> tuple[onnx.ModelProto, dict[s
         raise ModelFileError(
             f"{path}: fails the ONNX checker: {_checker_message(e)}; fix or re-export the model."
         ) from e
+    # the checker's C++ side also raises plain ValueErrors (fuzz/modelfile.py): "Invalid tensor data type 111.",
+    # and a UnicodeDecodeError when its own message quotes a name that is not UTF-8
+    except UnicodeDecodeError as e:
+        raise ModelFileError(
+            f"{path}: fails the ONNX checker on a name or string that is not valid UTF-8; fix or re-export the model."
+        ) from e
+    except ValueError as e:
+        raise ModelFileError(f"{path}: fails the ONNX checker: {_first_line(e)}; fix or re-export the model.") from e
     return proto, data_files
 
 
@@ -523,7 +536,9 @@ def read_embedded_manifest(proto: onnx.ModelProto, source: str = "model") -> Man
         if prop.key == ONNX_METADATA_KEY:
             try:
                 data = json.loads(prop.value)
-            except json.JSONDecodeError as e:
+            # ValueError: also bad UTF-8 (protobuf hands a proto2 string that is not UTF-8 over as bytes) and an
+            # int past 4300 digits; RecursionError: arrays nested thousands deep
+            except (ValueError, RecursionError) as e:
                 raise ModelFileError(
                     f"{source}: embedded edgeformer manifest is corrupt ({e}); re-export the model."
                 ) from e

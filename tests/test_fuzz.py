@@ -32,6 +32,7 @@ from edgeformer.data.images import load_image, preprocess_image
 from edgeformer.errors import CalibrationError, ConfigError, InvalidInputError, LatencyTableError, ModelFileError
 from edgeformer.inputs import ImageInput
 from edgeformer.manifest import TensorSpec
+from edgeformer.modelfile import manifest_for_bare_file
 from edgeformer.nas.table import read_table
 from edgeformer.quant.calibration import open_calibration
 from edgeformer.quant.config import QuantConfig
@@ -231,3 +232,23 @@ def test_an_image_whose_resize_would_pass_the_pixel_limit_is_refused():
     # fuzz/corpus/calib_image/oom-tiff-6x8847365.tif: 230 bytes, resized to 16x23592973 it took 3.7 GB
     with pytest.raises(InvalidInputError, match="less extreme aspect ratio"):
         preprocess_image(Image.new("L", (1, Image.MAX_IMAGE_PIXELS // 8)), ImageInput(resolution=16, crop_pct=1.0))
+
+
+@pytest.mark.parametrize(
+    ("crash", "needle"),
+    [  # each escaped manifest_for_bare_file (what every command loads a bare model with) as another exception
+        ("crash-zip-version-unsupported.pt", "truncated zip archive"),  # NotImplementedError from zipfile
+        ("crash-field-length-past-seek-range.onnx", "truncated ONNX model"),  # seek() past its range: ValueError
+        ("crash-embedded-manifest-not-utf8.onnx", "embedded edgeformer manifest is corrupt"),  # UnicodeDecodeError
+        ("crash-checker-message-not-utf8.onnx", "not valid UTF-8"),  # UnicodeDecodeError from the checker
+        ("crash-checker-invalid-tensor-type.onnx", "Invalid tensor data type 111"),  # ValueError from the checker
+        ("crash-external-location-not-utf8.onnx", "not UTF-8 text"),  # TypeError: a bytes location
+        ("crash-external-tensor-name-not-utf8.onnx", "not UTF-8 text"),  # TypeError in onnx's data loader
+    ],
+)
+def test_a_malformed_model_file_is_a_model_file_error(tmp_path, crash, needle):
+    model = tmp_path / "model.onnx"
+    model.write_bytes((FUZZ / "corpus" / "modelfile" / crash).read_bytes())
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)))  # what the external-data crashes name
+    with pytest.raises(ModelFileError, match=re.escape(needle)):
+        manifest_for_bare_file(model)
