@@ -50,13 +50,36 @@ def instrumented(module_name: str, *packages: str) -> Iterator[None]:
 _scratch: Path | None = None
 
 
+def _temp_folder(kind: str, base: str | None = None) -> Path:
+    """``edgeformer-fuzz-<kind>-<pid>-XXXX`` under ``base``, after removing those of processes that are gone.
+
+    libFuzzer ends the process with C's ``exit()``, which skips Python's ``atexit``: each run clears what the
+    runs before it left instead.
+    """
+    root = Path(base or tempfile.gettempdir())
+    for old in root.glob(f"edgeformer-fuzz-{kind}-*"):
+        pid = old.name.removeprefix(f"edgeformer-fuzz-{kind}-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"edgeformer-fuzz-{kind}-{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def scratch() -> Path:
     """One temporary folder per process (in memory where ``/dev/shm`` exists: harnesses write a file per input)."""
     global _scratch
     if _scratch is None:
-        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        _scratch = Path(tempfile.mkdtemp(prefix="edgeformer-fuzz-", dir=base))
-        atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+        _scratch = _temp_folder("scratch", "/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+        atexit.register(shutil.rmtree, _scratch, ignore_errors=True)  # a replay in pytest does end normally
     return _scratch
 
 
@@ -156,8 +179,6 @@ def main(name: str, test_one_input: Callable[[bytes], None], mutator: Callable[.
     if not any(a.startswith("-rss_limit_mb=") for a in flags):
         args.append("-rss_limit_mb=2048")
     if not [a for a in args[1:] if not a.startswith("-")]:
-        work = Path(tempfile.mkdtemp(prefix=f"edgeformer-fuzz-{name}-corpus-"))
-        atexit.register(shutil.rmtree, work, ignore_errors=True)
-        args += [str(work), str(CORPUS_DIR / name)]
+        args += [str(_temp_folder(f"corpus-{name}")), str(CORPUS_DIR / name)]
     atheris.Setup(args, test_one_input, **({"custom_mutator": mutator} if mutator else {}))
     atheris.Fuzz()
