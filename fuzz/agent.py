@@ -3,12 +3,11 @@
 Each input becomes one HTTP request handed to the agent's real ASGI app in-process (what uvicorn hands it after
 parsing the bytes off the socket): NUL-separated fields give the method and route, the path segment, the query,
 the ``Authorization`` and ``Content-Length`` headers and the body (a JSON job spec, an upload); see
-:func:`parse`. Every input gets
-a fresh store holding one model, so a well-formed job can be queued and an upload whose sha256 matches is
-stored. One route also feeds the client's ``--device`` parser. The fault contract: every request is answered
-with a JSON body, 4xx for a bad one, never a 500 and never an exception escaping the app; ``parse_device``
-raises :class:`ConfigError`. Anything else is a finding. (``/v1/info`` is left out: it waits for the job
-worker's device card, which this harness does not start.)
+:func:`parse`. Every input gets a fresh store holding one model, so a well-formed job can be queued and an upload
+whose sha256 matches is stored. One route also feeds the client's ``--device`` parser. The fault contract: every
+request is answered with a JSON body, 4xx for a bad one, never a 500 and never an exception escaping the app;
+``parse_device`` raises :class:`ConfigError`. Anything else is a finding. (``/v1/info`` is left out: it waits for
+the job worker's device card, which this harness does not start.)
 """
 
 from __future__ import annotations
