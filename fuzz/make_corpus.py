@@ -120,6 +120,13 @@ def calib_arrays() -> None:
     put("calib_arrays", "xy-truncated.npz", b"\1" + npz(x=x, y=y)[:300])
 
 
+def predict_arrays() -> None:
+    """The calibration arrays' seeds: their first byte means the same (.npy or .npz) to both harnesses."""
+    for f in sorted((CORPUS_DIR / "calib_arrays").iterdir()):
+        if not f.name.startswith("crash-"):
+            put("predict_arrays", f.name, f.read_bytes())
+
+
 def _wav(samples: np.ndarray, rate: int = 8000, width: int = 2, channels: int = 1) -> bytes:
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -268,7 +275,7 @@ def records() -> None:
 
 
 def main() -> None:
-    for fn in (modelfile, manifest, calib_arrays, calib_wav, calib_image, table, agent, records):
+    for fn in (modelfile, manifest, calib_arrays, predict_arrays, calib_wav, calib_image, table, agent, records):
         fn()
     n = sum(1 for p in CORPUS_DIR.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in CORPUS_DIR.rglob("*") if p.is_file())

@@ -36,10 +36,21 @@ from edgeformer.modelfile import manifest_for_bare_file
 from edgeformer.nas.table import read_table
 from edgeformer.quant.calibration import open_calibration
 from edgeformer.quant.config import QuantConfig
+from edgeformer.runtimes.arrays import read_array_file
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = REPO / "fuzz"
-HARNESSES = ("modelfile", "manifest", "calib_arrays", "calib_wav", "calib_image", "table", "agent", "records")
+HARNESSES = (
+    "modelfile",
+    "manifest",
+    "calib_arrays",
+    "predict_arrays",
+    "calib_wav",
+    "calib_image",
+    "table",
+    "agent",
+    "records",
+)
 SECONDS = int(os.environ.get("EDGEFORMER_FUZZ_SECONDS", "5"))
 
 pytest.importorskip("atheris", reason="atheris (the test extra) has wheels for Linux only")
@@ -252,3 +263,14 @@ def test_a_malformed_model_file_is_a_model_file_error(tmp_path, crash, needle):
     (tmp_path / "weights.bin").write_bytes(bytes(range(256)))  # what the external-data crashes name
     with pytest.raises(ModelFileError, match=re.escape(needle)):
         manifest_for_bare_file(model)
+
+
+@pytest.mark.parametrize("crash", sorted(p.name for p in (FUZZ / "corpus" / "predict_arrays").glob("crash-*")))
+def test_a_corrupt_array_file_for_predict_is_invalid_input(tmp_path, crash):
+    # the calib_arrays crash inputs, replayed through predict's reader, escaped it as TokenError, SyntaxError
+    # and NotImplementedError too
+    data = (FUZZ / "corpus" / "predict_arrays" / crash).read_bytes()
+    path = tmp_path / ("input.npz" if data[0] & 1 else "input.npy")
+    path.write_bytes(data[1:])
+    with pytest.raises(InvalidInputError, match="not a readable numpy array file"):
+        read_array_file(path)
