@@ -75,8 +75,8 @@ def modelfile() -> None:
     put("modelfile", "image.png", _png(Image.new("RGB", (4, 4), (200, 30, 30))))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:  # the layout torch.save writes: <name>/data.pkl, <name>/data/0, ...
-        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
-        z.writestr("archive/version", b"3\n")
+        for name, data in (("archive/data.pkl", b"\x80\x02}q\x00."), ("archive/version", b"3\n")):
+            z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data)  # fixed: same bytes every run
     put("modelfile", "checkpoint.pt", buf.getvalue())
 
 
@@ -262,7 +262,7 @@ def records() -> None:
 
     rec(Artifact.load(TINY).manifest)
     rec(device_card())
-    result = profile(TINY, config=ProfileConfig(warmup=1, runs=5))
+    result = profile(TINY, config=ProfileConfig(warmup=1, runs=5))  # timings differ run to run: a new seed each time
     rec(result)
     for _name, cls in RECORDS.items():
         try:
