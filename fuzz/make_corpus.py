@@ -223,6 +223,20 @@ def table() -> None:
     put("records", "nas.table.LatencyTable", b"nas.table.LatencyTable\n" + text)
 
 
+def plan() -> None:
+    from edgeformer.quant.plan import PlanRecord
+
+    record = PlanRecord(
+        nodes_to_quantize=("/patch/Conv", "/attn/MatMul", "/head/Gemm"),
+        reasons={"/attn/Softmax": "kept float: not quantizable", "/mlp/Gelu": "kept float: 1.04x slower as INT8"},
+    )
+    text = record.to_json().encode()
+    put("plan", "plan.json", text)
+    put("plan", "plan-empty.json", PlanRecord(nodes_to_quantize=()).to_json().encode())
+    put("plan", "plan-truncated.json", text[: len(text) // 2])
+    put("records", "quant.plan.PlanRecord", b"quant.plan.PlanRecord\n" + text)
+
+
 def agent() -> None:
     from agent import BLOB_SHA
 
@@ -275,7 +289,7 @@ def records() -> None:
 
 
 def main() -> None:
-    for fn in (modelfile, manifest, calib_arrays, predict_arrays, calib_wav, calib_image, table, agent, records):
+    for fn in (modelfile, manifest, calib_arrays, predict_arrays, calib_wav, calib_image, table, plan, agent, records):
         fn()
     n = sum(1 for p in CORPUS_DIR.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in CORPUS_DIR.rglob("*") if p.is_file())

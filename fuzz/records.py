@@ -19,7 +19,6 @@ MODULES = (
     "agent.fleet",
     "agent.server",
     "agent.wire",
-    "bench.context",
     "compare",
     "compile.openvino",
     "compile.ort_optimize",
@@ -36,9 +35,12 @@ MODULES = (
     "nas.validate",
     "profiling.device",
     "profiling.harness",
+    "profiling.interleave",
     "profiling.per_op",
     "profiling.profile",
     "profiling.side_by_side",
+    "quant.plan",
+    "quant.timing",
 )
 
 with instrumented(__name__):

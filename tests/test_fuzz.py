@@ -48,6 +48,7 @@ HARNESSES = (
     "calib_wav",
     "calib_image",
     "table",
+    "plan",
     "agent",
     "records",
 )
