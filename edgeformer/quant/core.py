@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from ..compare import Agreement, compare_outputs, ort_runner, run_all
 from ..errors import ConfigError, InvalidInputError, QualityGateError
 from ..manifest import CalibrationRecord
 from ..modelfile import QUANT_OPS, embed_manifest, graph_io, load_onnx
+from ..scratch import scratch_dir
 from .calibration import CalibrationData, open_calibration
 from .config import QuantConfig
 from .fallback import fit_fidelity, timed
@@ -99,7 +99,7 @@ def quantize_core(
     given = plan is not None
     plan = plan or default_plan(pre_model, config)
     fallback = None
-    with tempfile.TemporaryDirectory(prefix="edgeformer-qdq-") as tmp:
+    with scratch_dir("qdq") as tmp:
         staged = write_qdq(pre, ranges, plan, config, Path(tmp) / MODEL_FILE)
         measure = fidelity_check(src.model_path, data, config)
         fidelity = measure(staged)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import onnx
 from ..artifact import Artifact, Manifest, input_paths
 from ..cache import StepCache
 from ..errors import ConfigError
+from ..scratch import scratch_dir
 from ..steps import USE_DEFAULT_CACHE, StepSpec, artifact_sha, data_fingerprint, run_step
 from .config import QuantConfig
 from .core import (
@@ -144,7 +144,7 @@ def quantize(
     def build(folder: Path) -> Manifest:
         if searching:
             require_plotting()  # before calibrating: a missing plotter must not cost the whole search
-        with tempfile.TemporaryDirectory(prefix="edgeformer-quant-") as tmp:
+        with scratch_dir("quant") as tmp:
             cal = calibration or calibrate(
                 src.model_path,
                 calib,

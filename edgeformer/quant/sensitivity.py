@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import onnx
 
 from ..compare import compare_outputs, ort_runner, run_all
+from ..scratch import scratch_dir
 from .config import QuantConfig, rounded_fields
 from .graph import GraphIndex
 from .ort_adapter import write_qdq
@@ -263,7 +263,7 @@ def group_alone(
     if max_groups is not None and len(cands) > max_groups:
         cands = sorted(cands, key=lambda c: -len(c[1]))[:max_groups]
     out = []
-    with tempfile.TemporaryDirectory(prefix="edgeformer-sens-") as tmp:
+    with scratch_dir("sens") as tmp:
         for i, (grp, nodes) in enumerate(cands):
             path = write_qdq(model_path, ranges, QuantPlan(tuple(nodes)), config, Path(tmp) / f"g{i}.onnx")
             fid = compare_outputs(reference, run_all(ort_runner(path, threads), feeds), rows=True)
