@@ -11,6 +11,8 @@ from ..agent import AgentClient, Fleet, FleetRow, fleet_profile, make_executor, 
 from ..artifact import Artifact
 from ..errors import ConfigError, PartialFailureError
 from ..profiling import ProfileConfig, profile
+from ..profiling.interleave import InterleaveConfig
+from ..profiling.side_by_side import compare_artifacts
 from ..runtimes import backend_for
 from ..runtimes.isolation import probe_before_loading
 from .common import (
@@ -163,9 +165,6 @@ def profile_cmd(
 
 def _compare(arts: list[Artifact], backend: str, config: ProfileConfig, rounds: int, isolate: bool, json_out: bool):
     """``--compare``: every artifact timed in turns, each held against the first; the verdict and the A/A check."""
-    from ..profiling.interleave import InterleaveConfig
-    from ..profiling.side_by_side import compare_artifacts
-
     for a in arts:  # a model from elsewhere may crash the runtime: find out in a child process, not here
         if isolate:
             probe_before_loading(a, backend_for(a, backend), refusal_ok=True)
