@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -215,14 +216,15 @@ def test_the_agent_refuses_a_content_length_int_cannot_read(harness, tmp_path, d
 @pytest.mark.parametrize("crash", sorted(p.name for p in (FUZZ / "corpus" / "calib_arrays").glob("crash-*")))
 def test_a_corrupt_calibration_array_file_is_a_calibration_error(tmp_path, crash):
     # each crash-* of fuzz/corpus/calib_arrays escaped ArraySource as TokenError, NotImplementedError,
-    # OverflowError or SyntaxError; its first byte picks .npy (even) or .npz (odd), as in the harness
+    # OverflowError, SyntaxError or AttributeError (an npz member that is no .npy); its first byte picks .npy
+    # (even) or .npz (odd), as in the harness
     data = (FUZZ / "corpus" / "calib_arrays" / crash).read_bytes()
     npz = data[0] & 1
     path = tmp_path / ("calib.npz" if npz else "calib.npy")
     path.write_bytes(data[1:])
     x = TensorSpec(name="x", shape=(1, 3, 4, 4), dtype="float32")
     inputs = [x, TensorSpec(name="y", shape=("batch", 8), dtype="float32")] if npz else [x]
-    with pytest.raises(CalibrationError, match="cannot read calibration arrays"):
+    with pytest.raises(CalibrationError, match=r"cannot read calibration arrays|not a \.npy array"):
         open_calibration(path, inputs=inputs, preprocessing=None, config=QuantConfig(calib_size=4, fidelity_samples=1))
 
 
@@ -275,3 +277,16 @@ def test_a_corrupt_array_file_for_predict_is_invalid_input(tmp_path, crash):
     path.write_bytes(data[1:])
     with pytest.raises(InvalidInputError, match="not a readable numpy array file"):
         read_array_file(path)
+
+
+def test_an_npz_member_that_is_not_npy_is_refused_by_calibration_and_predict(tmp_path):
+    # fuzz/corpus/calib_arrays/crash-npz-member-not-npy.npz: np.load hands back such a member's raw bytes, which
+    # calibration then asked for a dtype (AttributeError) and predict returned as its "array"
+    path = tmp_path / "input.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x", b"not an array")
+    with pytest.raises(InvalidInputError, match=r"not a \.npy array"):
+        read_array_file(path)
+    x = TensorSpec(name="x", shape=(1, 3, 4, 4), dtype="float32")
+    with pytest.raises(CalibrationError, match=r"not a \.npy array"):
+        open_calibration(path, inputs=[x], preprocessing=None, config=QuantConfig(calib_size=4, fidelity_samples=1))

@@ -274,6 +274,11 @@ class ArraySource(SampleSource):
                 f"{path}: cannot read calibration arrays ({e}); the file is truncated or corrupt: save them again "
                 "with numpy.save/savez."
             ) from e
+        raw = [k for k, a in self.arrays.items() if not isinstance(a, np.ndarray)]  # np.load's bytes for a non-.npy
+        if raw:  # member of an .npz (fuzz/calib_arrays.py)
+            raise CalibrationError(
+                f"{path}: {', '.join(raw)} in the archive is not a .npy array; save with numpy.savez."
+            )
         self.dtypes = {t.name: _array_dtype(t, self.arrays[t.name], path) for t in inputs}
         counts = {k: (a.shape[0] if a.ndim else 0) for k, a in self.arrays.items()}
         if len(set(counts.values())) != 1:

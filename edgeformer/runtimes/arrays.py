@@ -56,10 +56,12 @@ def read_array_file(path: str | Path, input_name: str | None = None) -> np.ndarr
 
 def _one_array(path: Path, archive: np.lib.npyio.NpzFile, input_name: str | None) -> np.ndarray:
     names = list(archive.files)
-    if input_name is not None and input_name in names:
-        return archive[input_name]
-    if len(names) == 1:
-        return archive[names[0]]
+    name = input_name if input_name is not None and input_name in names else names[0] if len(names) == 1 else None
+    if name is not None:
+        array = archive[name]
+        if not isinstance(array, np.ndarray):  # numpy hands back the raw bytes of a member that is no .npy
+            raise InvalidInputError(f"{path}: {name} in the archive is not a .npy array; save it with np.savez.")
+        return array
     wanted = f" or one named {input_name!r}" if input_name else ""
     raise InvalidInputError(
         f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); predict needs exactly one{wanted}."
