@@ -37,6 +37,7 @@ from edgeformer.modelfile import manifest_for_bare_file
 from edgeformer.nas.table import read_table
 from edgeformer.quant.calibration import open_calibration
 from edgeformer.quant.config import QuantConfig
+from edgeformer.quant.plan import load_plan
 from edgeformer.runtimes.arrays import read_array_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,3 +291,12 @@ def test_an_npz_member_that_is_not_npy_is_refused_by_calibration_and_predict(tmp
     x = TensorSpec(name="x", shape=(1, 3, 4, 4), dtype="float32")
     with pytest.raises(CalibrationError, match=r"not a \.npy array"):
         open_calibration(path, inputs=[x], preprocessing=None, config=QuantConfig(calib_size=4, fidelity_samples=1))
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"nodes_to_quantize": ' + "1" * 5000 + "}"])
+def test_a_plan_nested_too_deep_or_with_a_huge_int_is_invalid_input(tmp_path, text):
+    # fuzz/corpus/plan/crash-nested-past-the-recursion-limit.json: load_plan raised RecursionError
+    path = tmp_path / "plan.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="not JSON"):
+        load_plan(path)

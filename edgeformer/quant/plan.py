@@ -59,7 +59,8 @@ def load_plan(path: str | Path) -> QuantPlan:
         )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    # ValueError: bad UTF-8 or JSON, or an int past 4300 digits; RecursionError: nested deep (fuzz/plan.py)
+    except (ValueError, RecursionError) as e:
         raise InvalidInputError(
             f"{file} is not a plan: not JSON ({e}); pass the {PLAN_FILE} that quantize wrote."
         ) from e
