@@ -18,10 +18,10 @@ Usage::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/backends.py --models efficientformer_l1 --threads 2 --json be.json
 
-Rows are timed by bench itself: together, in rotating rounds, each p50 with a 95 % bootstrap interval, plus an
-A/A row (plain ONNX FP32 opened twice); the ★ is bench's verdict (faster than the runner-up beyond the interval of
-their paired ratio, else a tie broken by fidelity then size; none when the A/A check fails). Run it twice: the
-same ★ (or a tie both times) with the A/A ratio within ±3 % is what a trustworthy table looks like here.
+Rows are timed by bench itself: together, in rounds (a fresh order each), each p50 with a 95 % bootstrap interval, plus
+an A/A row (plain ONNX FP32 opened twice); the ★ is bench's verdict (faster than the runner-up beyond the interval of
+their paired ratio, else a tie broken by fidelity then size; none when the A/A check fails). Run it twice: the same ★
+(or a tie both times) with the A/A ratio within ±3 % is what a trustworthy table looks like here.
 """
 
 from __future__ import annotations

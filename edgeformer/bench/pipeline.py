@@ -5,8 +5,8 @@ one per target x precision x backend) whose function takes the shared :class:`Be
 a :class:`BenchRow` or raises. A producer that raises gives a ``failed`` row (``skipped`` when the
 backend, extra or hardware is missing here) and the others still run.
 
-Producers build and check; the timing comes after, for every row at once (:func:`~edgeformer.bench.timing.
-time_rows`): rows take turns in rotating rounds, each p50 has a bootstrap interval, an A/A row (the reference
+Producers build and check; the timing comes after, for every row at once (:func:`~edgeformer.bench.timing. time_rows`):
+rows take turns in rounds (a fresh order each round), each p50 has a bootstrap interval, an A/A row (the reference
 artifact opened twice) checks the machine is quiet enough to rank, and the ★ goes only to a row faster than the
 runner-up beyond the interval of their paired ratio (a tie goes to fidelity, then size).
 

@@ -35,7 +35,7 @@ class BenchConfig:
     ``parity_samples`` the number of inputs (batches) each row is compared with PyTorch on.
 
     Rows are timed together in ``rounds`` rounds (each row ``min_time_s / rounds`` seconds per round, or
-    ``runs / rounds`` calls), the order rotating each round; ``aa_check`` adds the reference artifact a second
+    ``runs / rounds`` calls), in a fresh order each round; ``aa_check`` adds the reference artifact a second
     time as its own row (the A/A check of :func:`edgeformer.profiling.side_by_side.rank`).
     """
 

@@ -1,7 +1,7 @@
 """Time every bench row at once, interleaved, and decide the ★ from the intervals.
 
-The producers have built and checked each row and left its contender (:class:`~.context.Timed`). Here all of
-them are timed together by :func:`edgeformer.profiling.interleave.interleave` — rotating rounds, p50 as the median
+The producers have built and checked each row and left its contender (:class:`~.context.Timed`). Here all of them are
+timed together by :func:`edgeformer.profiling.interleave.interleave` — rounds in a fresh order each, p50 as the median
 of round medians with a bootstrap interval — plus an A/A row (the reference artifact opened a second time), and
 :func:`edgeformer.profiling.side_by_side.rank` gives the ★ only where the figures support it.
 
@@ -139,8 +139,8 @@ def _how(result: Interleaved, live: dict[str, Timed], ctx: BenchContext) -> str:
     per_round = f"{cfg.min_calls} calls" if cfg.max_calls == cfg.min_calls else f"≥ {cfg.round_time_s:.2f} s"
     parts = [
         f"interleaved, {len(result.names)} rows × {len(result.round_medians)} rounds ({result.stop_reason}), "
-        f"order rotating, {per_round} per row per round after {cfg.warmup} warm-up calls; p50 = median of round "
-        f"medians, [95 % CI] by bootstrap over rounds"
+        f"order shuffled each round, {per_round} per row per round after {cfg.warmup} warm-up calls; "
+        f"p50 = median of round medians, [95 % CI] by bootstrap over rounds"
     ]
     if any(t.backend == "ort" for t in live.values()) and ctx.agent is None:
         parts.append(f"every ORT row: threads={ctx.threads or 'default'}, spinning off, kept open")

@@ -179,13 +179,12 @@ def bench_cmd(
 ) -> None:
     """Export MODEL, build it for every target × precision available here and time each: one table.
 
-    Each row shows status (✅ ran, ⏭ cannot run here and why, ❌ failed and the error), file size,
-    parity vs PyTorch (worst cosine, top-1 agreement), p50/p90 latency, FPS and the tool versions.
-    Every row is built and checked first; then all rows are timed together, taking turns in --rounds
-    rounds (A B C, B C A, ...), so load that comes and goes hits them alike. p50 is the median of the
-    round medians and ± half its 95 % bootstrap interval; every ORT row runs with the same threads and
-    spinning off; OpenVINO rows are reopened each round. Start-up (session creation + first call) and
-    memory are in bench.md. --batch 8 gives batch-8 throughput in the FPS column.
+    Each row shows status (✅ ran, ⏭ cannot run here and why, ❌ failed and the error), file size, parity vs PyTorch
+    (worst cosine, top-1 agreement), p50/p90 latency, FPS and the tool versions. Every row is built and checked first;
+    then all rows are timed together, taking turns in --rounds rounds (A B C, C A B, ...: a fresh order each), so load
+    that comes and goes hits them alike. p50 is the median of the round medians and ± half its 95 % bootstrap interval;
+    every ORT row runs with the same threads and spinning off; OpenVINO rows are reopened each round. Start-up (session
+    creation + first call) and memory are in bench.md. --batch 8 gives batch-8 throughput in the FPS column.
 
     ★ marks the row with cosine vs PyTorch ≥ --min-cosine that is faster than every other such row
     beyond the interval of their paired ratio. Within the noise it is a tie, broken by fidelity, then

@@ -97,10 +97,10 @@ def profile_cmd(
 
       edgeformer profile build/l1 --compare build/l1-int8 --compare build/l1-ort --threads 2
 
-    With --compare the artifacts are timed together, taking turns (A B C, B C A, …), so load that comes and
-    goes hits them alike; a row is called faster only when its ratio's interval excludes 1, and the first
-    artifact is also timed as a second row (A/A): if the two disagree beyond their interval, the machine is
-    too noisy to rank them.
+    With --compare the artifacts are timed together, taking turns (A B C, C A B, …: a fresh order each round), so load
+    that comes and goes hits them alike; a row is called faster only when its ratio's interval excludes 1, and the first
+    artifact is also timed as a second row (A/A): if the two disagree beyond their interval, the machine is too noisy to
+    rank them.
     """
 
     setup_logging(verbose)

@@ -1,10 +1,12 @@
-"""Interleaved timing: several contenders timed in rounds (A B C … B C A … C A B …), compared with intervals.
+"""Interleaved timing: several contenders timed in rounds (A B C … C A B … B C A …), compared with intervals.
 
 Timing rows one after another charges whatever load came and went during each row to that row alone: on a
 shared 2-core machine one run of ``bench`` put two files that are the same speed 30 % apart. Here every round
-times every contender for a short while, the start rotating each round so that no contender always follows
-the same one, and a row's figure is the **median of its round medians**. Load that lasts longer than a round
-hits every contender alike and drops out of their *ratio*.
+times every contender for a short while, in a fresh seeded order each round so that no contender always
+follows the same one. (With a cyclic order, rotated each round, an A/A pair on a quiet machine came out
+1.030 [1.026, 1.060]: the twin always ran right after the same OpenVINO row, which closes its model and worker
+threads at the end of its turn.) A row's figure is the **median of its round medians**. Load that lasts longer
+than a round hits every contender alike and drops out of their *ratio*.
 
 Intervals come from a bootstrap over rounds (rounds resampled with replacement, percentile interval):
 
@@ -195,7 +197,7 @@ def interleave(
     decided: Callable[[Interleaved], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Interleaved:
-    """Time ``contenders`` in rotating rounds and return their figures.
+    """Time ``contenders`` in rounds, each in a fresh seeded order, and return their figures.
 
     Stops after ``config.rounds`` rounds, when ``config.budget_s`` runs out (after ``min_rounds``), or when
     ``decided(partial_result)`` is true (checked from ``min_rounds`` on). Every opened contender is closed,
@@ -212,11 +214,11 @@ def interleave(
     per_round: list[list[float]] = []
     calls: list[list[float]] = [[] for _ in range(n)]
     stop_reason = "rounds"
+    order_rng = np.random.default_rng([config.seed, 1])  # its own stream: the bootstrap's seed stays as it was
     try:
         for r in range(config.rounds):
             row = [0.0] * n
-            for k in range(n):
-                i = (r + k) % n  # rotate: every contender takes every position, none always follows the same one
+            for i in (int(j) for j in order_rng.permutation(n)):  # none always follows the same one
                 try:
                     row[i] = _one_round(contenders[i], open_calls, i, r, config, calls, startup, memory)
                 except Exception as e:

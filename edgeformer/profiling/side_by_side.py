@@ -273,7 +273,7 @@ def compare_artifacts(
     entries = [Entry(name=r.name, eligible=True, size_mb=r.size_mb) for r in rows]
     verdict = rank(entries, result, pair)
     how = (
-        f"interleaved, {len(result.names)} rows × {len(result.round_medians)} rounds, order rotating, "
+        f"interleaved, {len(result.names)} rows × {len(result.round_medians)} rounds, order shuffled each round, "
         f"≥ {config.round_time_s:.2f} s per row per round; p50 = median of round medians, [95 % CI] by bootstrap"
     )
     return Comparison(rows=tuple(rows), verdict=verdict, timing=how)

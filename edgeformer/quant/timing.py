@@ -2,7 +2,7 @@
 
 The placement search used to time two whole graphs one after the other and act on 1-3 % differences
 while the same graph measured 4.7-8.8 ms from one call to the next on the shared machine: most of its
-decisions were noise. Here a candidate is timed *against* a fixed reference in rotating rounds
+decisions were noise. Here a candidate is timed *against* a fixed reference in rounds of a fresh order
 (:func:`~edgeformer.profiling.interleave.interleave`) until the paired ratio's bootstrap interval
 excludes 1 or the rounds / seconds of :func:`pair_config` run out, and the answer says which of the two
 it was (:class:`PairTiming`).
