@@ -252,7 +252,8 @@ class BenchReport:
         lines = [f"Timing: {self.timing}."] if self.timing else []
         v = self.verdict
         if v is not None and v.aa is not None:
-            status = "ok" if v.aa_ok else "failed — no ranking"
+            gap = abs(v.aa.ratio - 1)
+            status = f"ok (a ranked difference must also clear its {gap:.1%} gap)" if v.aa_ok else "failed — no ranking"
             lines.append(f"A/A check ({v.aa.a} vs {v.aa.b}): ratio {v.aa.describe()}, {status}.")
         if v is not None:
             lines.append(f"Verdict: {v.message}")
