@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
                 e,
             )
             try:
-                with _quiet_ort():
+                with _quiet_ort(), _working_dir(tmp):
                     quant_pre_process(str(model_path), str(staged), skip_symbolic_shape=True)
             except Exception as e2:
                 raise ModelFileError(
@@ -81,12 +82,20 @@ def preprocess(model_path: str | Path, out_path: str | Path, config: QuantConfig
 
 @contextlib.contextmanager
 def _working_dir(path: str | Path) -> Iterator[None]:
-    """Run the block with ``path`` as the working directory (``contextlib.chdir`` is Python 3.11+)."""
-    previous = os.getcwd()
+    """Run the block with ``path`` as the working directory and as the temp root of ``tempfile``.
+
+    ORT's ``quant_pre_process`` makes its own ``pre.quant.*`` folder under the system temp folder (and, on a
+    failed symbolic inference, writes into the working directory): both land in our owned scratch folder
+    instead, which the next run removes when this one was killed. ``tempfile.tempdir`` is process-global;
+    quantization does not run it from several threads.
+    """
+    previous, previous_tmp = os.getcwd(), tempfile.tempdir
     os.chdir(path)
+    tempfile.tempdir = str(path)
     try:
         yield
     finally:
+        tempfile.tempdir = previous_tmp
         os.chdir(previous)
 
 
