@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,27 +50,15 @@ _scratch: Path | None = None
 
 
 def _temp_folder(kind: str, base: str | None = None) -> Path:
-    """``edgeformer-fuzz-<kind>-<pid>-XXXX`` under ``base``, after removing those of processes that are gone.
+    """An owned temporary folder (``edgeformer.scratch``) under ``base``; those of dead runs are removed first.
 
     libFuzzer ends the process with C's ``exit()``, which skips Python's ``atexit``: each run clears what the
-    runs before it left instead.
+    runs before it left instead. Imported here, not at the top: ``edgeformer`` must first be imported by the
+    harness under :func:`instrumented`, or its modules would not be instrumented.
     """
-    root = Path(base or tempfile.gettempdir())
-    for old in root.glob(f"edgeformer-fuzz-{kind}-*"):
-        pid = old.name.removeprefix(f"edgeformer-fuzz-{kind}-").split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"edgeformer-fuzz-{kind}-{os.getpid()}-", dir=root))
+    from edgeformer.scratch import make_scratch_dir
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    return make_scratch_dir(f"fuzz-{kind}", parent=base)
 
 
 def scratch() -> Path:
