@@ -23,7 +23,7 @@ from ..agent import AgentClient, resolve_token
 from ..artifact import Artifact
 from ..errors import ConfigError
 from ..profiling import ProfileConfig, build_feeds, device_card, measure, open_session
-from ..runtimes.base import SessionOptions
+from ..profiling.side_by_side import session_options  # the one ORT setting of every interleaved timing
 from ..runtimes.feeds import check_feeds
 from .table import TableDevice
 
@@ -45,11 +45,6 @@ class Timing:
     noise: float
     rounds: int
     runs: int
-
-
-def session_options(backend: str, threads: int) -> SessionOptions:
-    extra = (("allow_spinning", False),) if backend == "ort" else ()
-    return SessionOptions(threads=threads, extra=extra)
 
 
 def option_labels(backend: str) -> tuple[str, ...]:
