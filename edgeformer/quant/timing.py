@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from ..profiling.interleave import Contender, InterleaveConfig, Interleaved, RatioEstimate, interleave
+from ..profiling.side_by_side import session_options
 from ..records import Record
+from ..runtimes.ort import ort_options
 from .config import SearchConfig
 
 # ``latency(paths) -> p50 ms of each``; injectable so that the decision logic can be tested exactly
@@ -176,16 +179,14 @@ def _paired(rounds: list[tuple[float, float]], config: InterleaveConfig) -> Inte
 
 
 def ort_session(path: Path, threads: int | None):
-    """An ORT CPU session as every quantization timing opens it: ``threads`` intra-op threads, no spin-waiting."""
+    """An ORT CPU session as every quantization timing opens it: the session setting of every interleaved timing
+    (:func:`~edgeformer.profiling.side_by_side.session_options`: ``threads`` intra-op threads, no spin-waiting),
+    through the runtime's one mapping to ORT's options, with QDQ's per-node warnings off."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    base = session_options("ort", threads or None)
+    options = dataclasses.replace(base, extra=(*base.extra, ("log_severity_level", 3)))
+    return ort.InferenceSession(str(path), ort_options(ort, options), providers=["CPUExecutionProvider"])
 
 
 def _ort_opener(path: Path, feeds: Mapping[str, np.ndarray], threads: int | None):

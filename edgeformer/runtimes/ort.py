@@ -115,7 +115,7 @@ class OrtSession(BackendSession):
         self._profiling = options.enable_profiling
         try:
             self._sess = ort.InferenceSession(
-                str(self.path), sess_options=_ort_options(ort, options), providers=list(requested)
+                str(self.path), sess_options=ort_options(ort, options), providers=list(requested)
             )
         except _native_errors() as e:
             nodes = ort_unsupported(self.path, e)
@@ -179,7 +179,7 @@ def _requested_providers(ort: Any, providers: tuple[str, ...] | None) -> tuple[s
     return requested
 
 
-def _ort_options(ort: Any, options: SessionOptions) -> Any:
+def ort_options(ort: Any, options: SessionOptions) -> Any:
     """Map backend-neutral :class:`SessionOptions` to ``onnxruntime.SessionOptions`` (the only such mapping)."""
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

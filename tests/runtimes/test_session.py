@@ -326,9 +326,9 @@ def test_allow_spinning_is_an_accepted_ort_option():
 
     from edgeformer.errors import ConfigError
     from edgeformer.runtimes.base import SessionOptions
-    from edgeformer.runtimes.ort import _ort_options
+    from edgeformer.runtimes.ort import ort_options
 
-    so = _ort_options(ort, SessionOptions(threads=2, extra=(("allow_spinning", False),)))
+    so = ort_options(ort, SessionOptions(threads=2, extra=(("allow_spinning", False),)))
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ConfigError, match="must be bool"):
-        _ort_options(ort, SessionOptions(extra=(("allow_spinning", "no"),)))
+        ort_options(ort, SessionOptions(extra=(("allow_spinning", "no"),)))
