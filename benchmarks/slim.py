@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeformer.models.reference import load_reference
+from edgeformer.models.reference import load_reference, read_reference_meta
 from edgeformer.nas import SearchSpace, TimingConfig, build_table, slim
+from edgeformer.nas.candidates import CandidateJob, export_candidate  # the same export the slimmed models get
 from edgeformer.nas.data import reference_data
-from edgeformer.nas.slim import _export  # the same export the slimmed models get
 from edgeformer.nas.timing import time_artifacts
 
 
@@ -35,7 +35,16 @@ def parent_ms(model: str, threads: int) -> float:
     space = SearchSpace.of(model)
     data = reference_data(model)
     with tempfile.TemporaryDirectory() as tmp:
-        path = _export(load_reference(model)[0], model, space, Path(tmp), "fp32", data, "ort")
+        job = CandidateJob(
+            name="parent",
+            module=load_reference(model)[0],
+            zoo_model=space.zoo_model,
+            input_spec=read_reference_meta(model).input,
+            example=data.val[0][:1],
+            precision="fp32",
+            backend="ort",
+        )
+        path = export_candidate(job, Path(tmp))
         return time_artifacts([path], "ort", TimingConfig(threads=threads, rounds=7))[0].p50_ms
 
 

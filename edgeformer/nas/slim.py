@@ -10,7 +10,6 @@ the measured p50 is at most budget × 1.05; a miss is reported as a miss. Each b
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import time
@@ -22,18 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..agent import Executor, make_executor
 from ..artifact import sha256_file, write_json_atomic
-from ..compile import compile as compile_artifact
 from ..errors import ConfigError, LatencyTableError
-from ..export.onnx import OnnxExportConfig, export_onnx
 from ..models import create_model, get_spec
 from ..models.complexity import count_params
 from ..models.reference import list_references, load_reference, read_reference_meta
-from ..quant import quantize
-from ..quant.config import QuantConfig, SearchConfig
 from ..records import Record
-from ..runtimes import Session
 from ..scratch import scratch_dir
+from .candidates import CandidateJob, build_candidates
 from .data import SlimData, npz_data, reference_data
 from .evaluate import Evaluator
 from .finetune import finetune
@@ -122,39 +118,25 @@ def _input_spec(model: str) -> Any:
     return get_spec(model).input
 
 
-def _export(
-    module: torch.nn.Module, model: str, space: SearchSpace, folder: Path, precision: str, data: SlimData, backend: str
-) -> Path:
-    """The fused module through export (and quantize for an INT8 table, and OpenVINO's compile for its tables)."""
-    module = copy.deepcopy(module).eval().fuse()  # fusing is in place; the caller keeps an unfused model
-    hints = get_spec(space.zoo_model).export
-    example = torch.from_numpy(data.val[0][:1].copy())
-    art = export_onnx(
-        module,
-        out=folder / "fp32",
-        example_inputs=(example,),
-        input_spec=_input_spec(model),
-        config=OnnxExportConfig(dynamo=hints.dynamo, opset=hints.opset),
-        cache=None,
-    )
-    if precision == "int8":
-        calib = folder / "calib.npy"
+def _jobs(model: str, space: SearchSpace, data: SlimData, dev: Any) -> Callable[..., CandidateJob]:
+    """``job(name, module, scored)``: a candidate job with what every export of this slim run shares."""
+    calib = None
+    if dev.precision == "int8":
         x, _ = data.train(0)
-        np.save(calib, x[np.random.default_rng(0).permutation(len(x))[:128]])
-        art = quantize(
-            art, QuantConfig(search=SearchConfig(enabled=False)), calib=calib, out=folder / "int8", cache=None
-        )
-        calib.unlink()
-    if backend == "openvino":
-        art = compile_artifact(art, target="openvino", out=folder / "openvino", cache=None)
-    return art.path
+        calib = x[np.random.default_rng(0).permutation(len(x))[:128]]
+    shared = {
+        "zoo_model": space.zoo_model,
+        "input_spec": _input_spec(model),
+        "example": data.val[0][:1].copy(),
+        "precision": dev.precision,
+        "backend": dev.backend,
+        "calib": calib,
+    }
 
+    def job(name: str, module: torch.nn.Module, scored: bool = True) -> CandidateJob:
+        return CandidateJob(name=name, module=module, test=data.test if scored else None, **shared)
 
-def _ort_top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    with Session(path) as s:
-        name = s.inputs[0].name
-        pred = np.concatenate([s.run({name: x[i : i + 64]})[s.outputs[0].name].argmax(1) for i in range(0, len(x), 64)])
-    return float((pred == y).mean() * 100)
+    return job
 
 
 def _save_checkpoint(module: torch.nn.Module, path: Path) -> None:
@@ -178,9 +160,15 @@ def slim(
     progress: Progress | None = None,
     device: str | None = None,
     token: str | None = None,
+    executor: Executor | None = None,
 ) -> SlimReport:
     """Slim ``model`` to each of ``budgets_ms`` (see the module docstring); returns the typed report, also written
-    to ``out`` (``report.json``/``.md``/``.html``, ``pareto.csv``/``.png``, one folder per budget)."""
+    to ``out`` (``report.json``/``.md``/``.html``, ``pareto.csv``/``.png``, one folder per budget).
+
+    ``executor`` builds the candidates (export -> quantize -> evaluate, :mod:`.candidates`): one at a time here by
+    default; a :class:`~edgeformer.agent.RayExecutor` builds each batch as parallel Ray tasks. The artifacts are
+    the same either way; timing always runs here (or on the agent), after a batch is built.
+    """
     if search not in ("greedy", "evolution"):
         raise ConfigError(f"--search must be greedy or evolution, not {search!r}.")
     if not budgets_ms or any(b <= 0 for b in budgets_ms):
@@ -203,11 +191,17 @@ def slim(
     data = _data(model, data, space.parent.num_classes, seed)
     evaluate = Evaluator(parent, data, seed=seed)
     say = progress or (lambda d, n, w: None)
+    job = _jobs(model, space, data, dev)
     out.mkdir(parents=True, exist_ok=True)
+    ex = executor if executor is not None else make_executor("local", max_workers=1)  # nothing to close
     with scratch_dir("slim") as tmp:
         work = Path(tmp)
+
+        def build(jobs: list[CandidateJob], under: str = "") -> list[tuple[Path, float | None]]:
+            return build_candidates(jobs, ex, work / under)
+
         say(0, len(budgets_ms) + 1, "measuring the parent")
-        parent_path = _export(parent, model, space, work / "parent", dev.precision, data, dev.backend)
+        ((parent_path, parent_top1),) = build([job("parent", parent)])
         (pt,) = timer.time([parent_path])
         parent_rec = SlimModel(
             kind="parent",
@@ -217,7 +211,7 @@ def slim(
             measured_ms=pt.p50_ms,
             measured_noise=pt.noise,
             val_inherited=evaluate(space.parent),
-            top1=_ort_top1(parent_path, *data.test),
+            top1=parent_top1,
         )
         started = time.perf_counter()
         floor = lm.predict_ms(space.smallest())
@@ -272,7 +266,8 @@ def slim(
             result = _deliver(
                 repick,
                 parent_path,
-                model,
+                job,
+                lambda jobs, i=i: build(jobs, f"b{i}"),
                 space,
                 lm,
                 parent,
@@ -281,7 +276,6 @@ def slim(
                 chosen,
                 budget,
                 work / f"b{i}",
-                dev,
                 timer,
                 epochs,
                 seed,
@@ -323,7 +317,8 @@ def _checkpoint_record(model: str, checkpoint: str | Path | None) -> dict[str, s
 def _deliver(
     repick,
     parent_path,
-    model,
+    job,
+    build,
     space,
     lm,
     parent,
@@ -332,7 +327,6 @@ def _deliver(
     arch,
     budget,
     work,
-    dev,
     timer,
     epochs,
     seed,
@@ -349,7 +343,7 @@ def _deliver(
     target = budget
     for attempt in range(MAX_ATTEMPTS):
         child = finetune(evaluate.child(arch), parent, data, epochs=epochs, seed=seed)
-        child_path = _export(child, model, space, work / f"slim{attempt}", dev.precision, data, dev.backend)
+        ((child_path, child_top1),) = build([job(f"slim{attempt}", child)])
         # timed beside the parent, as in the final measurement below: the budget is judged on one protocol
         t, _ = timer.time([child_path, parent_path])
         attempts.append((lm.predict_ms(arch), t.p50_ms))
@@ -363,10 +357,8 @@ def _deliver(
         arch = nxt
     # uniform baseline candidates, inherited and BN-recalibrated, timed in one interleaved batch with the slim model
     cands = [uniform(space, f) for f in UNIFORM_FRACTIONS]
-    cand_paths = [
-        _export(evaluate.child(a), model, space, work / f"u{j}", dev.precision, data, dev.backend)
-        for j, a in enumerate(cands)
-    ]
+    # only timed, so not scored; built in one batch (in parallel on Ray), then timed together
+    cand_paths = [path for path, _ in build([job(f"u{j}", evaluate.child(a), False) for j, a in enumerate(cands)])]
     timed = timer.time([child_path, *cand_paths])  # only to pick the candidate of the nearest latency
     slim_t, cand_t = timed[0], timed[1:]
     j = min(range(len(cands)), key=lambda k: abs(cand_t[k].p50_ms - slim_t.p50_ms))
@@ -375,7 +367,7 @@ def _deliver(
     u_child = evaluate.child(u_arch)
     if epochs:
         u_child = finetune(u_child, parent, data, epochs=epochs, seed=seed)
-    u_path = _export(u_child, model, space, work / "uniform", dev.precision, data, dev.backend)
+    ((u_path, u_top1),) = build([job("uniform", u_child)])
     s_t2, u_t, _ = timer.time([child_path, u_path, parent_path])
     slim_rec = SlimModel(
         kind="slim",
@@ -385,7 +377,7 @@ def _deliver(
         measured_ms=s_t2.p50_ms,
         measured_noise=s_t2.noise,
         val_inherited=evaluate(arch),
-        top1=_ort_top1(child_path, *data.test),
+        top1=child_top1,
         folder="model",
     )
     try:
@@ -400,7 +392,7 @@ def _deliver(
         measured_ms=u_t.p50_ms,
         measured_noise=u_t.noise,
         val_inherited=evaluate(u_arch),
-        top1=_ort_top1(u_path, *data.test),
+        top1=u_top1,
         folder="uniform",
     )
     shutil.copytree(child_path, staged / "model")

@@ -179,3 +179,16 @@ def test_slim_end_to_end_and_its_usage_errors(tmp_path):
         2,
         "greedy or evolution",
     )
+    base = (
+        "slim",
+        "digits_shvit",
+        "--table",
+        str(tmp_path / "t.json"),
+        "--budget-ms",
+        "5",
+        "--out",
+        str(tmp_path / "o5"),
+    )
+    assert_one_line_error(cli(*base, "--executor", "dask"), 2, "choose local or ray")
+    assert_one_line_error(cli(*base, "--ray-address", "auto"), 2, "--ray-address goes with --executor ray")
+    assert not (tmp_path / "o5").exists()

@@ -134,3 +134,28 @@ def test_slim_delivers_a_verified_folder_per_budget_and_resumes(setup, tmp_path)
         assert (out / name).stat().st_size > 0
     assert "Why blocks were cut" in (out / "report.md").read_text()
     assert len((out / "pareto.csv").read_text().splitlines()) == 1 + 1 + 2 * 2
+
+
+@pytest.mark.slow  # slim twice (~3 min): the default run checks the candidate builds themselves on Ray
+def test_slim_on_ray_builds_what_the_local_build_builds(setup, tmp_path):
+    ray = pytest.importorskip("ray")
+    from edgeformer.agent import RayExecutor
+
+    space, lm, path, _, _ = setup
+    floor, top = lm.predict_ms(space.smallest()), lm.predict_ms(space.parent)
+    budget = floor + 0.6 * (top - floor)
+    kw = {"table": path, "budgets_ms": [budget], "epochs": 0, "compare": False}
+    local = slim("digits_shvit", out=tmp_path / "local", **kw)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        with RayExecutor() as ex:
+            remote = slim("digits_shvit", out=tmp_path / "ray", executor=ex, **kw)
+    finally:
+        ray.shutdown()
+    # what timing cannot change is the same: the parent's score, the search, the first pick and its score
+    assert remote.parent.top1 == local.parent.top1 and remote.parent.arch == local.parent.arch
+    (lb,), (rb,) = local.budgets, remote.budgets
+    assert rb.greedy_val == lb.greedy_val and rb.attempts[0][0] == lb.attempts[0][0]
+    if rb.slim.arch == lb.slim.arch:  # the same sub-network (no re-pick on either side): the same artifact score
+        assert rb.slim.top1 == lb.slim.top1
+    assert (tmp_path / "ray" / f"budget-{budget:g}ms" / "model" / "model.onnx").exists()
