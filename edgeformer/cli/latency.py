@@ -94,6 +94,14 @@ def build_cmd(
     whole: Annotated[int, typer.Option("--whole", min=3, help="Whole models timed to fit the correction.")] = 8,
     rounds: Annotated[int, typer.Option("--rounds", min=2, help="Interleaved timing rounds per entry.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the correction's sampled models.")] = 0,
+    shard: Annotated[
+        str,
+        typer.Option(
+            "--shard",
+            help="I/N: time only the I-th of N shares into --out (N builds on N like devices split one table; "
+            "shards fit no correction: run once more without --shard to fit it). --fleet does this per label.",
+        ),
+    ] = "0/1",
     verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -104,6 +112,12 @@ def build_cmd(
     from ..nas import SearchSpace, TimingConfig, build_fleet_tables, build_table  # torch: only when it runs
 
     setup_logging(verbose)
+    try:
+        index, count = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard takes I/N (for example 0/2), not {shard!r}.") from None
+    if fleet is not None and count != 1:
+        raise ConfigError("--shard goes without --fleet: a fleet build shards each table over its label's agents.")
     space = SearchSpace.of(model, width_step=width_step)
     if fleet is not None:
         fleet_ = Fleet.load(fleet)
@@ -139,6 +153,7 @@ def build_cmd(
             seed=seed,
             timing=TimingConfig(threads=threads, rounds=rounds),
             progress=lambda done, total, what: bar(done, total, f"{model} {precision}: {what}"),
+            shard=(index, count),
         )
     if json_out:
         print_json(
@@ -152,6 +167,8 @@ def build_cmd(
         return
     c = result.correction
     console.print(f"{out}: {len(result.entries)} blocks of {model} on {result.device.summary()}")
+    if count > 1:
+        console.print(f"shard {index}/{count} merged; when every shard is in, rerun without --shard to fit")
     if c is not None:
         terms = ", ".join(f"{n} {v:+.4g}" for n, v in zip(c.features, c.coef, strict=True))
         console.print(f"correction: {terms} (fitted on {c.fitted_on}; residual rms {c.residual_rms_ms:.3f} ms)")

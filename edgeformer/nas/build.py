@@ -2,7 +2,9 @@
 
 Resumable: entries are merged into the table file as each batch is timed, and a rerun measures only what is
 missing. Two builds extending one file at once merge under a lock and lose nothing (they may time a block
-twice; the later timing wins).
+twice; the later timing wins). ``shard=(i, n)`` times only every n-th block and whole model from the i-th: n
+builds on n agents of one label split one table between them (``build_fleet_tables``), and the correction is
+fitted once all have merged (:func:`fit_table`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def build_table(
     seed: int = 0,
     timing: TimingConfig | None = None,
     progress: Progress | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> LatencyTable:
     """Build (or extend) the latency table of ``space`` on ``backend``/``precision`` at ``out``.
 
@@ -82,9 +85,11 @@ def build_table(
         whole_models: whole sub-networks timed for the correction (smallest, largest, seeded samples).
         timing: rounds and calls per round; ``threads`` is taken from ``threads``.
         progress: called as ``progress(done, total, what)`` after each timed batch.
+        shard: ``(i, n)``: time only the blocks and whole models at positions i, i + n, ... of the space's fixed
+            order, and leave the correction to :func:`fit_table` (run it once every shard is in); ``(0, 1)``: all.
 
     Returns:
-        The table as written, with its correction fitted.
+        The table as written, with its correction fitted (for one shard of several: without it).
     """
     space = SearchSpace.of(space) if isinstance(space, str) else space
     if backend not in BACKENDS:
@@ -93,6 +98,9 @@ def build_table(
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}.")
+    index, count = shard
+    if not 0 <= index < count:
+        raise ConfigError(f"shard must be I/N with 0 <= I < N, got {index}/{count}.")
     timing = replace(timing or TimingConfig(), threads=threads)
     path = Path(out)
     if device in (None, "local") and (why := backend_unavailable(backend)):
@@ -104,11 +112,12 @@ def build_table(
         model=space.model, zoo_model=space.zoo_model, width_step=space.width_step, device=dev, keys_total=len(keys)
     )
     table = open_for_build(path, fresh)
-    todo = [k for k in keys if k not in table.entries]
-    archs = calibration_archs(space, whole_models, seed)
+    mine = list(keys)[index::count]
+    todo = [k for k in mine if k not in table.entries]
+    archs = calibration_archs(space, whole_models, seed)[index::count]
     done_whole = {arch_id(w.arch) for w in table.whole if w.purpose == "calibration"}
     whole_todo = [a for a in archs if arch_id(arch_dict(a)) not in done_whole]
-    total = len(keys) + len(archs)
+    total = len(mine) + len(archs)
     done = total - len(todo) - len(whole_todo)
     if progress:
         progress(done, total, f"{len(todo)} blocks and {len(whole_todo)} whole models to time")
@@ -144,8 +153,19 @@ def build_table(
             done += len(batch)
             if progress:
                 progress(done, total, "whole models")
-    correction = fit_correction(table, space)
-    return update(path, lambda t: replace(t, correction=correction))
+    return fit_table(path, space) if count == 1 else table
+
+
+def fit_table(path: str | Path, space: SearchSpace) -> LatencyTable:
+    """Fit the correction of the table at ``path`` on its whole models and write it back (under the lock)."""
+
+    def fitted(t: LatencyTable) -> LatencyTable:
+        if not t.complete:
+            missing = t.keys_total - len(t.entries)
+            raise LatencyTableError(f"{path} lacks {missing} of {t.keys_total} blocks; build it again to finish it.")
+        return replace(t, correction=fit_correction(t, space))
+
+    return update(Path(path), fitted)
 
 
 def _export_blocks(
@@ -183,11 +203,11 @@ def _whole(space: SearchSpace, arch: Any, t: Timing, purpose: str, drift: float 
     )
 
 
-def _build_on(agent: Any, item: tuple[str, dict[str, Any]]) -> str:
-    """One fleet agent's table, built by an ``edgeformer latency build --device`` child process (module level: the
-    Ray executor pickles it). A process per device, not a thread: torch.export keeps global tracing state, and two
-    exports in one process at once fail."""
-    label, kw = item
+def _build_on(agent: Any, item: tuple[str, int, int, dict[str, Any]]) -> str:
+    """One shard of a label's table on one of its agents, built by an ``edgeformer latency build --device --shard``
+    child process (module level: the Ray executor pickles it). A process per agent, not a thread: torch.export
+    keeps global tracing state, and two exports in one process at once fail."""
+    label, index, count, kw = item
     out = Path(kw["out_dir"]) / f"{label}.json"
     t: TimingConfig = kw["timing"]
     cmd = [
@@ -215,6 +235,8 @@ def _build_on(agent: Any, item: tuple[str, dict[str, Any]]) -> str:
         str(t.rounds),
         "--seed",
         str(kw["seed"]),
+        "--shard",
+        f"{index}/{count}",
         "--json",
     ]
     env = {**os.environ}
@@ -240,8 +262,10 @@ def build_fleet_tables(
     seed: int = 0,
     timing: TimingConfig | None = None,
 ) -> dict[str, str]:
-    """One table per label of ``fleet`` (``out_dir/<label>.json``), the labels built in parallel by ``executor``;
-    an agent that dies is replaced by another of its label, and its table resumes from what was merged."""
+    """One table per label of ``fleet`` (``out_dir/<label>.json``), built in parallel by ``executor``: the labels
+    side by side, and each label's table split into one shard per agent of the label (agents of one label are
+    the same kind of device). An agent that dies is replaced by another of its label, and its shard resumes
+    from what was merged; the correction is fitted once a label's shards are all in."""
     labels = list(fleet.labels)
     kw = {
         "model": space.model,
@@ -254,5 +278,10 @@ def build_fleet_tables(
         "out_dir": str(out_dir),
         "timing": timing or TimingConfig(threads=threads),
     }
-    paths = executor.map(_build_on, [(label, dict(kw)) for label in labels], device_for=lambda item: item[0])
-    return dict(zip(labels, paths, strict=True))
+    shards = {label: len(fleet.with_label(label)) for label in labels}
+    items = [(label, i, n, dict(kw)) for label, n in shards.items() for i in range(n)]
+    executor.map(_build_on, items, device_for=lambda item: item[0])
+    paths = {label: Path(out_dir) / f"{label}.json" for label in labels}
+    for path in paths.values():
+        fit_table(path, space)
+    return {label: str(path) for label, path in paths.items()}

@@ -9,6 +9,7 @@ import pytest
 from cli.conftest import cli  # tests/ is on sys.path
 from nas.conftest import FAST, tiny_space  # noqa: F401 (a fixture)
 
+from edgeformer.agent import AgentClient
 from edgeformer.errors import AgentUnreachableError, LatencyTableError
 from edgeformer.nas import LatencyModel, build_table, local_device, read_table, validate
 
@@ -38,11 +39,12 @@ def test_a_table_built_through_an_agent_is_that_devices_table(tiny_space, start_
 
 @pytest.mark.slow
 def test_latency_build_on_a_fleet_makes_one_table_per_label(tiny_space, start_agent, tmp_path):  # noqa: F811
-    a, b = start_agent(), start_agent()
+    a, b, c = start_agent(), start_agent(), start_agent()
     fleet = write_fleet(
         tmp_path / "fleet.toml",
         ("a", f"agent://127.0.0.1:{a.port}", "board-a"),
         ("b", f"agent://127.0.0.1:{b.port}", "board-b"),
+        ("c", f"agent://127.0.0.1:{c.port}", "board-a"),  # board-a's table is split between a and c
     )
     proc = cli(
         "latency",
@@ -62,9 +64,12 @@ def test_latency_build_on_a_fleet_makes_one_table_per_label(tiny_space, start_ag
         str(tmp_path / "tables"),
     )
     assert proc.returncode == 0, proc.stderr
-    for label, agent in (("board-a", a), ("board-b", b)):
-        table = read_table(tmp_path / "tables" / f"{label}.json")
-        assert table.complete and table.device.host == f"agent://127.0.0.1:{agent.port}"
     one, two = (read_table(tmp_path / "tables" / f"{x}.json") for x in ("board-a", "board-b"))
+    assert one.complete and two.complete and one.correction is not None and two.correction is not None
+    assert one.device.host in (f"agent://127.0.0.1:{a.port}", f"agent://127.0.0.1:{c.port}")
+    assert two.device.host == f"agent://127.0.0.1:{b.port}"
     assert set(one.entries) == set(two.entries)
+    # both agents of board-a timed part of its table
+    done = {x: AgentClient(f"agent://127.0.0.1:{x.port}", token=TOKEN).info().jobs.done for x in (a, b, c)}
+    assert done[a] > 0 and done[c] > 0 and done[b] > 0, done
     assert dataclasses.replace(one.device, host="x") == dataclasses.replace(two.device, host="x")

@@ -95,6 +95,12 @@ def test_errors_are_one_line_with_their_exit_codes(built, tmp_path):
     assert_one_line_error(
         cli("latency", "build", "digits_shvit", "--precision", "fp8", "--out", str(tmp_path / "x")), 2, "precision"
     )
+    build = ("latency", "build", "digits_shvit", "--out", str(tmp_path / "x"))
+    assert_one_line_error(cli(*build, "--shard", "half"), 2, "--shard takes I/N")
+    assert_one_line_error(cli(*build, "--shard", "3/2"), 2, "0 <= I < N, got 3/2")
+    (tmp_path / "f.toml").write_text('[[agents]]\nname = "a"\nurl = "agent://127.0.0.1:9"\nlabel = "x"\n')
+    assert_one_line_error(cli(*build, "--shard", "0/2", "--fleet", str(tmp_path / "f.toml")), 2, "without --fleet")
+    assert not (tmp_path / "x").exists()
     (tmp_path / "arch.json").write_text("[1, 2]")
     assert_one_line_error(
         cli("latency", "predict", str(out), "digits_shvit", "--arch", str(tmp_path / "arch.json")), 3, "ARCH.json"

@@ -97,3 +97,23 @@ def test_a_backend_that_cannot_run_here_is_refused_with_the_reason(tiny_space, t
     with pytest.raises(BackendUnavailableError, match=f"cannot build a {backend} latency table here"):
         build_table(tiny_space, backend=backend, out=tmp_path / "t.json", timing=FAST)
     assert not (tmp_path / "t.json").exists()
+
+
+def test_shards_split_one_table_and_the_fit_waits_for_all_of_them(tiny_space, tmp_path):
+    from edgeformer.nas.build import fit_table
+
+    path = tmp_path / "t.json"
+    keys = list(table_keys(tiny_space))
+    first = build_table(tiny_space, threads=1, out=path, whole_models=4, timing=FAST, shard=(0, 2))
+    assert set(first.entries) == set(keys[0::2]) and len(first.whole) == 2 and first.correction is None
+    with pytest.raises(LatencyTableError, match=f"lacks {len(keys[1::2])} of {len(keys)} blocks"):
+        fit_table(path, tiny_space)
+    second = build_table(tiny_space, threads=1, out=path, whole_models=4, timing=FAST, shard=(1, 2))
+    assert set(second.entries) == set(keys) and len(second.whole) == 4 and second.correction is None
+    assert {k: e.p50_ms for k, e in second.entries.items() if k in first.entries} == {
+        k: e.p50_ms for k, e in first.entries.items()
+    }  # the second shard timed only its own blocks
+    fitted = fit_table(path, tiny_space)
+    assert fitted.complete and fitted.correction is not None and read_table(path).correction == fitted.correction
+    with pytest.raises(ConfigError, match="I/N with 0 <= I < N, got 2/2"):
+        build_table(tiny_space, threads=1, out=path, timing=FAST, shard=(2, 2))
