@@ -11,6 +11,11 @@
 3. **Fleet speed-up** — the same batch of profiling jobs (``--jobs`` distinct models, ``--job-runs`` timed runs
    each, one thread) through a fleet of one agent, then of two, each agent pinned to its own core
    (``sched_setaffinity``); the figure is wall time 1 agent / 2 agents.
+4. **Table build speed-up** — ``edgeformer latency build MODEL --fleet F`` building one latency table (every block
+   and 4 whole models, one thread, no step cache) with a fleet of one agent, then two of one label, each pinned
+   to its own core, alternating ``--table-repeats`` times; the fleet build splits the table into one shard per
+   agent. The builds' exports run here, unpinned, on the same cores: the figure is the whole job's, as a user
+   with agents on the build machine would see it (on real boards the export and the timing use separate CPUs).
 
 Usage::
 
@@ -291,6 +296,53 @@ def speedup(exe: str, tmp: Path, jobs: int, job_runs: int) -> dict[str, Any]:
     }
 
 
+def write_fleet(path: Path, agents: list[Agent]) -> Path:
+    lines = []
+    for i, a in enumerate(agents):
+        lines += ["[[agents]]", f'name = "core{i}"', f'url = "{a.url}"', 'label = "cpu"', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def table_speedup(exe: str, tmp: Path, model: str, width_step: int, repeats: int) -> dict[str, Any]:
+    """``edgeformer latency build MODEL --fleet`` (one table, label "cpu") on 1 agent, then 2, alternating."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {"skipped": f"needs 2 CPUs, this process may use {len(cpus)}"}
+    agents = [Agent(exe, tmp / f"store-table-{i}", cpu=cpus[i]) for i in range(2)]
+    env = {**os.environ, "EDGEFORMER_AGENT_TOKEN": TOKEN, "EDGEFORMER_NO_CACHE": "1"}
+    flags = ["--width-step", str(width_step), "--threads", "1", "--whole", "4", "--rounds", "3", "--json"]
+    wall: dict[int, list[float]] = {}
+    entries: dict[int, int] = {}
+    try:
+        for k, n in enumerate([1, 2] * repeats):
+            fleet = write_fleet(tmp / f"fleet{k}.toml", agents[:n])
+            out = tmp / f"tables{k}"
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [exe, "latency", "build", model, "--fleet", str(fleet), "--out", str(out), *flags],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            wall.setdefault(n, []).append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr)
+            entries[n] = len(json.loads((out / "cpu.json").read_text())["entries"])
+    finally:
+        for a in agents:
+            a.stop()
+    return {
+        "model": model,
+        "width_step": width_step,
+        "entries": entries,
+        "cpus": cpus[:2],
+        "wall_1_agent_s": wall[1],
+        "wall_2_agents_s": wall[2],
+        "speedup": statistics.median(wall[1]) / statistics.median(wall[2]),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifact", type=Path, help="artifact for the overhead figure (default: shvit_s1, exported)")
@@ -302,7 +354,10 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=3, help="agent start-ups for the footprint")
     ap.add_argument("--jobs", type=int, default=8, help="profiling jobs in the fleet batch")
     ap.add_argument("--job-runs", type=int, default=300, help="timed runs of each fleet job")
-    ap.add_argument("--only", default="overhead,footprint,speedup", help="which measurements, comma-separated")
+    ap.add_argument("--table-model", default="digits_shvit", help="model of the fleet table build")
+    ap.add_argument("--table-width-step", type=int, default=16, help="width step of the fleet table build")
+    ap.add_argument("--table-repeats", type=int, default=2, help="1-agent/2-agent build pairs")
+    ap.add_argument("--only", default="overhead,footprint,speedup,table", help="which measurements, comma-separated")
     ap.add_argument("--json", type=Path, default=Path("agent.json"))
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -319,6 +374,8 @@ def main() -> None:
             results["footprint"] = footprint(base_venv(args.base_venv, tmp), tmp, args.starts, idle_s=3.0)
         if "speedup" in only:
             results["speedup"] = speedup(here, tmp, args.jobs, args.job_runs)
+        if "table" in only:
+            results["table"] = table_speedup(here, tmp, args.table_model, args.table_width_step, args.table_repeats)
     results["loadavg_after"] = os.getloadavg()
     args.json.write_text(json.dumps(results, indent=1))
     console.print(table(results, args))
@@ -329,7 +386,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> Table:
     t = Table(title=f"edgeformer agent · {results['device']['cpu_model']}", title_justify="left")
     for name in ("measure", "figure", "detail"):
         t.add_column(name, justify="right" if name == "figure" else "left")
-    o, f, s = (results.get(k) for k in ("overhead", "footprint", "speedup"))
+    o, f, s, tb = (results.get(k) for k in ("overhead", "footprint", "speedup", "table"))
     if o:
         t.add_row("p50 remote / local", f"{o['median_paired_ratio']:.3f}", "median of the rounds' paired ratios")
         t.add_row(
@@ -360,6 +417,15 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> Table:
         )
     elif s:
         t.add_row("fleet speed-up", "—", s["skipped"])
+    if tb and "speedup" in tb:
+        t.add_row(
+            "table build speed-up",
+            f"{tb['speedup']:.2f}x",
+            f"one {tb['model']} table ({tb['entries'][2]} blocks): {statistics.median(tb['wall_1_agent_s']):.1f} s "
+            f"on 1 agent, {statistics.median(tb['wall_2_agents_s']):.1f} s on 2 (one core each; exports unpinned)",
+        )
+    elif tb:
+        t.add_row("table build speed-up", "—", tb["skipped"])
     return t
 
 
