@@ -95,6 +95,11 @@ class Fleet(Record):
         fleet.check(str(path))
         return fleet
 
+    def each_agent(self) -> Fleet:
+        """The same agents, each its own label (``label/name``): work for a label then runs on every board of it,
+        and a board that dies fails its own row instead of handing its job to another."""
+        return Fleet(agents=tuple(dataclasses.replace(a, label=f"{a.label}/{a.name}") for a in self.agents))
+
     def check(self, where: str = "fleet") -> None:
         problems = []
         if not self.agents:
@@ -150,7 +155,8 @@ def fleet_status(fleet: Fleet, tries: int = 2) -> list[AgentHealth]:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetRow(Record):
-    """One label of ``profile --fleet``: the agent that answered and its result, or why there is none."""
+    """One label (or, with ``--every-agent``, one agent) of ``profile --fleet``: the agent that answered and its
+    result, or why there is none."""
 
     label: str
     agent: str | None = None

@@ -77,6 +77,12 @@ def profile_cmd(
     device: DeviceOpt = None,
     token_file: TokenFileOpt = None,
     fleet: FleetOpt = None,
+    every_agent: Annotated[
+        bool,
+        typer.Option(
+            "--every-agent", help="With --fleet: a row for every agent, not one per label (no hand-over if one dies)."
+        ),
+    ] = False,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     verbose: VerboseOpt = False,
@@ -85,7 +91,7 @@ def profile_cmd(
     """Time an artifact: p50/p90/p99, throughput, stability, memory, size, and the device it ran on.
 
     With --device agent://HOST:PORT it runs on that device's agent (the model is uploaded once); with --fleet
-    FILE on one agent of every label of the fleet, in one table.
+    FILE on one agent of every label of the fleet (--every-agent: on every agent), in one table.
 
     Examples:
 
@@ -106,6 +112,8 @@ def profile_cmd(
     setup_logging(verbose)
     if device is not None and fleet is not None:
         raise ConfigError("--device and --fleet are exclusive: one device, or one per label of the fleet.")
+    if fleet is None and every_agent:
+        raise ConfigError("--every-agent goes with --fleet FILE.")
     if fleet is None and (executor != "local" or ray_address is not None):
         raise ConfigError("--executor and --ray-address drive fleet work; add --fleet FILE.")
     config = ProfileConfig(
@@ -125,7 +133,7 @@ def profile_cmd(
         _compare([art, *(Artifact.load(p) for p in compare)], backend, config, rounds, isolate, json_out)
         return
     if fleet is not None:
-        fleet_ = Fleet.load(fleet)
+        fleet_ = Fleet.load(fleet).each_agent() if every_agent else Fleet.load(fleet)
         status = f"profiling {art.manifest.model_name} on {len(fleet_.labels)} devices…"
         with console.status(status, spinner="dots"), make_executor(executor, fleet_, ray_address=ray_address) as ex:
             rows = fleet_profile(fleet_, artifact, config, executor=ex, backend=backend)

@@ -103,6 +103,19 @@ def test_profile_on_a_fleet_prints_one_row_per_device(start_agent, tiny, tmp_pat
     assert_one_line_error(proc, 2, "--device and --fleet are exclusive")
 
 
+def test_every_agent_gives_each_board_of_a_label_its_row(start_agent, tiny, tmp_path):
+    a, b = start_agent(), start_agent()
+    path = write_fleet(tmp_path / "fleet.toml", ("a", a.url, "pi5-cpu"), ("b", b.url, "pi5-cpu"))
+    proc = cli("profile", str(tiny.path), "--fleet", str(path), "--every-agent", "--runs", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["label"], r["agent"]) for r in rows] == [("pi5-cpu/a", "a"), ("pi5-cpu/b", "b")]
+    assert all(r["result"]["latency"]["runs"] >= 5 for r in rows)
+    one = cli("profile", str(tiny.path), "--fleet", str(path), "--runs", "5", "--json")
+    assert [r["label"] for r in json.loads(one.stdout)] == ["pi5-cpu"]  # by label: one row
+    assert_one_line_error(cli("profile", str(tiny.path), "--every-agent"), 2, "--every-agent goes with --fleet")
+
+
 def test_an_agent_killed_mid_job_hands_the_job_to_another_of_its_label(start_agent, tiny, tmp_path):
     a, b = start_agent(), start_agent()
     fleet = Fleet.load(write_fleet(tmp_path / "fleet.toml", ("a", a.url, "cpu"), ("b", b.url, "cpu")))
