@@ -27,11 +27,11 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
-from edgeformer.agent import LocalExecutor, RayExecutor
+from edgeformer.agent import RayExecutor
 from edgeformer.artifact import Artifact
 from edgeformer.models.reference import load_reference, read_reference_meta
 from edgeformer.nas import SearchSpace
-from edgeformer.nas.candidates import CandidateJob, build_candidates
+from edgeformer.nas.candidates import CandidateJob, build_candidates, candidate_executor
 from edgeformer.nas.data import reference_data
 from edgeformer.nas.evaluate import Evaluator
 from edgeformer.nas.search import uniform
@@ -84,7 +84,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="slim-candidates-") as t:
             for k in range(args.repeats):
-                for name, ex in (("local", LocalExecutor(max_workers=1)), ("ray", RayExecutor())):
+                for name, ex in (("local", candidate_executor()), ("ray", RayExecutor())):
                     start = time.perf_counter()
                     built = build_candidates(batch, ex, Path(t) / f"{name}{k}")
                     wall[name].append(time.perf_counter() - start)

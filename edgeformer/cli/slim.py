@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..agent import make_executor, resolve_token
+from ..agent import resolve_token
 from .common import (
     JsonOpt,
     RayAddressOpt,
@@ -71,10 +71,11 @@ def slim_cmd(
     With --executor ray the candidates (export, quantize, evaluate) are built as parallel Ray tasks; the
     artifacts are the same as with the default one-at-a-time build, and timing still runs one model at a time.
     """
+    from ..nas.candidates import candidate_executor
     from ..nas.slim import slim
 
     setup_logging(verbose)
-    with make_executor(executor, ray_address=ray_address, max_workers=1) as ex, _Bar(json_out) as bar:
+    with candidate_executor(executor, ray_address) as ex, _Bar(json_out) as bar:
         report = slim(
             model,
             table=table,

@@ -6,13 +6,14 @@ what lets the same jobs run as Ray tasks on another node of a cluster, whose dis
 still land as ordinary artifact folders here, where they are timed. Timing never happens in a job: the driver
 times on the device (or its agent) with nothing of ours building beside it.
 
-The local executor runs them one at a time (``max_workers=1``): ``torch.export`` keeps global tracing state and
-two exports in one process at once fail; Ray runs each in its own worker process, in parallel.
+:func:`candidate_executor` gives the executor to build them on: locally one at a time (``torch.export`` keeps
+global tracing state and two exports in one process at once fail), or Ray, each in its own worker process, in
+parallel.
 
 Example::
 
     jobs = [CandidateJob(name=f"u{j}", module=m, ...) for j, m in enumerate(children)]
-    with make_executor("ray", ray_address="auto") as ex:
+    with candidate_executor("ray", ray_address="auto") as ex:
         built = build_candidates(jobs, ex, work)   # [(artifact folder here, top-1 or None), ...]
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..agent import Executor
+from ..agent import Executor, make_executor
 from ..compile import compile as compile_artifact
 from ..errors import ModelFileError
 from ..export.onnx import OnnxExportConfig, export_onnx
@@ -63,6 +64,12 @@ class BuiltCandidate:
     name: str
     archive: bytes  # the final artifact folder as an uncompressed tar
     top1: float | None
+
+
+def candidate_executor(kind: str = "local", ray_address: str | None = None) -> Executor:
+    """``"local"``: one candidate at a time in this process; ``"ray"``: Ray tasks (``ray_address`` as
+    :func:`~edgeformer.agent.make_executor` takes it)."""
+    return make_executor(kind, ray_address=ray_address, max_workers=1)
 
 
 def export_candidate(job: CandidateJob, work: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..agent import Executor, make_executor
+from ..agent import Executor
 from ..artifact import sha256_file, write_json_atomic
 from ..errors import ConfigError, LatencyTableError
 from ..models import create_model, get_spec
@@ -29,7 +29,7 @@ from ..models.complexity import count_params
 from ..models.reference import list_references, load_reference, read_reference_meta
 from ..records import Record
 from ..scratch import scratch_dir
-from .candidates import CandidateJob, build_candidates
+from .candidates import CandidateJob, build_candidates, candidate_executor
 from .data import SlimData, npz_data, reference_data
 from .evaluate import Evaluator
 from .finetune import finetune
@@ -193,15 +193,11 @@ def slim(
     say = progress or (lambda d, n, w: None)
     job = _jobs(model, space, data, dev)
     out.mkdir(parents=True, exist_ok=True)
-    ex = executor if executor is not None else make_executor("local", max_workers=1)  # nothing to close
+    ex = executor if executor is not None else candidate_executor()  # local: nothing to close
     with scratch_dir("slim") as tmp:
         work = Path(tmp)
-
-        def build(jobs: list[CandidateJob], under: str = "") -> list[tuple[Path, float | None]]:
-            return build_candidates(jobs, ex, work / under)
-
         say(0, len(budgets_ms) + 1, "measuring the parent")
-        ((parent_path, parent_top1),) = build([job("parent", parent)])
+        ((parent_path, parent_top1),) = build_candidates([job("parent", parent)], ex, work)
         (pt,) = timer.time([parent_path])
         parent_rec = SlimModel(
             kind="parent",
@@ -267,7 +263,7 @@ def slim(
                 repick,
                 parent_path,
                 job,
-                lambda jobs, i=i: build(jobs, f"b{i}"),
+                ex,
                 space,
                 lm,
                 parent,
@@ -318,7 +314,7 @@ def _deliver(
     repick,
     parent_path,
     job,
-    build,
+    ex,
     space,
     lm,
     parent,
@@ -343,7 +339,7 @@ def _deliver(
     target = budget
     for attempt in range(MAX_ATTEMPTS):
         child = finetune(evaluate.child(arch), parent, data, epochs=epochs, seed=seed)
-        ((child_path, child_top1),) = build([job(f"slim{attempt}", child)])
+        ((child_path, child_top1),) = build_candidates([job(f"slim{attempt}", child)], ex, work)
         # timed beside the parent, as in the final measurement below: the budget is judged on one protocol
         t, _ = timer.time([child_path, parent_path])
         attempts.append((lm.predict_ms(arch), t.p50_ms))
@@ -358,7 +354,8 @@ def _deliver(
     # uniform baseline candidates, inherited and BN-recalibrated, timed in one interleaved batch with the slim model
     cands = [uniform(space, f) for f in UNIFORM_FRACTIONS]
     # only timed, so not scored; built in one batch (in parallel on Ray), then timed together
-    cand_paths = [path for path, _ in build([job(f"u{j}", evaluate.child(a), False) for j, a in enumerate(cands)])]
+    built = build_candidates([job(f"u{j}", evaluate.child(a), False) for j, a in enumerate(cands)], ex, work)
+    cand_paths = [path for path, _ in built]
     timed = timer.time([child_path, *cand_paths])  # only to pick the candidate of the nearest latency
     slim_t, cand_t = timed[0], timed[1:]
     j = min(range(len(cands)), key=lambda k: abs(cand_t[k].p50_ms - slim_t.p50_ms))
@@ -367,7 +364,7 @@ def _deliver(
     u_child = evaluate.child(u_arch)
     if epochs:
         u_child = finetune(u_child, parent, data, epochs=epochs, seed=seed)
-    ((u_path, u_top1),) = build([job("uniform", u_child)])
+    ((u_path, u_top1),) = build_candidates([job("uniform", u_child)], ex, work)
     s_t2, u_t, _ = timer.time([child_path, u_path, parent_path])
     slim_rec = SlimModel(
         kind="slim",

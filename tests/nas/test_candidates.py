@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeformer.agent import LocalExecutor, RayExecutor
+from edgeformer.agent import RayExecutor
 from edgeformer.artifact import Artifact
 from edgeformer.errors import ModelFileError
 from edgeformer.models.reference import load_reference, read_reference_meta
 from edgeformer.nas import SearchSpace
-from edgeformer.nas.candidates import BuiltCandidate, CandidateJob, build_candidates, top1, unpack
+from edgeformer.nas.candidates import BuiltCandidate, CandidateJob, build_candidates, candidate_executor, top1, unpack
 from edgeformer.nas.data import reference_data
 from edgeformer.nas.evaluate import Evaluator
 from edgeformer.nas.search import uniform
@@ -64,7 +64,7 @@ def fingerprint(built: list) -> list:
 
 def test_ray_builds_the_same_candidates_as_the_local_build(jobs, tmp_path):
     ray = pytest.importorskip("ray")
-    with LocalExecutor(max_workers=1) as ex:
+    with candidate_executor() as ex:
         local = build_candidates(jobs, ex, tmp_path / "local")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -85,7 +85,7 @@ def test_ray_builds_the_same_candidates_as_the_local_build(jobs, tmp_path):
 
 def test_a_failing_candidate_raises_its_own_error(jobs, tmp_path):
     bad = CandidateJob(**{**jobs[1].__dict__, "name": "nocalib", "calib": None})
-    with LocalExecutor(max_workers=1) as ex, pytest.raises(ValueError, match=r"nocalib.*calibration"):
+    with candidate_executor() as ex, pytest.raises(ValueError, match=r"nocalib.*calibration"):
         build_candidates([bad], ex, tmp_path)
 
 
