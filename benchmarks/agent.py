@@ -408,25 +408,23 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> Table:
         )
         t.add_row("start-up to /v1/info", f"{f['median_startup_to_info_s']:.2f} s", "device card read in a child")
         t.add_row("idle RSS", f"{f['median_idle_rss_mib']:.0f} MiB", "the agent's process, 3 s after start-up")
-    if s and "speedup" in s:
-        t.add_row(
-            "fleet speed-up",
-            f"{s['speedup']:.2f}x",
-            f"{s['jobs']} jobs: {statistics.median(s['wall_1_agent_s']):.1f} s on 1 agent, "
-            f"{statistics.median(s['wall_2_agents_s']):.1f} s on 2 (one core each)",
+    if s:
+        speedup_row(t, "fleet speed-up", s, "{jobs} jobs", "one core each")
+    if tb:
+        speedup_row(
+            t, "table build speed-up", tb, "one {model} table ({entries[2]} blocks)", "one core each; exports unpinned"
         )
-    elif s:
-        t.add_row("fleet speed-up", "—", s["skipped"])
-    if tb and "speedup" in tb:
-        t.add_row(
-            "table build speed-up",
-            f"{tb['speedup']:.2f}x",
-            f"one {tb['model']} table ({tb['entries'][2]} blocks): {statistics.median(tb['wall_1_agent_s']):.1f} s "
-            f"on 1 agent, {statistics.median(tb['wall_2_agents_s']):.1f} s on 2 (one core each; exports unpinned)",
-        )
-    elif tb:
-        t.add_row("table build speed-up", "—", tb["skipped"])
     return t
+
+
+def speedup_row(t: Table, name: str, r: dict[str, Any], what: str, how: str) -> None:
+    """A 1-agent vs 2-agent figure: the speed-up and both wall times (``what`` formatted with ``r``), or why it
+    was skipped."""
+    if "speedup" not in r:
+        t.add_row(name, "—", r["skipped"])
+        return
+    one, two = statistics.median(r["wall_1_agent_s"]), statistics.median(r["wall_2_agents_s"])
+    t.add_row(name, f"{r['speedup']:.2f}x", f"{what.format(**r)}: {one:.1f} s on 1 agent, {two:.1f} s on 2 ({how})")
 
 
 if __name__ == "__main__":
